@@ -1,0 +1,155 @@
+"""Run a model over token batches and capture pooled hidden states and FFN activations with hooks.
+
+Pooling happens inside the hooks, on the model's device, batch by batch, so per-token tensors never
+pile up. The forward pass is aborted right after the deepest block that any requested feature needs,
+so `--layers` really saves the compute of the remaining blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from .models import Adapter, forward_accepts
+from .pooling import pool, single_index
+
+
+@dataclass(frozen=True, order=True)
+class BlockKey:
+    """One (kind, pooling, layer) block of features; its column name in the store is API."""
+
+    kind: str  # "hidden" | "ffn"
+    pooling: str  # "mean" | "max" | "single"
+    layer: int
+
+    @property
+    def column(self) -> str:
+        return f"{self.kind}.{self.pooling}.{self.layer}"
+
+    @classmethod
+    def parse(cls, column: str) -> "BlockKey":
+        kind, pooling, layer = column.split(".")
+        return cls(kind, pooling, int(layer))
+
+
+class _Stop(Exception):
+    """Raised from a hook once everything needed has been captured."""
+
+
+def blocks_needed(hidden_layers: list[int], ffn_layers: list[int]) -> int:
+    """How many transformer blocks must run: h{l} needs blocks 0..l-1, a{l} needs blocks 0..l."""
+    deepest = max([l for l in hidden_layers] + [l + 1 for l in ffn_layers], default=0)
+    return deepest
+
+
+class Capturer:
+    """Hooks for the requested (kind, layer) pairs; `run` returns pooled features for one batch."""
+
+    def __init__(self, adapter: Adapter, hidden_layers: list[int], ffn_layers: list[int],
+                 poolings: tuple[str, ...]) -> None:
+        self.adapter = adapter
+        self.hidden_layers = sorted(set(hidden_layers))
+        self.ffn_layers = sorted(set(ffn_layers))
+        self.poolings = poolings
+        self.n_blocks_run = blocks_needed(self.hidden_layers, self.ffn_layers)
+        self._accepts_positions = forward_accepts(adapter.model, "position_ids")
+        self._accepts_cache = forward_accepts(adapter.model, "use_cache")
+        self._out: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+        self._ctx: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._remaining = 0
+
+    # The last capture of a batch raises _Stop, so blocks after it never run.
+    def _record(self, kind: str, layer: int, x: torch.Tensor) -> None:
+        assert self._ctx is not None
+        mask, idx, n_real = self._ctx
+        self._out[(kind, layer)] = pool(x, mask, self.poolings, idx, n_real)
+        self._remaining -= 1
+        if self._remaining == 0:
+            raise _Stop
+
+    def _hooks(self) -> list[torch.utils.hooks.RemovableHandle]:
+        blocks, handles = self.adapter.blocks, []
+
+        def block_input(layer: int):
+            def hook(_mod, args, kwargs):
+                x = args[0] if args else kwargs["hidden_states"]
+                self._record("hidden", layer, x)
+            return hook
+
+        def block_output(layer: int):
+            def hook(_mod, _args, output):
+                x = output[0] if isinstance(output, (tuple, list)) else output
+                self._record("hidden", layer, x)
+            return hook
+
+        def ffn_input(layer: int):
+            def hook(_mod, args):
+                self._record("ffn", layer, args[0])
+            return hook
+
+        for l in self.hidden_layers:
+            if l == 0:
+                handles.append(blocks[0].register_forward_pre_hook(block_input(0), with_kwargs=True))
+            else:
+                handles.append(blocks[l - 1].register_forward_hook(block_output(l)))
+        for l in self.ffn_layers:
+            handles.append(self.adapter.ffn_out(l).register_forward_pre_hook(ffn_input(l)))
+        return handles
+
+    @torch.inference_mode()
+    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[tuple[str, int], dict[str, torch.Tensor]]:
+        """input_ids, attention_mask: [B, T] on the model's device -> {(kind, layer): {pooling: [B, W] float32}}."""
+        mask = attention_mask.bool()
+        idx = single_index(mask, self.adapter.spec.encoder)
+        n_real = mask.sum(dim=1, keepdim=True).clamp(min=1).float()
+        self._ctx, self._out = (mask, idx, n_real), {}
+        self._remaining = len(self.hidden_layers) + len(self.ffn_layers)
+        kwargs: dict = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.adapter.spec.positions_from_mask and self._accepts_positions:
+            kwargs["position_ids"] = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        if self._accepts_cache:
+            kwargs["use_cache"] = False
+        handles = self._hooks()
+        try:
+            self.adapter.model(**kwargs)
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+            self._ctx = None
+        if self._remaining:
+            raise RuntimeError(f"{self._remaining} requested features were not captured; the adapter "
+                               f"{self.adapter.spec.family} does not match this model's forward pass")
+        return self._out
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token-id lists to one [B, T] tensor on `side` ("left" | "right"); returns (input_ids, mask)."""
+    t = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), t), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if side == "left":
+            ids[i, t - len(s):] = torch.tensor(s)
+            mask[i, t - len(s):] = 1
+        else:
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def length_batches(lengths: list[int], max_rows: int, max_tokens: int) -> Iterator[list[int]]:
+    """Group row indices into batches of similar length: longest first, rows * longest <= max_tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batch: list[int] = []
+    for i in order:
+        longest = lengths[batch[0]] if batch else lengths[i]
+        if batch and (len(batch) >= max_rows or (len(batch) + 1) * longest > max_tokens):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch

@@ -1,0 +1,107 @@
+"""Atomic writes, the store lock and content hashes."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import StoreLockedError
+
+
+def tmp_name(final: Path) -> Path:
+    """A hidden sibling name; readers glob only final names, so a temp file is never visible as data."""
+    return final.with_name(f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    if path.is_dir():
+        fsync_dir(path)
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Make a fully written temp file or directory visible under its final name, atomically."""
+    fsync_tree(tmp)
+    os.replace(tmp, final) if tmp.is_file() else os.rename(tmp, final)
+    fsync_dir(final.parent)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    commit(tmp, path)
+
+
+def remove_stale_temps(root: Path) -> int:
+    """Delete temp files/dirs left by killed writers (only call while holding the store lock)."""
+    n = 0
+    if not root.exists():
+        return 0
+    for p in list(root.rglob(".tmp-*")):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_hash(obj: Any) -> str:
+    return sha256_hex(json.dumps(obj, sort_keys=True, default=str).encode())[:16]
+
+
+@contextmanager
+def store_lock(root: Path, command: str) -> Iterator[None]:
+    """One writer per store. flock is released by the kernel when a process dies, even by SIGKILL."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        holder = path.read_text().strip() or "another process"
+        raise StoreLockedError(
+            f"store {root} is locked by {holder}. Wait for it to finish; only one ingest/extract "
+            f"may write to a store at a time (reading with `stcstore sql` is always allowed)."
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({command})\n".encode(), 0)
+        yield
+    finally:
+        os.ftruncate(fd, 0)
+        os.close(fd)
+
+
+def eprint(*args: Any) -> None:
+    print(*args, file=sys.stderr, flush=True)

@@ -1,0 +1,274 @@
+"""The on-disk store: texts, rejects and pooled features, and the Python read API.
+
+Layout (partition keys and column names are API, see README "Store layout")::
+
+    STORE/store.json
+    STORE/ingest/dataset=NAME/batch=NNNNNN/texts.parquet     id, text, label, split, content_hash, source, line, ...
+    STORE/ingest/dataset=NAME/batch=NNNNNN/rejects.parquet   source, line, id, reason, raw, ingested_at
+    STORE/ingest/dataset=NAME/batch=NNNNNN/source.parquet    one row: the ingested file (the ingest log)
+    STORE/features/dataset=NAME/fs=FSID/featureset.json     fingerprint + config of one feature set
+    STORE/features/dataset=NAME/fs=FSID/chunk-NNNNNN/features.arrow   Arrow IPC, uncompressed:
+            id, split, label, then one FixedSizeList<float16>[width] column per block "kind.pooling.layer"
+    STORE/features/dataset=NAME/fs=FSID/chunk-NNNNNN/stats.parquet    per-chunk neuron sufficient statistics
+
+One ingested file is one batch directory and one feature chunk is one chunk directory; each appears
+only by an atomic rename once complete, so a reader (or a resumed run) never sees half of either.
+A chunk directory appears only by an atomic rename once both files are complete, so a reader (or a
+resumed run) never sees half a chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.ipc as ipc
+
+from .capture import BlockKey
+from .errors import StcError
+from .fsutil import write_json_atomic
+
+STORE_FORMAT = "stcstore-store"
+STORE_VERSION = 1
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+TEXTS_SCHEMA = pa.schema([
+    ("id", pa.string()), ("text", pa.string()), ("label", pa.string()), ("split", pa.string()),
+    ("content_hash", pa.string()), ("source", pa.string()), ("line", pa.int64()), ("seq", pa.int64()),
+    ("is_retweet", pa.bool_()), ("ingested_at", pa.timestamp("us", tz="UTC")),
+])
+REJECTS_SCHEMA = pa.schema([
+    ("source", pa.string()), ("line", pa.int64()), ("id", pa.string()), ("reason", pa.string()),
+    ("raw", pa.string()), ("ingested_at", pa.timestamp("us", tz="UTC")),
+])
+SOURCES_SCHEMA = pa.schema([
+    ("source", pa.string()), ("sha256", pa.string()), ("config_hash", pa.string()), ("format", pa.string()),
+    ("rows_read", pa.int64()), ("ingested", pa.int64()), ("duplicates", pa.int64()), ("rejected", pa.int64()),
+    ("seq_start", pa.int64()), ("seq_end", pa.int64()), ("ingested_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+def check_name(value: str, what: str) -> str:
+    if not _NAME_RE.match(value or ""):
+        raise StcError(f"{what} {value!r} is not a valid name: use letters, digits, '_', '.' or '-' "
+                       f"(at most 128 characters, starting with a letter or digit)")
+    return value
+
+
+@dataclass
+class FeatureSet:
+    """One feature set: the features of one dataset under one fingerprint."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def id(self) -> str:
+        return self.manifest["id"]
+
+    @property
+    def model(self) -> str:
+        return self.manifest["fingerprint"]["model"]
+
+    @property
+    def blocks(self) -> list[BlockKey]:
+        return [BlockKey.parse(c) for c in self.manifest["columns"]]
+
+    def width(self, kind: str) -> int:
+        return int(self.manifest["widths"][kind])
+
+    def chunks(self) -> list[Path]:
+        return sorted(p for p in self.path.glob("chunk-*") if p.is_dir())
+
+    def has(self, kind: str, pooling: str, layer: int) -> bool:
+        return f"{kind}.{pooling}.{layer}" in self.manifest["columns"]
+
+
+def open_chunk(chunk: Path) -> ipc.RecordBatchFileReader:
+    """Memory-mapped reader: columns are read only when touched, and land in page cache, not the heap."""
+    return ipc.open_file(pa.memory_map(str(chunk / "features.arrow"), "r"))
+
+
+def read_chunk_columns(chunk: Path, names: Sequence[str]) -> pa.Table:
+    reader = open_chunk(chunk)
+    schema = reader.schema
+    idx = [schema.get_field_index(n) for n in names]
+    return pa.Table.from_batches(
+        [reader.get_batch(i).select(idx) for i in range(reader.num_record_batches)],
+        schema=pa.schema([schema.field(i) for i in idx]),
+    )
+
+
+def fsl_to_numpy(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """FixedSizeList<float16>[w] column -> [n, w] numpy view (float16), zero-copy per chunk."""
+    arrays = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    parts = []
+    for a in arrays:
+        width = a.type.list_size
+        flat = a.values.to_numpy(zero_copy_only=False)[a.offset * width:(a.offset + len(a)) * width]
+        parts.append(flat.reshape(len(a), width))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class Store:
+    """A store directory. Reads never lock; writers (ingest, extract) take the store lock."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.root = Path(path)
+
+    # ------------------------------------------------------------------ layout
+    def ensure(self) -> None:
+        meta = self.root / "store.json"
+        if meta.exists():
+            info = json.loads(meta.read_text())
+            if info.get("format") != STORE_FORMAT:
+                raise StcError(f"{self.root} holds a {meta.name} that is not an stcstore store; pick another --store")
+            if info.get("version", 0) > STORE_VERSION:
+                raise StcError(f"store {self.root} has format version {info['version']}, newer than this "
+                               f"stcstore understands ({STORE_VERSION}); upgrade stcstore")
+            return
+        if self.root.exists() and any(p.name != ".lock" for p in self.root.iterdir()):
+            raise StcError(f"{self.root} exists, is not empty and is not an stcstore store; pick an empty or new --store")
+        write_json_atomic(meta, {"format": STORE_FORMAT, "version": STORE_VERSION})
+
+    def require(self) -> None:
+        if not (self.root / "store.json").exists():
+            raise StcError(f"{self.root} is not an stcstore store (no store.json). Create one with `stcstore ingest`.")
+
+    def table_dir(self, table: str, dataset: str) -> Path:
+        return self.root / table / f"dataset={check_name(dataset, 'dataset')}"
+
+    def ingest_dir(self, dataset: str) -> Path:
+        return self.table_dir("ingest", dataset)
+
+    def features_dir(self, dataset: str) -> Path:
+        return self.table_dir("features", dataset)
+
+    def datasets(self) -> list[str]:
+        base = self.root / "ingest"
+        return sorted(p.name.split("=", 1)[1] for p in base.glob("dataset=*")) if base.exists() else []
+
+    # ------------------------------------------------------------------ texts
+    def _parquet_table(self, table: str, dataset: str, schema: pa.Schema, columns: list[str] | None,
+                       filter_expr=None) -> pa.Table:
+        files = sorted(str(p) for p in self.ingest_dir(dataset).glob(f"batch=*/{table}.parquet"))
+        if not files:
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        return pads.dataset(files, schema=schema, format="parquet").to_table(columns=columns, filter=filter_expr)
+
+    def texts(self, dataset: str, columns: list[str] | None = None, filter_expr=None) -> pa.Table:
+        """The texts table of one dataset, in ingest order (by `seq`)."""
+        t = self._parquet_table("texts", dataset, TEXTS_SCHEMA, columns if columns is None or "seq" in columns
+                                else columns + ["seq"], filter_expr)
+        t = t.sort_by("seq")
+        return t if columns is None else t.select(columns)
+
+    def rejects(self, dataset: str) -> pa.Table:
+        return self._parquet_table("rejects", dataset, REJECTS_SCHEMA, None)
+
+    def sources(self, dataset: str) -> pa.Table:
+        return self._parquet_table("source", dataset, SOURCES_SCHEMA, None)
+
+    # ------------------------------------------------------------------ features
+    def feature_sets(self, dataset: str) -> list[FeatureSet]:
+        out = []
+        for p in sorted(self.features_dir(dataset).glob("fs=*")):
+            manifest = p / "featureset.json"
+            if manifest.exists():
+                out.append(FeatureSet(p, json.loads(manifest.read_text())))
+        return out
+
+    def feature_set(self, dataset: str, model: str, kind: str | None = None, pooling: str | None = None,
+                    layer: int | None = None) -> FeatureSet:
+        """The one feature set of `dataset` for `model` (name as given to extract, or feature-set id prefix)
+        that holds the block (kind, pooling, layer). Ambiguity is an error, never a silent pick."""
+        sets = self.feature_sets(dataset)
+        if not sets:
+            raise StcError(f"dataset {dataset!r} in store {self.root} has no features yet; run `stcstore extract`")
+        from .models import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID
+        wanted = DEFAULT_MODEL_HUB_ID if model == DEFAULT_MODEL else model
+        match = [s for s in sets if s.model == wanted or s.id.startswith(model)
+                 or s.manifest["fingerprint"].get("model_source") == model]
+        if kind is not None:
+            match = [s for s in match if s.has(kind, pooling, layer)]  # type: ignore[arg-type]
+        if len(match) == 1:
+            return match[0]
+        listing = "\n".join(f"  {s.id[:12]}  model={s.model}  max_length={s.manifest['fingerprint']['max_length']}"
+                            f"  columns={len(s.blocks)}" for s in sets)
+        what = f"model {model!r}" + (f" with block {kind}.{pooling}.{layer}" if kind else "")
+        if not match:
+            raise StcError(f"no feature set of dataset {dataset!r} for {what}. Feature sets in the store:\n{listing}")
+        raise StcError(f"{len(match)} feature sets of dataset {dataset!r} match {what}; pass a feature-set id "
+                       f"(or a unique prefix of one) as the model:\n{listing}")
+
+    def _split_rows(self, chunk: Path, split: str | None) -> tuple[pa.Table, np.ndarray | None]:
+        meta = read_chunk_columns(chunk, ["id", "split", "label"])
+        if split is None:
+            return meta, None
+        rows = np.flatnonzero(meta.column("split").to_numpy(zero_copy_only=False) == split)
+        return meta.take(rows), rows
+
+    def _gather(self, fs: FeatureSet, split: str | None, column_picks: list[tuple[str, np.ndarray | None]]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stream chunks; for each (column, neuron indices or None for all) copy the split's rows into
+        one preallocated float32 matrix. Peak heap = the output; chunk columns are memory-mapped."""
+        chunks = fs.chunks()
+        metas = [self._split_rows(c, split) for c in chunks]
+        n = sum(m[0].num_rows for m in metas)
+        widths = [len(idx) if idx is not None else fs.width(BlockKey.parse(col).kind) for col, idx in column_picks]
+        X = np.empty((n, sum(widths)), dtype=np.float32)
+        ids: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        r0 = 0
+        for chunk, (meta, rows) in zip(chunks, metas):
+            if meta.num_rows == 0:
+                continue
+            r1 = r0 + meta.num_rows
+            table = read_chunk_columns(chunk, [c for c, _ in column_picks])
+            c0 = 0
+            for (col, idx), w in zip(column_picks, widths):
+                block = fsl_to_numpy(table.column(col))
+                if idx is None:
+                    X[r0:r1, c0:c0 + w] = block if rows is None else block[rows]
+                else:
+                    X[r0:r1, c0:c0 + w] = block[:, idx] if rows is None else block[np.ix_(rows, idx)]
+                c0 += w
+            ids.append(meta.column("id").to_numpy(zero_copy_only=False))
+            labels.append(meta.column("label").to_numpy(zero_copy_only=False))
+            r0 = r1
+        cat = (lambda parts: np.concatenate(parts) if parts else np.array([], dtype=object))
+        return cat(ids), X, cat(labels)
+
+    def matrix(self, dataset: str, model: str, kind: str, pooling: str, layer: int, split: str | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One (kind, pooling, layer) block of one split -> (ids [n], X [n, width] float32, y [n] labels).
+
+        Rows come in ingest order whatever the chunking. `split=None` returns every row."""
+        fs = self.feature_set(dataset, model, kind, pooling, layer)
+        return self._gather(fs, split, [(f"{kind}.{pooling}.{layer}", None)])
+
+    def columns(self, dataset: str, model: str, kind: str, pooling: str, neurons: dict[int, Iterable[int]],
+                split: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Chosen neurons of many layers -> (ids [n], X [n, sum of neurons] float32, y [n]).
+
+        Columns are ordered by layer, then by the given neuron order within a layer."""
+        if not neurons:
+            raise StcError("columns(): give at least one layer with neuron indices")
+        first = min(neurons)
+        fs = self.feature_set(dataset, model, kind, pooling, first)
+        picks = []
+        for layer in sorted(neurons):
+            if not fs.has(kind, pooling, layer):
+                raise StcError(f"feature set {fs.id[:12]} has no block {kind}.{pooling}.{layer}")
+            idx = np.asarray(list(neurons[layer]), dtype=np.int64)
+            if idx.size and (idx.min() < 0 or idx.max() >= fs.width(kind)):
+                raise StcError(f"neuron index out of range for {kind}.{pooling}.{layer} (width {fs.width(kind)})")
+            picks.append((f"{kind}.{pooling}.{layer}", idx))
+        return self._gather(fs, split, picks)
