@@ -1,0 +1,1 @@
+"""Embedded default data of stcstore (see README.md here)."""

@@ -1,0 +1,5 @@
+-- One row per feature set: what produced it (its fingerprint) and how much it holds.
+CREATE OR REPLACE VIEW feature_sets AS
+SELECT dataset, feature_set, model, model_type, adapter, weights_sha256, max_length, dtype, torch_dtype,
+       n_layers, hidden_size, ffn_size, n_columns, chunks, rows, bytes, stcstore_version
+FROM _feature_sets;

@@ -1,0 +1,78 @@
+"""`stcstore demo`: ingest the embedded sample, extract with the packaged MiniLM, summarize."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .extract import ExtractConfig, extract
+from .ingest import IngestConfig, ingest
+from .query import StoreSQL, named_query
+
+DEMO_DATASET = "sst2-sample"
+
+
+def demo_files() -> list[Path]:
+    base = Path(str(resources.files("stcstore.data"))) / "sst2"
+    return [base / f"{s}.parquet" for s in ("train", "validation", "test")]
+
+
+@dataclass
+class DemoResult:
+    store: str
+    dataset: str
+    texts: int
+    rejected: int
+    feature_set: str
+    extracted: int
+    texts_per_s: float
+    store_bytes: int
+    seconds: dict[str, float]
+    top_neurons: list[dict[str, Any]] = field(default_factory=list)
+    layer_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        lines = [
+            f"store {self.store}, dataset {self.dataset}: {self.texts} texts ({self.rejected} rejected)",
+            f"features: feature set {self.feature_set[:12]}, {self.store_bytes / 2**20:,.1f} MiB on disk; "
+            + (f"{self.extracted} texts extracted at {self.texts_per_s:.1f} texts/s" if self.extracted
+               else "nothing new to extract (re-run of an existing demo store)"),
+            "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()),
+            "",
+            "top neurons by label difference (train split, effect size = mean gap / pooled std):",
+        ]
+        for r in self.top_neurons:
+            lines.append(f"  {r['kind']:6s} {r['pooling']:6s} layer {r['layer']}  neuron {r['neuron']:5d}  "
+                         f"higher for label {r['highest_label']}  effect {r['effect_size']}")
+        lines += ["", "per kind and layer: best effect size, neurons with effect > 0.5:"]
+        for r in self.layer_rows:
+            lines.append(f"  {r['kind']:6s} layer {r['layer']}: {r['best_effect']:<6} {r['neurons_over_half']}")
+        lines += ["", f"explore: stcstore sql --store {self.store} \"select * from neuron_stats limit 5\""]
+        return "\n".join(lines)
+
+
+def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> DemoResult:
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ing = ingest(out, demo_files(), IngestConfig(dataset=DEMO_DATASET))
+    seconds["ingest"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ext = extract(out, ExtractConfig(dataset=DEMO_DATASET, threads=threads))
+    seconds["extract"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with StoreSQL(out) as db:
+        sql, params = named_query("top_neurons", {"top": "10"})
+        top = [r for r in db.run(sql, params).rows]
+        sql, params = named_query("layer_effects", {})
+        layers = [r for r in db.run(sql, params).rows if r["dataset"] == DEMO_DATASET]
+        n = db.run("SELECT count(*) AS n FROM texts WHERE dataset = $d", {"d": DEMO_DATASET}).rows[0]["n"]
+        rej = db.run("SELECT count(*) AS n FROM rejects WHERE dataset = $d", {"d": DEMO_DATASET}).rows[0]["n"]
+    seconds["query"] = time.perf_counter() - t0
+    return DemoResult(str(out), DEMO_DATASET, n, rej, ext.feature_set, ext.texts_extracted, ext.texts_per_s,
+                      ext.store_bytes, {k: round(v, 2) for k, v in seconds.items()}, top, layers)
