@@ -14,6 +14,7 @@ import html
 import io
 import json
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from .store import REJECTS_SCHEMA, SOURCES_SCHEMA, TEXTS_SCHEMA, Store, check_na
 FORMATS = ("auto", "jsonl", "csv", "parquet", "tweets")
 SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation", "eval": "validation"}
 KNOWN_SPLITS = ("train", "validation", "test")
+READ_ERRORS = (OSError, EOFError, zlib.error, csv.Error)  # a file unreadable as a whole (gzip errors are OSError)
 RAW_KEEP = 2000  # characters of a rejected row kept for inspection
 WRITE_ROWS = 50_000  # rows per Parquet row group while streaming a large file
 
@@ -149,8 +151,8 @@ def detect_format(path: Path) -> str:
                                                   or "retweeted_status" in obj):
                         return "tweets"
                     return "jsonl"
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise StcError(f"cannot read {path}: {exc}") from exc
+    except READ_ERRORS as exc:
+        raise StcError(f"{path}: unreadable ({type(exc).__name__}: {exc}); nothing from it was ingested") from exc
     except (json.JSONDecodeError, UnicodeDecodeError):
         return "jsonl"
     return "jsonl"
@@ -378,11 +380,11 @@ def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: dict[str, t
     writer = _BatchWriter(tmp)
     seq = next_seq
 
-    def reject(row: Row, reason: str, rid: str | None = None) -> None:
+    def reject(row: Row, reason: str) -> None:
         result.rejected += 1
         key = reason.split(":")[0]
         result.reasons[key] = result.reasons.get(key, 0) + 1
-        writer.add_reject({"source": str(path), "line": row.line, "id": rid, "reason": reason,
+        writer.add_reject({"source": str(path), "line": row.line, "id": _as_str(row.id), "reason": reason,
                            "raw": row.raw[:RAW_KEEP], "ingested_at": now})
 
     try:
@@ -414,14 +416,14 @@ def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: dict[str, t
             try:
                 check_name(split, "split")
             except StcError:
-                reject(row, f"invalid split name {split!r}", rid)
+                reject(row, f"invalid split name {split!r}")
                 continue
             prior = known.get(rid)
             if prior is not None:
                 if prior[0] != h:
-                    reject(row, "id already exists with a different text", rid)
+                    reject(row, "id already exists with a different text")
                 elif prior[1] != label or prior[2] != split:
-                    reject(row, f"id already exists with label {prior[1]!r} / split {prior[2]!r}", rid)
+                    reject(row, f"id already exists with label {prior[1]!r} / split {prior[2]!r}")
                 else:
                     result.duplicates += 1
                 continue
@@ -438,7 +440,7 @@ def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: dict[str, t
                       "rows_read": result.rows_read, "ingested": result.ingested,
                       "duplicates": result.duplicates, "rejected": result.rejected,
                       "seq_start": next_seq, "seq_end": seq - 1, "ingested_at": now})
-    except (OSError, EOFError, gzip.BadGzipFile, csv.Error) as exc:
+    except READ_ERRORS as exc:
         _discard(tmp)
         raise StcError(f"{path}: unreadable ({type(exc).__name__}: {exc}); nothing from it was ingested") from exc
     except BaseException:

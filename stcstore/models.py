@@ -40,7 +40,8 @@ class AdapterSpec:
     final_norm: str | None  # dotted path of the norm applied after the last block, if any
     encoder: bool  # encoders pool "single" on the first token, decoders on the last real token
     # Whether we pass position ids computed from the attention mask. RoBERTa must compute its own
-    # from input_ids (padding_idx offset); DistilBERT takes none. Decoders need them under left padding.
+    # from input_ids (padding_idx offset). Everything else needs them under left padding. (Only passed
+    # when the forward accepts position_ids; older DistilBERT does not, and is right-padded only.)
     positions_from_mask: bool
 
 
@@ -48,7 +49,7 @@ ADAPTERS: dict[str, AdapterSpec] = {
     "bert": AdapterSpec("bert", "encoder.layer", "output.dense", None, True, True),
     "roberta": AdapterSpec("roberta", "encoder.layer", "output.dense", None, True, False),
     "xlm-roberta": AdapterSpec("roberta", "encoder.layer", "output.dense", None, True, False),
-    "distilbert": AdapterSpec("distilbert", "transformer.layer", "ffn.lin2", None, True, False),
+    "distilbert": AdapterSpec("distilbert", "transformer.layer", "ffn.lin2", None, True, True),
     "gpt2": AdapterSpec("gpt2", "h", "mlp.c_proj", "ln_f", False, True),
     "gpt_neox": AdapterSpec("gpt_neox", "layers", "mlp.dense_4h_to_h", "final_layer_norm", False, True),
 }
@@ -226,12 +227,18 @@ def tokenizer_sha256(tokenizer: Any) -> str:
 
 
 def prepare_tokenizer(tokenizer: Any, adapter: Adapter) -> Any:
-    """Give decoders without a pad token one (padding never reaches pooled values)."""
+    """Give decoders without a pad token one (padding never reaches pooled values), and refuse a RoBERTa
+    whose tokenizer pads with another id than the model's padding_idx: HF computes RoBERTa positions from
+    input_ids != padding_idx, so a mismatch would shift every position (the authors' code got this wrong)."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
         else:
             tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    model_pad = getattr(adapter.model.config, "pad_token_id", None)
+    if adapter.spec.family == "roberta" and model_pad is not None and tokenizer.pad_token_id != model_pad:
+        raise StcError(f"tokenizer pads with id {tokenizer.pad_token_id} but the RoBERTa model's pad_token_id "
+                       f"(padding_idx) is {model_pad}; positions would be wrong. Use the model's own tokenizer.")
     return tokenizer
 
 

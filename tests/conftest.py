@@ -1,0 +1,125 @@
+"""Shared fixtures: tiny random-init models of every family, the packaged MiniLM, tiny corpora. No network."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from stcstore.models import LoadedModel, default_model_path, load_model, wrap_model  # noqa: E402
+
+torch.set_num_threads(1)
+
+TEXTS = [
+    "a gorgeous, witty, seductive movie.",
+    "the plot is nothing but boilerplate clichés from start to finish,",
+    "ok",
+    "It is a film that will have people walking out halfway through and others cheering at the credits.",
+    "@user I can't believe this happened again #angry",
+    "wow",
+    "the acting, costumes, music, cinematography and sound are all astounding given the production's "
+    "austere locales.",
+    "so bad it's good? no. just bad.",
+]
+
+
+def tiny_config(family: str):
+    """A 3-block random-init config of each family, small enough to run in milliseconds."""
+    from transformers import (BertConfig, DistilBertConfig, GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig,
+                              MistralConfig, Qwen2Config, RobertaConfig)
+
+    common = dict(vocab_size=30522)
+    if family == "bert":
+        return BertConfig(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                          max_position_embeddings=128, **common)
+    if family == "roberta":
+        # pad_token_id must match the tokenizer's (the BERT vocab pads with 0)
+        return RobertaConfig(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                             max_position_embeddings=130, pad_token_id=0, **common)
+    if family == "distilbert":
+        return DistilBertConfig(n_layers=3, dim=32, hidden_dim=64, n_heads=4, max_position_embeddings=128, **common)
+    if family == "gpt2":
+        return GPT2Config(n_layer=3, n_embd=32, n_head=4, n_inner=64, n_positions=128, bos_token_id=101, eos_token_id=102,
+                          **common)
+    if family == "gpt_neox":
+        return GPTNeoXConfig(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                             max_position_embeddings=128, bos_token_id=101, eos_token_id=102, **common)
+    gated = dict(num_hidden_layers=3, hidden_size=32, intermediate_size=48, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=128, bos_token_id=101, eos_token_id=102,
+                 pad_token_id=0, **common)
+    if family == "llama":
+        return LlamaConfig(**gated)
+    if family == "mistral":
+        return MistralConfig(**gated)
+    if family == "qwen2":
+        return Qwen2Config(**gated)
+    if family == "gemma":
+        return GemmaConfig(head_dim=8, **gated)
+    raise ValueError(family)
+
+
+FAMILIES = ["bert", "roberta", "distilbert", "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gemma"]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_model_path())
+
+
+def build_tiny(family: str, tokenizer) -> LoadedModel:
+    from transformers import AutoModel
+
+    torch.manual_seed(1234)
+    model = AutoModel.from_config(tiny_config(family), attn_implementation="eager")
+    tok = type(tokenizer).from_pretrained(default_model_path())
+    return wrap_model(model, tok, f"tiny-{family}")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> LoadedModel:
+    return load_model("default")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory, bert_tokenizer) -> Path:
+    """A tiny GPT-2 saved as a local model directory (weights + tokenizer), loadable by path."""
+    from transformers import AutoTokenizer, GPT2Model
+
+    d = tmp_path_factory.mktemp("tiny-gpt2")
+    torch.manual_seed(7)
+    GPT2Model(tiny_config("gpt2")).save_pretrained(d)
+    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(d)
+    return d
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """A small labelled JSONL corpus with train/validation/test splits."""
+    recs = []
+    for i in range(60):
+        t = TEXTS[i % len(TEXTS)] + f" (variant {i})"
+        split = "train" if i < 40 else ("validation" if i < 50 else "test")
+        recs.append({"id": f"t{i}", "text": t, "label": i % 2, "split": split})
+    return write_jsonl(tmp_path / "corpus.jsonl", recs)

@@ -1,0 +1,218 @@
+"""Ingest of every supported format, broken rows to rejects, idempotent re-ingest, whole-file errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stcstore import Store
+from stcstore.errors import StcError
+from stcstore.ingest import IngestConfig, ingest
+
+from .conftest import write_jsonl
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def _texts(store: Path, dataset: str) -> dict[str, dict]:
+    return {r["id"]: r for r in Store(store).texts(dataset).to_pylist()}
+
+
+def _rejects(store: Path, dataset: str) -> list[dict]:
+    return Store(store).rejects(dataset).to_pylist()
+
+
+def test_jsonl_with_broken_lines(tmp_path):
+    src = tmp_path / "mixed.jsonl"
+    good = {"id": "1", "text": "fine text", "label": "pos"}
+    with open(src, "wb") as f:
+        f.write(json.dumps(good).encode() + b"\n")
+        f.write(b'{"id": "2", "text": "unterminated\n')  # malformed JSON
+        f.write(b'{"id": "3", "label": "neg"}\n')  # no text
+        f.write(b'{"id": "4", "text": "   "}\n')  # empty text
+        f.write(b'{"id": "5", "text": "caf\xe9 latin-1"}\n')  # invalid UTF-8
+        f.write(b"\n")  # blank lines are not rows
+        f.write(b'["not", "an", "object"]\n')
+        f.write(b'{"id": "1", "text": "another text, same id"}\n')  # same id, different text
+        f.write(b'{"id": "1", "text": "fine text", "label": "pos"}\n')  # exact duplicate: not a reject
+        f.write(b'{"id": 6, "text": "numeric id and label", "label": 1}\n')
+        f.write(b'{"id": "7", "text": 42}\n')  # text is not a string
+    r = ingest(tmp_path / "st", [src], IngestConfig("d"))
+    t = r.totals()
+    assert (t["rows_read"], t["ingested"], t["duplicates"], t["rejected"]) == (10, 2, 1, 7)
+    texts = _texts(tmp_path / "st", "d")
+    assert set(texts) == {"1", "6"}
+    assert texts["1"]["text"] == "fine text" and texts["1"]["split"] == "train"
+    assert texts["6"]["label"] == "1"
+    rej = {r["line"]: r for r in _rejects(tmp_path / "st", "d")}
+    assert rej[2]["reason"].startswith("malformed JSON")
+    assert rej[3]["reason"].startswith("no text")
+    assert rej[4]["reason"] == "empty text"
+    assert rej[5]["reason"].startswith("invalid UTF-8") and "caf" in rej[5]["raw"]
+    assert rej[7]["reason"].startswith("expected a JSON object")
+    assert rej[8]["reason"] == "id already exists with a different text" and rej[8]["id"] == "1"
+    assert "not a string" in rej[11]["reason"] and rej[11]["id"] == "7"
+    assert all(r["source"] == str(src) for r in rej.values())
+
+
+def test_reingest_adds_nothing_and_new_ids_continue_sequence(tmp_path, corpus):
+    st = tmp_path / "st"
+    first = ingest(st, [corpus], IngestConfig("d", split_field="split"))
+    assert first.totals()["ingested"] == 60
+    again = ingest(st, [corpus], IngestConfig("d", split_field="split"))
+    assert again.files[0].skipped and again.totals()["ingested"] == 0
+    # the same rows in another file: deduplicated by id, not rejected
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(corpus.read_bytes() + json.dumps({"id": "new", "text": "brand new"}).encode() + b"\n")
+    third = ingest(st, [copy], IngestConfig("d", split_field="split"))
+    assert (third.totals()["ingested"], third.totals()["duplicates"], third.totals()["rejected"]) == (1, 60, 0)
+    table = Store(st).texts("d")
+    assert table.num_rows == 61
+    assert table.column("seq").to_pylist() == list(range(61))
+    assert table.column("id").to_pylist()[-1] == "new"
+    assert len(set(table.column("id").to_pylist())) == 61
+
+
+def test_gzip_jsonl_and_split_option(tmp_path):
+    src = tmp_path / "dump.jsonl.gz"
+    with gzip.open(src, "wt", encoding="utf-8") as f:
+        for i in range(5):
+            f.write(json.dumps({"id": i, "body": {"msg": f"text {i}"}}) + "\n")
+    r = ingest(tmp_path / "st", [src], IngestConfig("g", text_field="body.msg", split="val"))
+    assert r.files[0].format == "jsonl" and r.totals()["ingested"] == 5
+    texts = _texts(tmp_path / "st", "g")
+    assert {t["split"] for t in texts.values()} == {"validation"}  # alias normalised
+    assert texts["3"]["text"] == "text 3" and texts["3"]["label"] is None
+
+
+def test_twitter_v1_objects(tmp_path):
+    tweets = [
+        {"id": 1, "id_str": "1460000000000000001", "full_text": "compat full text &amp; more", "user": {}},
+        {"id_str": "2", "text": "truncated…", "truncated": True,
+         "extended_tweet": {"full_text": "the extended full text of tweet two"}},
+        {"id_str": "3", "text": "RT @bob: original trunc…",
+         "retweeted_status": {"id_str": "99", "full_text": "original complete text by bob"}},
+        {"id_str": "4", "text": "plain v1 text < 140"},
+        {"id_str": "5", "user": {"name": "no text here"}},
+        "{broken json",
+    ]
+    src = write_jsonl(tmp_path / "tweets.jsonl", tweets)
+    r = ingest(tmp_path / "st", [src], IngestConfig("tw"))
+    assert r.files[0].format == "tweets"
+    texts = _texts(tmp_path / "st", "tw")
+    assert texts["1460000000000000001"]["text"] == "compat full text & more"  # id_str kept exactly, unescaped
+    assert texts["2"]["text"] == "the extended full text of tweet two"
+    assert texts["3"]["text"] == "original complete text by bob" and texts["3"]["is_retweet"] is True
+    assert texts["4"]["is_retweet"] is False and texts["4"]["split"] == "unlabeled"
+    assert sorted(r["reason"].split(":")[0] for r in _rejects(tmp_path / "st", "tw")) == ["malformed JSON", "no text"]
+
+
+def test_twitter_v2_pages(tmp_path):
+    page = {
+        "data": [
+            {"id": "10", "text": "short v2 text"},
+            {"id": "11", "text": "long tweet trunc…", "note_tweet": {"text": "the whole long note tweet"}},
+            {"id": "12", "text": "RT @x: orig…", "referenced_tweets": [{"type": "retweeted", "id": "50"}]},
+            {"id": "13", "text": ""},
+        ],
+        "includes": {"tweets": [{"id": "50", "text": "the original retweeted text"}]},
+        "meta": {"result_count": 4},
+    }
+    single = {"data": {"id": "14", "text": "single lookup"}}
+    src = write_jsonl(tmp_path / "v2.jsonl", [page, single])
+    r = ingest(tmp_path / "st", [src], IngestConfig("v2", format="tweets"))
+    assert (r.totals()["rows_read"], r.totals()["ingested"], r.totals()["rejected"]) == (5, 4, 1)
+    texts = _texts(tmp_path / "st", "v2")
+    assert texts["11"]["text"] == "the whole long note tweet"
+    assert texts["12"]["text"] == "the original retweeted text" and texts["12"]["is_retweet"]
+    assert texts["14"]["text"] == "single lookup"
+    assert [(r["id"], r["reason"], r["line"]) for r in _rejects(tmp_path / "st", "v2")] == [("13", "empty text", 1)]
+
+
+def test_csv_with_bad_rows(tmp_path):
+    src = tmp_path / "rows.csv"
+    src.write_bytes(
+        b"id,text,label\n"
+        b"a,\"a quoted, comma text\",1\n"
+        b"b,\"multi\nline text\",0\n"
+        b"c,too,many,fields\n"
+        b"d,bad \xff byte,1\n"
+        b"e,,1\n"
+        b"f,last good,0\n"
+    )
+    r = ingest(tmp_path / "st", [src], IngestConfig("c"))
+    assert r.files[0].format == "csv"
+    texts = _texts(tmp_path / "st", "c")
+    assert set(texts) == {"a", "b", "f"}
+    assert texts["b"]["text"] == "multi\nline text" and texts["b"]["line"] == 3
+    rej = {r["line"]: r["reason"] for r in _rejects(tmp_path / "st", "c")}
+    assert rej == {5: "4 fields, header has 3", 6: "invalid UTF-8 in column 'text'", 7: "empty text"}
+
+
+@pytest.mark.skipif(not (SHARED / "tweeteval-irony").exists(), reason="shared datasets not present")
+def test_parquet_from_shared_datasets(tmp_path):
+    files = [SHARED / "tweeteval-irony" / f"{s}.parquet" for s in ("train", "validation", "test")]
+    r = ingest(tmp_path / "st", files, IngestConfig("irony"))
+    expected = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    assert r.totals()["ingested"] + r.totals()["rejected"] == expected
+    splits = Store(tmp_path / "st").texts("irony", columns=["split"]).column("split").to_pylist()
+    assert set(splits) == {"train", "validation", "test"}  # inferred from the file names
+
+
+def test_unreadable_files_are_errors_that_leave_nothing(tmp_path, corpus):
+    st = tmp_path / "st"
+    bad_gz = tmp_path / "bad.jsonl.gz"
+    bad_gz.write_bytes(b"\x1f\x8b\x08\x00garbage that is not deflate")
+    bad_pq = tmp_path / "bad.parquet"
+    bad_pq.write_bytes(b"PAR1 not really")
+    no_col = tmp_path / "nocol.csv"
+    no_col.write_text("id,body\n1,hello\n")
+    for path, match in [(bad_gz, "bad.jsonl.gz"), (bad_pq, "bad.parquet"), (no_col, "no column 'text'"),
+                        (tmp_path / "missing.jsonl", "no such file")]:
+        with pytest.raises(StcError, match=match):
+            ingest(st, [path], IngestConfig("d"))
+    assert Store(st).texts("d").num_rows == 0
+    leftovers = [p for p in st.rglob("*") if p.name.startswith(".tmp-") or p.name.startswith("batch=")]
+    assert leftovers == []
+    # a good file before a bad one stays ingested, and the error says so
+    with pytest.raises(StcError, match="already committed before this file"):
+        ingest(st, [corpus, bad_gz], IngestConfig("d"))
+    assert Store(st).texts("d").num_rows == 60
+
+
+def test_wrong_text_field_for_json_is_an_error(tmp_path):
+    src = write_jsonl(tmp_path / "x.jsonl", [{"id": 1, "body": "a"}, {"id": 2, "body": "b"}])
+    with pytest.raises(StcError, match="no row has the text field 'text'"):
+        ingest(tmp_path / "st", [src], IngestConfig("d"))
+
+
+def test_bad_options_are_refused_before_any_io(tmp_path):
+    with pytest.raises(StcError, match="--dataset"):
+        IngestConfig("bad name/..")
+    with pytest.raises(StcError, match="--format"):
+        IngestConfig("d", format="xml")
+    with pytest.raises(StcError, match="not both"):
+        IngestConfig("d", split="train", split_field="s")
+    assert not (tmp_path / "st").exists()
+
+
+def test_conflicting_label_for_same_id_is_rejected(tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": "x", "text": "same", "label": "pos"}])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"id": "x", "text": "same", "label": "neg"}])
+    ingest(tmp_path / "st", [a], IngestConfig("d"))
+    r = ingest(tmp_path / "st", [b], IngestConfig("d"))
+    assert r.totals()["rejected"] == 1
+    assert "label 'pos'" in _rejects(tmp_path / "st", "d")[0]["reason"]
+
+
+def test_parquet_int_labels_become_strings(tmp_path):
+    src = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["x y", "z"], "label": [0, 1]}), src)
+    ingest(tmp_path / "st", [src], IngestConfig("p"))
+    texts = _texts(tmp_path / "st", "p")
+    assert texts["a"]["label"] == "0" and texts["b"]["split"] == "train"

@@ -1,0 +1,58 @@
+"""Pooling over real tokens only: batched with left or right padding equals each text run alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stcstore.capture import Capturer, length_batches, pad_batch
+from stcstore.pooling import pool, single_index
+
+from .conftest import TEXTS, build_tiny
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "gpt2", "gpt_neox", "llama", "gemma"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_batched_padding_equals_unpadded(family, side, bert_tokenizer):
+    lm = build_tiny(family, bert_tokenizer)
+    L = lm.adapter.n_layers
+    cap = Capturer(lm.adapter, list(range(L + 1)), list(range(L)), ("mean", "max", "single"))
+    seqs = [lm.tokenizer(t, return_token_type_ids=False)["input_ids"] for t in TEXTS]
+    assert len({len(s) for s in seqs}) > 3  # the batch really has padding
+    ids, mask = pad_batch(seqs, lm.tokenizer.pad_token_id, side)
+    batched = cap.run(ids, mask)
+    for i, s in enumerate(seqs):
+        one_ids, one_mask = pad_batch([s], lm.tokenizer.pad_token_id, side)
+        alone = cap.run(one_ids, one_mask)
+        for key, pooled in alone.items():
+            for p, v in pooled.items():
+                torch.testing.assert_close(batched[key][p][i], v[0], atol=2e-5, rtol=1e-4,
+                                           msg=lambda m: f"{family} {side} {key} {p} row {i}: {m}")
+
+
+def test_single_index_for_both_sides():
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    left = right.flip(1)
+    assert single_index(right, encoder=True).tolist() == [0, 0]
+    assert single_index(right, encoder=False).tolist() == [2, 4]
+    assert single_index(left, encoder=True).tolist() == [2, 0]
+    assert single_index(left, encoder=False).tolist() == [4, 4]
+
+
+def test_padding_values_never_leak():
+    x = torch.tensor([[[1.0, -2.0], [3.0, -4.0], [float("nan"), float("inf")]]])  # [1, 3, 2], last is padding
+    mask = torch.tensor([[True, True, False]])
+    out = pool(x, mask, ("mean", "max", "single"), single_index(mask, encoder=False), mask.sum(1, keepdim=True).float())
+    assert out["mean"].tolist() == [[2.0, -3.0]]
+    assert out["max"].tolist() == [[3.0, -2.0]]
+    assert out["single"].tolist() == [[3.0, -4.0]]
+
+
+def test_length_batches_respect_budget_and_cover_every_row():
+    lengths = [5, 50, 7, 49, 3, 100, 2, 8]
+    batches = list(length_batches(lengths, max_rows=3, max_tokens=120))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 120
+    assert batches[0] == [5]  # longest first, alone: 2 x 100 > 120
