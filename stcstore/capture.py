@@ -7,31 +7,13 @@ so `--layers` really saves the compute of the remaining blocks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
+from .blocks import BlockKey  # noqa: F401  (re-exported)
 from .models import Adapter, forward_accepts
 from .pooling import pool, single_index
-
-
-@dataclass(frozen=True, order=True)
-class BlockKey:
-    """One (kind, pooling, layer) block of features; its column name in the store is API."""
-
-    kind: str  # "hidden" | "ffn"
-    pooling: str  # "mean" | "max" | "single"
-    layer: int
-
-    @property
-    def column(self) -> str:
-        return f"{self.kind}.{self.pooling}.{self.layer}"
-
-    @classmethod
-    def parse(cls, column: str) -> "BlockKey":
-        kind, pooling, layer = column.split(".")
-        return cls(kind, pooling, int(layer))
 
 
 class _Stop(Exception):

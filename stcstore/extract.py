@@ -25,11 +25,11 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .capture import BlockKey, Capturer, length_batches, pad_batch
+from .blocks import KINDS, POOLINGS, BlockKey
+from .capture import Capturer, length_batches, pad_batch
 from .errors import FingerprintMismatchError, StcError
 from .fsutil import commit, eprint, remove_stale_temps, store_lock, tmp_name, write_json_atomic
 from .models import LoadedModel, load_model
-from .pooling import KINDS, POOLINGS
 from .stats import STATS_SCHEMA, chunk_stats
 from .store import FeatureSet, Store, check_name, read_chunk_columns
 

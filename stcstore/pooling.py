@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-POOLINGS = ("mean", "max", "single")
-KINDS = ("hidden", "ffn")
+from .blocks import KINDS, POOLINGS  # noqa: F401  (re-exported)
 
 
 def single_index(mask: torch.Tensor, encoder: bool) -> torch.Tensor:

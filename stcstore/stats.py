@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .capture import BlockKey
+from .blocks import BlockKey
 
 STATS_SCHEMA = pa.schema([
     ("kind", pa.string()), ("pooling", pa.string()), ("layer", pa.int32()), ("neuron", pa.int32()),

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
 
-from .capture import BlockKey
+from .blocks import BlockKey
 from .errors import StcError
 from .fsutil import write_json_atomic
 

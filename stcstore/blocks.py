@@ -1,0 +1,26 @@
+"""Names of feature blocks. Kept free of torch so that reading the store and SQL start fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+POOLINGS = ("mean", "max", "single")
+KINDS = ("hidden", "ffn")
+
+
+@dataclass(frozen=True, order=True)
+class BlockKey:
+    """One (kind, pooling, layer) block of features; its column name in the store is API."""
+
+    kind: str  # "hidden" | "ffn"
+    pooling: str  # "mean" | "max" | "single"
+    layer: int
+
+    @property
+    def column(self) -> str:
+        return f"{self.kind}.{self.pooling}.{self.layer}"
+
+    @classmethod
+    def parse(cls, column: str) -> "BlockKey":
+        kind, pooling, layer = column.split(".")
+        return cls(kind, pooling, int(layer))

@@ -1,0 +1,116 @@
+"""The CLI contract: --json is pure JSON on stdout, exit codes 0/1/2, read-only SQL, the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stcstore.ingest import IngestConfig, ingest
+from stcstore.query import named_queries
+
+from .conftest import write_jsonl
+
+
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "stcstore.cli.main", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def small(tmp_path) -> Path:
+    recs = [{"id": i, "text": t, "label": i % 2} for i, t in enumerate(
+        ["good film", "bad film", "great acting", "awful plot", "fine", "boring"] * 3)]
+    recs.append({"id": 99, "text": ""})
+    return write_jsonl(tmp_path / "s.jsonl", recs)
+
+
+def test_ingest_extract_sql_as_json(tmp_path, small):
+    st = str(tmp_path / "st")
+    r = cli("ingest", str(small), "--store", st, "--dataset", "s", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["ingested"], out["rejected"]) == (18, 1)
+    r = cli("extract", "--store", st, "--dataset", "s", "--layers", "0-2", "--kinds", "ffn", "--poolings", "mean",
+            "--threads", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["texts_extracted"] == 18 and out["blocks"] == 3 and out["estimated_bytes"] > 0
+    assert "estimated store size" in r.stderr  # printed before the work starts, on stderr
+    r = cli("sql", "--store", st, "--json",
+            "select layer, count(*) as n from neuron_stats where kind='ffn' group by 1 order by 1")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["rows"]
+    assert rows == [{"layer": l, "n": 1536 * 2} for l in range(3)]  # neurons x labels, one split
+    r = cli("sql", "--store", st, "--query", "rejects_by_reason", "--json")
+    assert json.loads(r.stdout)["rows"][0]["reason"] == "empty text"
+    r = cli("sql", "--store", st, "--query", "top_neurons", "--param", "top=3")
+    assert r.returncode == 0 and "effect_size" in r.stdout and "3 rows" in r.stdout
+
+
+def test_sql_is_read_only(tmp_path, small):
+    st = tmp_path / "st"
+    assert cli("ingest", str(small), "--store", str(st), "--dataset", "s").returncode == 0
+    before = {p: p.stat().st_mtime_ns for p in st.rglob("*")}
+    r = cli("sql", "--store", str(st), "copy (select 1) to '" + str(st / "x.csv") + "'")
+    r2 = cli("sql", "--store", str(st), "create table t as select 1")
+    assert r2.returncode == 0  # lands in DuckDB's in-memory catalog, not the store
+    assert {p: p.stat().st_mtime_ns for p in st.rglob("*") if p.name != "x.csv"} == before
+    del r
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["sql", "--store", "{tmp}", "select 1"], 1, "not an stcstore store"),
+    (["extract", "--store", "{st}", "--dataset", "s", "--layers", "0-99"], 1, "out of range"),
+    (["extract", "--store", "{st}", "--dataset", "s", "--kinds", "attn"], 1, "--kinds"),
+    (["ingest", "{tmp}/missing.jsonl", "--store", "{st}", "--dataset", "s"], 1, "no such file"),
+    (["ingest", "--store", "{st}"], 1, "Missing"),
+    (["sql", "--store", "{st}", "--query", "nope"], 1, "no named query 'nope'"),
+    (["sql", "--store", "{st}", "select * from nonexistent_table"], 1, "query failed"),
+    (["extract", "--store", "{st}", "--dataset", "s", "--model", "{tmp}/no-such-model"], 1, "cannot load model"),
+])
+def test_handled_failures_exit_1_with_a_clear_message(tmp_path, small, args, code, needle):
+    st = tmp_path / "st"
+    ingest(st, [small], IngestConfig("s"))
+    r = cli(*[a.format(tmp=tmp_path, st=st) for a in args], "--json")
+    assert r.returncode == code, r.stderr
+    assert needle in r.stderr
+    assert json.loads(r.stdout)["exit_code"] == code  # still pure JSON on stdout
+
+
+def test_unexpected_errors_exit_2(monkeypatch, tmp_path, capsys):
+    import stcstore.query
+    from stcstore.cli.main import main
+
+    def boom(*a, **k):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(stcstore.query, "run_query", boom)
+    with pytest.raises(SystemExit) as exc:
+        main(["sql", "--store", str(tmp_path), "select 1", "--json"])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert "Traceback" in captured.err and "a bug" in captured.err
+    assert json.loads(captured.out) == {"error": "unexpected error (RuntimeError): a bug", "exit_code": 2}
+
+
+def test_named_queries_are_listed():
+    assert {"top_neurons", "layer_effects", "layer_summary", "rejects_by_reason"} <= set(named_queries())
+    r = cli("sql", "--store", ".", "--list")
+    assert r.returncode == 0 and "top_neurons" in r.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_on_embedded_default(tmp_path):
+    r = cli("demo", "--out", str(tmp_path / "demo"), "--json", "--threads", "2")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["texts"] == 2400 and out["extracted"] == 2400 and out["rejected"] == 0
+    assert len(out["top_neurons"]) == 10 and out["top_neurons"][0]["effect_size"] > 0.5
+    again = json.loads(cli("demo", "--out", str(tmp_path / "demo"), "--json").stdout)
+    assert again["extracted"] == 0 and again["texts"] == 2400  # re-run resumes: nothing new

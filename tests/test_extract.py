@@ -1,0 +1,248 @@
+"""Extraction into the store: chunking invariance, resume after SIGKILL, fingerprints, the lock, stats."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stcstore import Store
+from stcstore.errors import FingerprintMismatchError, StcError, StoreLockedError
+from stcstore.extract import ExtractConfig, extract, parse_layers
+from stcstore.fsutil import store_lock
+from stcstore.ingest import IngestConfig, ingest
+from stcstore.query import run_query
+
+from .conftest import TEXTS, build_tiny, write_jsonl
+
+
+def _corpus(path: Path, n: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    words = " ".join(TEXTS).split()
+    recs = []
+    for i in range(n):
+        k = rng.choice([1, 2, 3, 5, 8, 13, 21, 40])  # a realistic mix of short and long texts
+        split = ("train", "train", "train", "validation", "test")[i % 5]
+        recs.append({"id": f"r{i}", "text": " ".join(rng.choice(words) for _ in range(k)),
+                     "label": str(i % 3), "split": split})
+    return write_jsonl(path, recs)
+
+
+@pytest.fixture
+def tiny_store(tmp_path, bert_tokenizer):
+    src = _corpus(tmp_path / "c.jsonl", 90)
+    st = tmp_path / "st"
+    ingest(st, [src], IngestConfig("d", split_field="split"))
+    return st
+
+
+def test_chunk_size_and_batching_do_not_change_features(tmp_path, bert_tokenizer):
+    src = _corpus(tmp_path / "c.jsonl", 90)
+    lm = build_tiny("gpt2", bert_tokenizer)
+    results = []
+    for i, (chunk_rows, batch, tokens) in enumerate([(1000, 64, 8192), (7, 3, 40), (13, 16, 100000)]):
+        st = tmp_path / f"st{i}"
+        ingest(st, [src], IngestConfig("d", split_field="split"))
+        r = extract(st, ExtractConfig("d", chunk_rows=chunk_rows, batch_size=batch, max_tokens=tokens), lm=lm)
+        assert r.chunks_written == -(-90 // chunk_rows)
+        results.append([Store(st).matrix("d", "tiny-gpt2", k, p, l, s)
+                        for k, p, l in [("hidden", "mean", 3), ("ffn", "max", 1), ("hidden", "single", 0)]
+                        for s in ("train", "test", None)])
+    for other in results[1:]:
+        for (ids_a, xa, ya), (ids_b, xb, yb) in zip(results[0], other):
+            assert ids_a.tolist() == ids_b.tolist() and ya.tolist() == yb.tolist()
+            # float32 compute noise from other padding, then float16 storage: within 1-2 float16 ulps
+            np.testing.assert_allclose(xa, xb, rtol=2e-3, atol=2e-3)
+
+
+def test_rows_come_in_ingest_order_with_labels(tiny_store, bert_tokenizer):
+    lm = build_tiny("bert", bert_tokenizer)
+    extract(tiny_store, ExtractConfig("d", chunk_rows=8), lm=lm)
+    ids, X, y = Store(tiny_store).matrix("d", "tiny-bert", "ffn", "mean", 2, "validation")
+    texts = Store(tiny_store).texts("d").to_pylist()
+    expected = [t for t in texts if t["split"] == "validation"]
+    assert ids.tolist() == [t["id"] for t in expected] and y.tolist() == [t["label"] for t in expected]
+    assert X.shape == (len(expected), 64) and X.dtype == np.float32
+    # columns() gathers the same values as slicing full matrices
+    ids2, C, y2 = Store(tiny_store).columns("d", "tiny-bert", "ffn", "mean", {2: [5, 0, 63], 0: [1]}, "validation")
+    _, X0, _ = Store(tiny_store).matrix("d", "tiny-bert", "ffn", "mean", 0, "validation")
+    assert ids2.tolist() == ids.tolist() and y2.tolist() == y.tolist()
+    np.testing.assert_array_equal(C, np.column_stack([X0[:, 1], X[:, 5], X[:, 0], X[:, 63]]))
+
+
+def test_second_run_is_a_noop_and_new_texts_are_appended(tiny_store, tmp_path, bert_tokenizer):
+    lm = build_tiny("bert", bert_tokenizer)
+    first = extract(tiny_store, ExtractConfig("d", chunk_rows=40), lm=lm)
+    assert (first.texts_extracted, first.chunks_written) == (90, 3)
+    again = extract(tiny_store, ExtractConfig("d", chunk_rows=40), lm=lm)
+    assert again.texts_extracted == 0 and again.chunks_written == 0
+    assert "nothing to do" in again.messages[0]
+    more = write_jsonl(tmp_path / "more.jsonl", [{"id": "late", "text": "a late text", "label": "1"}])
+    ingest(tiny_store, [more], IngestConfig("d", split="test"))
+    third = extract(tiny_store, ExtractConfig("d", chunk_rows=40), lm=lm)
+    assert (third.texts_extracted, third.chunks_total) == (1, 4)
+    ids, _, _ = Store(tiny_store).matrix("d", "tiny-bert", "hidden", "max", 1, None)
+    assert len(ids) == 91 == len(set(ids.tolist())) and ids[-1] == "late"
+
+
+def _run_cli(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "stcstore.cli.main", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _snapshot(fs_dir: Path) -> dict[str, bytes]:
+    return {p.relative_to(fs_dir).as_posix(): p.read_bytes() for p in sorted(fs_dir.rglob("*")) if p.is_file()
+            and p.name != "featureset.json"}
+
+
+def test_sigkill_at_any_moment_then_resume_equals_uninterrupted(tmp_path, tiny_gpt2_dir):
+    src = _corpus(tmp_path / "c.jsonl", 400, seed=3)
+    args = ["--dataset", "d", "--model", str(tiny_gpt2_dir), "--chunk-rows", "10", "--threads", "1",
+            "--batch-size", "4"]
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    for st in (ref, killed):
+        ingest(st, [src], IngestConfig("d", split_field="split"))
+    p = _run_cli(["extract", "--store", str(ref), *args])
+    assert p.wait(timeout=300) == 0, p.stderr.read().decode()
+
+    fs_dir = next((killed / "features" / "dataset=d").glob("fs=*"), None)
+    kills = 0
+    # kill (1) after some chunks exist, (2) while a chunk is being written, (3) right at start
+    for trigger in ("chunks", "tmp", "start"):
+        p = _run_cli(["extract", "--store", str(killed), *args])
+        deadline = time.time() + 120
+        while p.poll() is None and time.time() < deadline:
+            fs_dir = next((killed / "features" / "dataset=d").glob("fs=*"), None)
+            if trigger == "start" or (fs_dir is not None and (
+                    (trigger == "chunks" and len(list(fs_dir.glob("chunk-*"))) >= 5) or
+                    (trigger == "tmp" and any(fs_dir.glob(".tmp-chunk-*"))))):
+                p.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.002)
+        p.wait(timeout=60)
+    assert kills >= 2
+    # the killed store never shows half a chunk: every visible chunk directory is complete
+    if fs_dir is not None:
+        for chunk in fs_dir.glob("chunk-*"):
+            assert sorted(x.name for x in chunk.iterdir()) == ["features.arrow", "stats.parquet"]
+    p = _run_cli(["extract", "--store", str(killed), *args, "--json"])
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err.decode()
+    summary = json.loads(out)  # pure JSON on stdout
+    assert summary["texts_total"] == 400 and summary["chunks_total"] == 40
+    ref_fs = next((ref / "features" / "dataset=d").glob("fs=*"))
+    fs_dir = next((killed / "features" / "dataset=d").glob("fs=*"))
+    assert ref_fs.name == fs_dir.name
+    assert not list(fs_dir.glob(".tmp-*"))
+    a, b = _snapshot(ref_fs), _snapshot(fs_dir)
+    assert sorted(a) == sorted(b)  # same chunks, no holes, no extras
+    assert all(a[k] == b[k] for k in a if k.endswith("features.arrow"))  # byte-identical features
+    ids, _, _ = Store(killed).matrix("d", str(tiny_gpt2_dir), "hidden", "mean", 0, None)
+    assert len(ids) == 400 == len(set(ids.tolist()))
+
+
+def test_different_fingerprint_never_mixes_rows(tiny_store, bert_tokenizer):
+    lm = build_tiny("bert", bert_tokenizer)
+    a = extract(tiny_store, ExtractConfig("d", max_length=8), lm=lm)
+    b = extract(tiny_store, ExtractConfig("d", max_length=16), lm=lm)
+    assert a.feature_set != b.feature_set and b.new_feature_set and b.texts_extracted == 90
+    with pytest.raises(StcError, match="2 feature sets"):
+        Store(tiny_store).matrix("d", "tiny-bert", "hidden", "mean", 1, "train")
+    ids, X8, _ = Store(tiny_store).matrix("d", a.feature_set[:8], "hidden", "mean", 1, "train")
+    _, X16, _ = Store(tiny_store).matrix("d", b.feature_set, "hidden", "mean", 1, "train")
+    assert len(ids) == 54 and not np.allclose(X8, X16)  # truncation changed the values: two sets, not one
+    # other weights under the same name: a new feature set, never appended to the old one
+    other = build_tiny("bert", bert_tokenizer)
+    with __import__("torch").no_grad():
+        other.model.embeddings.word_embeddings.weight.mul_(2)
+    from stcstore.models import state_dict_sha256
+    other.weights_sha256 = state_dict_sha256(other.model)
+    c = extract(tiny_store, ExtractConfig("d", max_length=8), lm=other)
+    assert c.feature_set not in (a.feature_set, b.feature_set)
+    # a manifest that does not match its directory's fingerprint is refused
+    manifest = next(p for p in (tiny_store / "features" / "dataset=d").glob("fs=*/featureset.json")
+                    if a.feature_set in str(p))
+    m = json.loads(manifest.read_text())
+    m["fingerprint"]["max_length"] = 999
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(FingerprintMismatchError, match="refusing to mix rows"):
+        extract(tiny_store, ExtractConfig("d", max_length=8), lm=lm)
+
+
+def test_lock_stops_a_second_writer(tiny_store, bert_tokenizer):
+    lm = build_tiny("bert", bert_tokenizer)
+    with store_lock(tiny_store, "test holder"):
+        with pytest.raises(StoreLockedError, match="locked by pid .* \\(test holder\\)"):
+            extract(tiny_store, ExtractConfig("d"), lm=lm)
+        with pytest.raises(StoreLockedError):
+            ingest(tiny_store, [tiny_store / "nothing.jsonl"], IngestConfig("d"))
+        # readers never need the lock
+        assert run_query(tiny_store, "select count(*) as n from texts").rows[0]["n"] == 90
+    extract(tiny_store, ExtractConfig("d", layers="0-1"), lm=lm)  # released afterwards
+
+
+def test_lock_held_by_another_process_via_cli(tiny_store):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from stcstore.fsutil import store_lock\n"
+        f"with store_lock(__import__('pathlib').Path({str(tiny_store)!r}), 'holder'):\n"
+        "    print('locked', flush=True); time.sleep(30)")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        p = _run_cli(["ingest", str(tiny_store / "x.jsonl"), "--store", str(tiny_store), "--dataset", "d", "--json"])
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 1
+        assert "locked by pid" in err.decode() and json.loads(out)["exit_code"] == 1
+    finally:
+        holder.kill()
+
+
+def test_layers_limit_depth_and_columns(tiny_store, bert_tokenizer):
+    lm = build_tiny("llama", bert_tokenizer)
+    r = extract(tiny_store, ExtractConfig("d", layers=":1", kinds=("hidden", "ffn"), poolings=("mean",)), lm=lm)
+    fs = Store(tiny_store).feature_set("d", r.feature_set)
+    assert [b.column for b in fs.blocks] == ["ffn.mean.0", "ffn.mean.1", "hidden.mean.0", "hidden.mean.1"]
+    assert parse_layers("all", 3) == ([0, 1, 2, 3], [0, 1, 2])
+    assert parse_layers("1,3", 3) == ([1, 3], [1])
+    with pytest.raises(StcError, match="layer 4 is out of range"):
+        parse_layers("0-4", 3)
+    with pytest.raises(StcError, match="--layers"):
+        parse_layers("x", 3)
+    with pytest.raises(StcError, match="--kinds"):
+        ExtractConfig("d", kinds=("attention",))
+
+
+def test_neuron_stats_match_numpy(tiny_store, bert_tokenizer):
+    lm = build_tiny("gpt2", bert_tokenizer)
+    extract(tiny_store, ExtractConfig("d", chunk_rows=17), lm=lm)
+    ids, X, y = Store(tiny_store).matrix("d", "tiny-gpt2", "ffn", "max", 2, "train")
+    res = run_query(tiny_store, """
+        select neuron, label, count, mean, std, min, max, frac_pos from neuron_stats
+        where dataset = 'd' and kind = 'ffn' and pooling = 'max' and layer = 2 and split = 'train'
+        order by label, neuron""")
+    assert len(res.rows) == 64 * 3
+    for row in res.rows:
+        col = X[y == row["label"], row["neuron"]].astype(np.float64)
+        assert row["count"] == len(col)
+        assert row["mean"] == pytest.approx(col.mean(), rel=1e-6, abs=1e-7)
+        assert row["std"] == pytest.approx(col.std(ddof=1), rel=1e-4, abs=1e-6)
+        assert row["min"] == pytest.approx(col.min()) and row["max"] == pytest.approx(col.max())
+        assert row["frac_pos"] == pytest.approx((col > 0).mean())
+
+
+def test_store_read_errors_are_clear(tiny_store, tmp_path):
+    with pytest.raises(StcError, match="no features yet"):
+        Store(tiny_store).matrix("d", "default", "ffn", "mean", 0, "train")
+    with pytest.raises(StcError, match="not an stcstore store"):
+        extract(tmp_path / "nowhere", ExtractConfig("d"))
+    with pytest.raises(StcError, match="no texts"):
+        extract(tiny_store, ExtractConfig("other"))
