@@ -89,7 +89,7 @@ def ingest(sources, store, dataset, fmt, text_field, label_field, id_field, spli
               type=click.Choice(["float32", "bfloat16", "float16"]), help="Model compute dtype.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads [default: torch's choice].")
-@click.option("--chunk-rows", type=int, default=None, help="Rows per chunk [default: ~256 MB per chunk].")
+@click.option("--chunk-rows", type=int, default=None, help="Rows per chunk [default: ~128 MB of features per chunk].")
 @click.option("--gguf-file", default=None, help="GGUF weights file inside the model directory.")
 @JSON_OPTION
 def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_size, max_tokens, dtype,

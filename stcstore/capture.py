@@ -13,7 +13,7 @@ import torch
 
 from .blocks import BlockKey  # noqa: F401  (re-exported)
 from .models import Adapter, forward_accepts
-from .pooling import pool, single_index
+from .pooling import dense_span, pool, single_index
 
 
 class _Stop(Exception):
@@ -39,14 +39,14 @@ class Capturer:
         self._accepts_positions = forward_accepts(adapter.model, "position_ids")
         self._accepts_cache = forward_accepts(adapter.model, "use_cache")
         self._out: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
-        self._ctx: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._ctx: tuple | None = None
         self._remaining = 0
 
     # The last capture of a batch raises _Stop, so blocks after it never run.
     def _record(self, kind: str, layer: int, x: torch.Tensor) -> None:
         assert self._ctx is not None
-        mask, idx, n_real = self._ctx
-        self._out[(kind, layer)] = pool(x, mask, self.poolings, idx, n_real)
+        mask, idx, n_real, span = self._ctx
+        self._out[(kind, layer)] = pool(x, mask, self.poolings, idx, n_real, span)
         self._remaining -= 1
         if self._remaining == 0:
             raise _Stop
@@ -86,7 +86,7 @@ class Capturer:
         mask = attention_mask.bool()
         idx = single_index(mask, self.adapter.spec.encoder)
         n_real = mask.sum(dim=1, keepdim=True).clamp(min=1).float()
-        self._ctx, self._out = (mask, idx, n_real), {}
+        self._ctx, self._out = (mask, idx, n_real, dense_span(mask)), {}
         self._remaining = len(self.hidden_layers) + len(self.ffn_layers)
         kwargs: dict = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.adapter.spec.positions_from_mask and self._accepts_positions:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from .capture import Capturer, length_batches, pad_batch
 from .errors import FingerprintMismatchError, StcError
 from .fsutil import commit, eprint, remove_stale_temps, store_lock, tmp_name, write_json_atomic
 from .models import LoadedModel, load_model
-from .stats import STATS_SCHEMA, chunk_stats
+from .stats import StatsAccumulator
 from .store import FeatureSet, Store, check_name, read_chunk_columns
 
 FEATURE_FORMAT_VERSION = 1  # bump when stored values would change for the same inputs
@@ -55,7 +56,7 @@ class ExtractConfig:
     device: str = "cpu"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     chunk_rows: int | None = None  # rows per chunk; None: about `chunk_mb` per chunk
-    chunk_mb: int = 256
+    chunk_mb: int = 128
     bucket: bool = True  # sort by length inside a chunk (off only for benchmarks)
     gguf_file: str | None = None
 
@@ -209,11 +210,15 @@ class _ChunkRunner:
         truncated = sum(1 for s in seqs if len(s) >= self.max_length)
         return seqs, truncated
 
-    def run(self, texts: list[str], blocks: list[BlockKey], widths: dict[str, int],
-            progress: tqdm | None) -> tuple[dict[str, np.ndarray], int]:
+    def run(self, texts: list[str], groups: list[int], blocks: list[BlockKey], widths: dict[str, int],
+            stats: StatsAccumulator, progress: tqdm | None) -> tuple[dict[str, np.ndarray], int]:
+        """Features of one chunk: {column: [n, width]} in the stored dtype, rows in the given order.
+
+        groups: [n] index of each row's (split, label) group in `stats`."""
         seqs, truncated = self.tokenize(texts)
         n = len(seqs)
         bufs = {b.column: np.empty((n, widths[b.kind]), dtype=self.np_dtype) for b in blocks}
+        offsets = np.cumsum([0] + [widths[b.kind] for b in blocks])
         lengths = [len(s) for s in seqs]
         if self.cfg.bucket:
             batches = list(length_batches(lengths, self.cfg.batch_size, self.cfg.max_tokens))
@@ -221,28 +226,33 @@ class _ChunkRunner:
             batches = [list(range(i, min(i + self.cfg.batch_size, n))) for i in range(0, n, self.cfg.batch_size)]
         pad_id = self.lm.tokenizer.pad_token_id
         side = getattr(self.lm.tokenizer, "padding_side", "right")
+        group_t = torch.tensor(groups, dtype=torch.long)
+        store_torch = torch.float16 if self.np_dtype == np.float16 else torch.float32
         for rows in batches:
             ids, mask = pad_batch([seqs[i] for i in rows], pad_id, side)
             t0 = time.perf_counter()
             out = self.capturer.run(ids.to(self.device), mask.to(self.device))
             self.forward_seconds += time.perf_counter() - t0
+            # one [B, total_width] tensor per batch: a single clamp, cast and copy for all blocks
+            x = torch.cat([out[(b.kind, b.layer)][b.pooling] for b in blocks], dim=1)
+            if store_torch == torch.float16:
+                over = x.abs() > FLOAT16_MAX
+                if bool(over.any()):
+                    self.clipped += int(over.sum())
+                    x = x.clamp(-FLOAT16_MAX, FLOAT16_MAX)
+            stored = x.to("cpu", dtype=store_torch)
             index = torch.tensor(rows)
-            for b in blocks:
-                x = out[(b.kind, b.layer)][b.pooling]
-                if self.np_dtype == np.float16:
-                    over = x.abs() > FLOAT16_MAX
-                    if bool(over.any()):
-                        self.clipped += int(over.sum())
-                        x = x.clamp(-FLOAT16_MAX, FLOAT16_MAX)
-                bufs[b.column][index.numpy()] = x.to("cpu", dtype=torch.float16 if self.np_dtype == np.float16
-                                                    else torch.float32).numpy()
+            stats.add(stored.float(), group_t[index])  # statistics of the values as stored
+            values = stored.numpy()
+            for b, c0, c1 in zip(blocks, offsets[:-1], offsets[1:]):
+                bufs[b.column][rows] = values[:, c0:c1]
             if progress is not None:
                 progress.update(len(rows))
         return bufs, truncated
 
 
 def _write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.ndarray],
-                 blocks: list[BlockKey], arrow_dtype: pa.DataType) -> Path:
+                 blocks: list[BlockKey], arrow_dtype: pa.DataType, stats: pa.Table) -> Path:
     final = fs.path / f"chunk-{index:06d}"
     tmp = tmp_name(final)
     tmp.mkdir()
@@ -259,7 +269,7 @@ def _write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.
     with pa.OSFile(str(tmp / "features.arrow"), "wb") as sink:
         with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression=None)) as w:
             w.write_table(table)
-    pq.write_table(chunk_stats(meta, bufs, blocks), tmp / "stats.parquet", compression="zstd")
+    pq.write_table(stats, tmp / "stats.parquet", compression="zstd")
     commit(tmp, final)
     return final
 
@@ -316,15 +326,29 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
         truncated = 0
         written = 0
         t_run = time.perf_counter()
-        with tqdm(total=len(todo), unit="text", file=sys.stderr, disable=None, dynamic_ncols=True,
-                  desc=f"extract {cfg.dataset}") as bar:
-            for c0 in range(0, len(todo), chunk_rows):
+        # One background writer: chunk k is written (stats, Arrow, fsync, rename) while chunk k+1 runs
+        # through the model. At most one write is pending, so memory holds at most two chunks, and
+        # chunks still become visible strictly in order (resume relies on that).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stcstore-writer") as writer, \
+                tqdm(total=len(todo), unit="text", file=sys.stderr, disable=None, dynamic_ncols=True,
+                     desc=f"extract {cfg.dataset}") as bar:
+            pending: Future | None = None
+            for k, c0 in enumerate(range(0, len(todo), chunk_rows)):
                 rows = todo[c0:c0 + chunk_rows]
                 meta = texts.take(rows).select(["id", "split", "label"])
                 chunk_texts = texts.column("text").take(rows).to_pylist()
-                bufs, trunc = runner.run(chunk_texts, blocks, widths, bar)
+                keys = list(zip(meta.column("split").to_pylist(), meta.column("label").to_pylist()))
+                group_of = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+                stats = StatsAccumulator(blocks, [widths[b.kind] for b in blocks], list(group_of))
+                bufs, trunc = runner.run(chunk_texts, [group_of[k] for k in keys], blocks, widths, stats, bar)
                 truncated += trunc
-                _write_chunk(fs, n_existing + written, meta, bufs, blocks, DTYPES[cfg.dtype][1])
+                if pending is not None:
+                    pending.result()  # re-raises a failed write here, before anything else is written
+                    written += 1
+                pending = writer.submit(_write_chunk, fs, n_existing + k, meta, bufs, blocks, DTYPES[cfg.dtype][1],
+                                        stats.table())
+            if pending is not None:
+                pending.result()
                 written += 1
         seconds_run = time.perf_counter() - t_run
         if truncated:

@@ -18,18 +18,51 @@ def single_index(mask: torch.Tensor, encoder: bool) -> torch.Tensor:
     return (t - 1) - mask.flip(1).to(torch.int8).argmax(dim=1)
 
 
+def dense_span(mask: torch.Tensor) -> tuple[int, int] | None:
+    """The contiguous positions [a, b) that are real in *every* row, if the rest is only padding at the edges.
+
+    With right padding this is [0, shortest), with left padding [T - shortest, T). Length-bucketed batches
+    are mostly dense, so pooling reads that span as a view and masks only the ragged edge."""
+    full = mask.all(dim=0)
+    idx = torch.nonzero(full).flatten()
+    if idx.numel() == 0:
+        return None
+    a, b = int(idx[0]), int(idx[-1]) + 1
+    if b - a != idx.numel():
+        return None
+    return a, b
+
+
 def pool(x: torch.Tensor, mask: torch.Tensor, poolings: tuple[str, ...], single_idx: torch.Tensor,
-         n_real: torch.Tensor) -> dict[str, torch.Tensor]:
+         n_real: torch.Tensor, span: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
     """Pool x [B, T, W] over real tokens. mask [B, T] bool; n_real [B, 1] float. -> {pooling: [B, W] float32}.
 
-    masked_fill (not a multiply) so a NaN or inf that a model leaves at a padded position cannot leak.
+    masked_fill (not a multiply) on the ragged edge, so a NaN or inf that a model leaves at a padded
+    position cannot leak. `span` (from `dense_span`) lets the all-real part be read without a copy.
     """
     out: dict[str, torch.Tensor] = {}
-    pad = ~mask.unsqueeze(-1)
+    t = x.shape[1]
+    if span is None:
+        parts = [(x, mask)]
+    else:
+        a, b = span
+        parts = [(x[:, a:b], None)]
+        if a > 0:
+            parts.append((x[:, :a], mask[:, :a]))
+        if b < t:
+            parts.append((x[:, b:], mask[:, b:]))
     if "mean" in poolings:
-        out["mean"] = x.masked_fill(pad, 0).sum(dim=1, dtype=torch.float32) / n_real
+        total = None
+        for xs, ms in parts:
+            s = (xs if ms is None else xs.masked_fill(~ms.unsqueeze(-1), 0)).sum(dim=1, dtype=torch.float32)
+            total = s if total is None else total + s
+        out["mean"] = total / n_real
     if "max" in poolings:
-        out["max"] = x.masked_fill(pad, float("-inf")).amax(dim=1).float()
+        best = None
+        for xs, ms in parts:
+            m = (xs if ms is None else xs.masked_fill(~ms.unsqueeze(-1), float("-inf"))).amax(dim=1)
+            best = m if best is None else torch.maximum(best, m)
+        out["max"] = best.float()
     if "single" in poolings:
         out["single"] = x[torch.arange(x.shape[0], device=x.device), single_idx].float()
     return out

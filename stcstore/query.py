@@ -23,8 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from .errors import StcError
-from .stats import STATS_SCHEMA
-from .store import REJECTS_SCHEMA, SOURCES_SCHEMA, TEXTS_SCHEMA, Store, open_chunk
+from .store import REJECTS_SCHEMA, SOURCES_SCHEMA, STATS_SCHEMA, TEXTS_SCHEMA, Store, open_chunk
 
 _PARAM_RE = re.compile(r"^--\s*param\s+(\w+)\s+(.*?)\s*$", re.M)
 

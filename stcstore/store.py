@@ -53,6 +53,13 @@ SOURCES_SCHEMA = pa.schema([
     ("seq_start", pa.int64()), ("seq_end", pa.int64()), ("ingested_at", pa.timestamp("us", tz="UTC")),
 ])
 
+# per-chunk neuron sufficient statistics (written by extract, merged by the neuron_stats view)
+STATS_SCHEMA = pa.schema([
+    ("kind", pa.string()), ("pooling", pa.string()), ("layer", pa.int32()), ("neuron", pa.int32()),
+    ("split", pa.string()), ("label", pa.string()), ("n", pa.int64()), ("sum", pa.float64()),
+    ("sumsq", pa.float64()), ("min", pa.float32()), ("max", pa.float32()), ("npos", pa.int64()),
+])
+
 
 def check_name(value: str, what: str) -> str:
     if not _NAME_RE.match(value or ""):

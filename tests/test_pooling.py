@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stcstore.capture import Capturer, length_batches, pad_batch
-from stcstore.pooling import pool, single_index
+from stcstore.pooling import dense_span, pool, single_index
 
 from .conftest import TEXTS, build_tiny
 
@@ -56,3 +56,29 @@ def test_length_batches_respect_budget_and_cover_every_row():
         assert len(b) <= 3
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 120
     assert batches[0] == [5]  # longest first, alone: 2 x 100 > 120
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_dense_span_fast_path_equals_full_masking(side):
+    torch.manual_seed(0)
+    lengths = [7, 5, 7, 3]
+    mask = torch.zeros(4, 7, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        if side == "right":
+            mask[i, :n] = True
+        else:
+            mask[i, 7 - n:] = True
+    x = torch.randn(4, 7, 6)
+    x[~mask] = float("nan")  # padding garbage must not leak through either path
+    span = dense_span(mask)
+    assert span == ((0, 3) if side == "right" else (4, 7))
+    idx = single_index(mask, encoder=False)
+    n = mask.sum(1, keepdim=True).float()
+    fast = pool(x, mask, ("mean", "max", "single"), idx, n, span)
+    slow = pool(x, mask, ("mean", "max", "single"), idx, n, None)
+    for p in fast:
+        torch.testing.assert_close(fast[p], slow[p])
+        assert torch.isfinite(fast[p]).all()
+    holes = torch.tensor([[True, False, True]])
+    assert dense_span(holes) is None  # not one contiguous span: the general path is used
+    assert dense_span(torch.tensor([[True, False], [False, True]])) is None

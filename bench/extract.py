@@ -1,0 +1,128 @@
+"""Extraction benchmark: ratios against baselines measured in the same run, on the same texts.
+
+Prints
+  * throughput of `stcstore extract` (tokenize, forward with hooks, pool, write Arrow chunks + stats)
+    divided by a bare Hugging Face forward pass (tokenize + model(**batch), no hooks, nothing kept)
+    over the same length-bucketed batches                                     goal >= 0.95
+  * length-bucketed / unsorted order throughput of extract on a realistic length mix
+  * store bytes per text / raw float16 size of the same features
+for each torch thread count given.
+
+    python bench/extract.py [--texts 2000] [--threads 1,2] [--repeats 3] [--model default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+
+from stcstore.capture import length_batches, pad_batch  # noqa: E402
+from stcstore.demo import demo_files  # noqa: E402
+from stcstore.extract import ExtractConfig, default_max_length, dir_bytes, extract  # noqa: E402
+from stcstore.ingest import IngestConfig, ingest  # noqa: E402
+from stcstore.models import load_model  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def realistic_texts(n: int) -> list[str]:
+    """Half tweets, half movie-review sentences when the shared datasets are there, else the embedded sample."""
+    sources = [SHARED / "tweeteval-emotion" / "train.parquet", SHARED / "sst2" / "train.parquet"]
+    sources = [s for s in sources if s.exists()] or demo_files()
+    texts: list[str] = []
+    per = -(-n // len(sources))
+    for s in sources:
+        texts += pq.read_table(s, columns=["text"]).column("text").to_pylist()[:per]
+    # interleave so that unsorted batches mix lengths, as a real dump does
+    texts = texts[:n]
+    return texts[0::2] + texts[1::2]
+
+
+def bare_forward(lm, texts: list[str], cfg: ExtractConfig, max_length: int) -> float:
+    """Seconds for tokenize + forward over the same length-bucketed batches extract uses."""
+    t0 = time.perf_counter()
+    seqs = lm.tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False,
+                        return_token_type_ids=False)["input_ids"]
+    with torch.inference_mode():
+        for rows in length_batches([len(s) for s in seqs], cfg.batch_size, cfg.max_tokens):
+            ids, mask = pad_batch([seqs[i] for i in rows], lm.tokenizer.pad_token_id, "right")
+            lm.model(input_ids=ids, attention_mask=mask)
+    return time.perf_counter() - t0
+
+
+def timed_extract(base: Path, texts_store: Path, cfg: ExtractConfig, lm) -> tuple[float, int]:
+    run = base / f"run-{time.perf_counter_ns()}"
+    shutil.copytree(texts_store, run)
+    t0 = time.perf_counter()
+    extract(run, cfg, lm=lm)
+    seconds = time.perf_counter() - t0
+    size = dir_bytes(run / "features")
+    shutil.rmtree(run)
+    return seconds, size
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--texts", type=int, default=2000)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=8192)
+    args = ap.parse_args()
+
+    texts = realistic_texts(args.texts)
+    base = Path(tempfile.mkdtemp(prefix="stcstore-bench-"))
+    try:
+        src = base / "texts.parquet"
+        pq.write_table(pa.table({"id": [f"b{i}" for i in range(len(texts))], "text": texts}), src)
+        texts_store = base / "texts-store"
+        ingest(texts_store, [src], IngestConfig("bench", split="train"))
+        lm = load_model(args.model)
+        a = lm.adapter
+        cfg = ExtractConfig("bench", model=args.model, batch_size=args.batch_size, max_tokens=args.max_tokens)
+        max_length = default_max_length(lm)
+        lens = sorted(len(s) for s in lm.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
+        raw_row = (a.hidden_size * (a.n_layers + 1) + a.ffn_size * a.n_layers) * len(cfg.poolings) * 2
+        print(f"model {lm.name}: {a.n_layers} layers, D={a.hidden_size}, d_ff={a.ffn_size}; {len(texts)} texts, "
+              f"tokens per text median {lens[len(lens) // 2]}, p90 {lens[int(len(lens) * 0.9)]}, max {lens[-1]}")
+        print(f"batch_size {cfg.batch_size}, max_tokens {cfg.max_tokens}, repeats {args.repeats} "
+              f"(medians; runs alternate A/B)")
+        for threads in [int(t) for t in args.threads.split(",")]:
+            torch.set_num_threads(threads)
+            bare, ext, uns = [], [], []
+            size = 0
+            for _ in range(args.repeats):
+                bare.append(bare_forward(lm, texts, cfg, max_length))
+                s, size = timed_extract(base, texts_store, cfg, lm)
+                ext.append(s)
+                s, _ = timed_extract(base, texts_store, ExtractConfig(**{**cfg.__dict__, "bucket": False}), lm)
+                uns.append(s)
+            b, e, u = (statistics.median(x) for x in (bare, ext, uns))
+            print(f"\nthreads={threads}")
+            print(f"  bare HF forward        {len(texts) / b:8.1f} texts/s")
+            print(f"  stcstore extract       {len(texts) / e:8.1f} texts/s   ratio extract/bare = {b / e:.3f}  "
+                  f"(goal >= 0.95)")
+            print(f"  extract, unsorted      {len(texts) / u:8.1f} texts/s   ratio bucketed/unsorted = {u / e:.2f}")
+            print(f"  store bytes per text   {size / len(texts):10,.0f}   ratio to raw float16 "
+                  f"({raw_row:,} B) = {size / len(texts) / raw_row:.3f}")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
