@@ -1,9 +1,11 @@
-"""Names of feature blocks. Kept free of torch so that reading the store and SQL start fast."""
+"""Names that are API (feature blocks, the default model). Kept free of torch so reading the store and SQL start fast."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_MODEL = "default"  # the packaged all-MiniLM-L6-v2
+DEFAULT_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("mean", "max", "single")
 KINDS = ("hidden", "ffn")
 

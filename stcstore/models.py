@@ -24,10 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .blocks import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID
 from .errors import StcError
 
-DEFAULT_MODEL = "default"
-DEFAULT_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
 
-from .blocks import BlockKey
+from .blocks import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID, BlockKey
 from .errors import StcError
 from .fsutil import write_json_atomic
 
@@ -194,14 +194,15 @@ class Store:
 
     def feature_set(self, dataset: str, model: str, kind: str | None = None, pooling: str | None = None,
                     layer: int | None = None) -> FeatureSet:
-        """The one feature set of `dataset` for `model` (name as given to extract, or feature-set id prefix)
+        """The one feature set of `dataset` for `model` (name as given to extract, its resolved path, or a
+        feature-set id prefix of at least 6 hex digits)
         that holds the block (kind, pooling, layer). Ambiguity is an error, never a silent pick."""
         sets = self.feature_sets(dataset)
         if not sets:
             raise StcError(f"dataset {dataset!r} in store {self.root} has no features yet; run `stcstore extract`")
-        from .models import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID
         wanted = DEFAULT_MODEL_HUB_ID if model == DEFAULT_MODEL else model
-        match = [s for s in sets if s.model == wanted or s.id.startswith(model)
+        as_id = len(model) >= 6 and all(c in "0123456789abcdef" for c in model)
+        match = [s for s in sets if s.model == wanted or (as_id and s.id.startswith(model))
                  or s.manifest["fingerprint"].get("model_source") == model]
         if kind is not None:
             match = [s for s in match if s.has(kind, pooling, layer)]  # type: ignore[arg-type]
