@@ -6,6 +6,7 @@ Prints
     over the same length-bucketed batches                                     goal >= 0.95
   * length-bucketed / unsorted order throughput of extract on a realistic length mix
   * store bytes per text / raw float16 size of the same features
+  * early exit: extract with --layers 0-L/2 / full depth (time), showing later blocks are skipped
 for each torch thread count given.
 
     python bench/extract.py [--texts 2000] [--threads 1,2] [--repeats 3] [--model default]
@@ -103,7 +104,8 @@ def main() -> None:
               f"(medians; runs alternate A/B)")
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
-            bare, ext, uns = [], [], []
+            bare, ext, uns, half = [], [], [], []
+            half_cfg = ExtractConfig(**{**cfg.__dict__, "layers": f"0-{a.n_layers // 2}"})
             size = 0
             for _ in range(args.repeats):
                 bare.append(bare_forward(lm, texts, cfg, max_length))
@@ -111,7 +113,9 @@ def main() -> None:
                 ext.append(s)
                 s, _ = timed_extract(base, texts_store, ExtractConfig(**{**cfg.__dict__, "bucket": False}), lm)
                 uns.append(s)
-            b, e, u = (statistics.median(x) for x in (bare, ext, uns))
+                s, _ = timed_extract(base, texts_store, half_cfg, lm)
+                half.append(s)
+            b, e, u, h = (statistics.median(x) for x in (bare, ext, uns, half))
             print(f"\nthreads={threads}")
             print(f"  bare HF forward        {len(texts) / b:8.1f} texts/s")
             print(f"  stcstore extract       {len(texts) / e:8.1f} texts/s   ratio extract/bare = {b / e:.3f}  "
@@ -119,6 +123,7 @@ def main() -> None:
             print(f"  extract, unsorted      {len(texts) / u:8.1f} texts/s   ratio bucketed/unsorted = {u / e:.2f}")
             print(f"  store bytes per text   {size / len(texts):10,.0f}   ratio to raw float16 "
                   f"({raw_row:,} B) = {size / len(texts) / raw_row:.3f}")
+            print(f"  early exit             --layers 0-{a.n_layers // 2} time / full depth time = {h / e:.2f}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     sys.stdout.flush()

@@ -261,13 +261,16 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModel.from_pretrained(source, dtype=dtype, **kwargs)
-    except (OSError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = (
-            "It is neither a local directory nor a model in the Hugging Face cache"
-            + (" (HF_HUB_OFFLINE=1 is set, so nothing is downloaded)" if offline else "")
-            + ". Pass a local path, a cached hub name, or `default` for the packaged MiniLM."
-        )
+    except (OSError, ValueError, ImportError) as exc:
+        if Path(source).exists():
+            hint = f"{source} exists but could not be loaded as a Hugging Face model directory."
+            if gguf_file:
+                hint += " GGUF loading needs the extras: pip install 'stcstore[gguf]'."
+        else:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            hint = ("It is neither a local directory nor a model in the Hugging Face cache"
+                    + (" (HF_HUB_OFFLINE=1 is set, so nothing is downloaded)" if offline else "")
+                    + ". Pass a local path, a cached hub name, or `default` for the packaged MiniLM.")
         raise StcError(f"cannot load model {name!r}: {exc}\n{hint}") from exc
     model.eval().requires_grad_(False).to(device)
     adapter = resolve_adapter(model)

@@ -54,7 +54,14 @@ def pool(x: torch.Tensor, mask: torch.Tensor, poolings: tuple[str, ...], single_
     if "mean" in poolings:
         total = None
         for xs, ms in parts:
-            s = (xs if ms is None else xs.masked_fill(~ms.unsqueeze(-1), 0)).sum(dim=1, dtype=torch.float32)
+            if ms is None:
+                s = xs.sum(dim=1, dtype=torch.float32)
+            else:
+                # 0/1-weighted batched matmul: no copy of the slab. 0 * NaN/inf would leak a padded value,
+                # so a non-finite result is recomputed the safe way.
+                s = torch.bmm(ms.unsqueeze(1).to(xs.dtype), xs).squeeze(1).float()
+                if not bool(torch.isfinite(s).all()):
+                    s = xs.masked_fill(~ms.unsqueeze(-1), 0).sum(dim=1, dtype=torch.float32)
             total = s if total is None else total + s
         out["mean"] = total / n_real
     if "max" in poolings:
