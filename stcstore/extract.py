@@ -206,8 +206,11 @@ class _ChunkRunner:
         enc = self.lm.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True,
                                 return_attention_mask=False, return_token_type_ids=False)
         seqs = enc["input_ids"]
-        # a text is truncated when its untruncated length would exceed max_length; detect it cheaply
-        truncated = sum(1 for s in seqs if len(s) >= self.max_length)
+        encodings = getattr(enc, "encodings", None)
+        if encodings:  # fast tokenizers say exactly which texts lost tokens
+            truncated = sum(1 for e in encodings if e.overflowing)
+        else:  # slow tokenizers: an upper bound
+            truncated = sum(1 for s in seqs if len(s) >= self.max_length)
         return seqs, truncated
 
     def run(self, texts: list[str], groups: list[int], blocks: list[BlockKey], widths: dict[str, int],
@@ -332,6 +335,7 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
                 tqdm(total=len(todo), unit="text", file=sys.stderr, disable=None, dynamic_ncols=True,
                      desc=f"extract {cfg.dataset}") as bar:
             pending: Future | None = None
+            n_chunks = -(-len(todo) // chunk_rows)
             for k, c0 in enumerate(range(0, len(todo), chunk_rows)):
                 rows = todo[c0:c0 + chunk_rows]
                 meta = texts.take(rows).select(["id", "split", "label"])
@@ -346,12 +350,16 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
                     written += 1
                 pending = writer.submit(_write_chunk, fs, n_existing + k, meta, bufs, blocks, DTYPES[cfg.dtype][1],
                                         stats.table())
+                if bar.disable:  # no TTY (a log file): one line per chunk instead of a bar
+                    done_now = min(c0 + chunk_rows, len(todo))
+                    eprint(f"chunk {k + 1}/{n_chunks}: {done_now}/{len(todo)} texts, "
+                           f"{done_now / (time.perf_counter() - t_run):.1f} texts/s")
             if pending is not None:
                 pending.result()
                 written += 1
         seconds_run = time.perf_counter() - t_run
         if truncated:
-            messages.append(f"{truncated} texts reached --max-length {max_length} and were truncated")
+            messages.append(f"{truncated} texts were longer than --max-length {max_length} tokens and were truncated")
         if runner.clipped:
             messages.append(f"{runner.clipped} values exceeded the float16 range and were clipped to ±65504; "
                             f"use --dtype float32 to keep them")

@@ -246,3 +246,14 @@ def test_store_read_errors_are_clear(tiny_store, tmp_path):
         extract(tmp_path / "nowhere", ExtractConfig("d"))
     with pytest.raises(StcError, match="no texts"):
         extract(tiny_store, ExtractConfig("other"))
+
+
+def test_truncation_is_counted_exactly(tmp_path, bert_tokenizer):
+    src = write_jsonl(tmp_path / "t.jsonl", [
+        {"id": "long", "text": "one two three four five six seven eight nine ten eleven"},
+        {"id": "exact", "text": "one two three four five six"},  # [CLS] + 6 + [SEP] = 8 tokens: fits
+        {"id": "short", "text": "one"},
+    ])
+    ingest(tmp_path / "st", [src], IngestConfig("d"))
+    r = extract(tmp_path / "st", ExtractConfig("d", max_length=8), lm=build_tiny("bert", bert_tokenizer))
+    assert r.truncated == 1 and "1 texts were longer than --max-length 8" in r.messages[-1]
