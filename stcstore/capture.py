@@ -11,7 +11,6 @@ from typing import Iterator
 
 import torch
 
-from .blocks import BlockKey  # noqa: F401  (re-exported)
 from .models import Adapter, forward_accepts
 from .pooling import dense_span, pool, single_index
 

@@ -60,7 +60,7 @@ class DemoResult:
 def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> DemoResult:
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    ing = ingest(out, demo_files(), IngestConfig(dataset=DEMO_DATASET))
+    ingest(out, demo_files(), IngestConfig(dataset=DEMO_DATASET))
     seconds["ingest"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ext = extract(out, ExtractConfig(dataset=DEMO_DATASET, threads=threads))

@@ -7,31 +7,25 @@ a file already ingested with the same options adds nothing.
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import html
-import io
 import json
 import time
-import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import StcError
+from .readers import RAW_KEEP, READ_ERRORS, READERS, Row, detect_format, has_surrogates, strip_ext
 from .fsutil import commit, config_hash, file_sha256, remove_stale_temps, store_lock, tmp_name
 from .store import REJECTS_SCHEMA, SOURCES_SCHEMA, TEXTS_SCHEMA, Store, check_name
 
 FORMATS = ("auto", "jsonl", "csv", "parquet", "tweets")
 SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation", "eval": "validation"}
 KNOWN_SPLITS = ("train", "validation", "test")
-READ_ERRORS = (OSError, EOFError, zlib.error, csv.Error)  # a file unreadable as a whole (gzip errors are OSError)
-RAW_KEEP = 2000  # characters of a rejected row kept for inspection
 WRITE_ROWS = 50_000  # rows per Parquet row group while streaming a large file
 
 
@@ -60,20 +54,6 @@ class IngestConfig:
         d = asdict(self)
         d.pop("dataset")
         return config_hash(d)
-
-
-@dataclass
-class Row:
-    """One candidate text before validation."""
-
-    line: int
-    raw: str
-    text: Any = None
-    label: Any = None
-    id: Any = None
-    split: Any = None
-    is_retweet: bool | None = None
-    error: str | None = None
 
 
 @dataclass
@@ -110,197 +90,6 @@ def normalize_split(value: str) -> str:
     return SPLIT_ALIASES.get(v, v)
 
 
-def get_path(obj: Any, dotted: str) -> Any:
-    """obj['a']['b'] for 'a.b'; None when any step is missing."""
-    for part in dotted.split("."):
-        if not isinstance(obj, dict) or part not in obj:
-            return None
-        obj = obj[part]
-    return obj
-
-
-# ------------------------------------------------------------------------------------------- readers
-
-
-def _open_bytes(path: Path) -> io.BufferedIOBase:
-    """Open plain or gzip (by magic bytes, not by name)."""
-    f = open(path, "rb")
-    if f.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.open(f)  # type: ignore[return-value]
-    return f
-
-
-def _strip_ext(path: Path) -> str:
-    name = path.name.lower()
-    return name[:-3] if name.endswith(".gz") else name
-
-
-def detect_format(path: Path) -> str:
-    name = _strip_ext(path)
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith((".csv", ".tsv")):
-        return "csv"
-    # JSON lines: peek at the first object to tell tweet dumps from generic records
-    try:
-        with _open_bytes(path) as f:
-            for raw in f:
-                if raw.strip():
-                    obj = json.loads(raw)
-                    if isinstance(obj, dict) and ("data" in obj or "id_str" in obj or "full_text" in obj
-                                                  or "retweeted_status" in obj):
-                        return "tweets"
-                    return "jsonl"
-    except READ_ERRORS as exc:
-        raise StcError(f"{path}: unreadable ({type(exc).__name__}: {exc}); nothing from it was ingested") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return "jsonl"
-    return "jsonl"
-
-
-def _decode_lines(path: Path) -> Iterator[tuple[int, str, str]]:
-    """(line number, decoded line, error) for each non-blank line of a (gzipped) text file; a line that
-    is not valid UTF-8 comes with an error and its text decoded with replacement characters."""
-    with _open_bytes(path) as f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield n, raw.decode("utf-8").rstrip("\r\n"), ""
-            except UnicodeDecodeError as exc:
-                yield n, raw.decode("utf-8", "replace").rstrip("\r\n"), f"invalid UTF-8 at byte {exc.start}"
-
-
-def _json_rows(path: Path, cfg: IngestConfig) -> Iterator[Row]:
-    for n, line, err in _decode_lines(path):
-        if err:
-            yield Row(n, line, error=err)
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Row(n, line, error=f"malformed JSON: {exc.msg} at column {exc.colno}")
-            continue
-        if not isinstance(obj, dict):
-            yield Row(n, line, error=f"expected a JSON object, got {type(obj).__name__}")
-            continue
-        yield Row(n, line, text=get_path(obj, cfg.text_field), label=get_path(obj, cfg.label_field),
-                  id=get_path(obj, cfg.id_field), split=get_path(obj, cfg.split_field) if cfg.split_field else None)
-
-
-def _tweet_v1_text(t: dict) -> Any:
-    ext = t.get("extended_tweet")
-    if isinstance(ext, dict) and ext.get("full_text") is not None:
-        return ext["full_text"]
-    return t.get("full_text") if t.get("full_text") is not None else t.get("text")
-
-
-def _tweet_v2_text(t: dict) -> Any:
-    note = t.get("note_tweet")
-    if isinstance(note, dict) and note.get("text") is not None:
-        return note["text"]
-    return t.get("text")
-
-
-def _unescape(text: Any) -> Any:
-    # The Twitter API HTML-escapes &, < and > in tweet text.
-    return html.unescape(text) if isinstance(text, str) else text
-
-
-def _tweet_rows(path: Path, cfg: IngestConfig) -> Iterator[Row]:
-    """Twitter API v1.1 tweet objects, one per line, or v2 response pages ({"data": [...], "includes": ...})."""
-    for row in _json_rows(path, cfg):
-        if row.error:
-            yield row
-            continue
-        obj = json.loads(row.raw)
-        label = row.label
-        split = row.split
-        if "data" in obj:  # v2 page (or a single-tweet lookup, where data is an object)
-            data = obj["data"] if isinstance(obj["data"], list) else [obj["data"]]
-            included = {t.get("id"): t for t in get_path(obj, "includes.tweets") or [] if isinstance(t, dict)}
-            for t in data:
-                if not isinstance(t, dict):
-                    yield Row(row.line, json.dumps(t)[:RAW_KEEP], error="v2 data item is not an object")
-                    continue
-                refs = [r for r in t.get("referenced_tweets") or [] if isinstance(r, dict)]
-                rt = next((r.get("id") for r in refs if r.get("type") == "retweeted"), None)
-                text = _tweet_v2_text(included[rt]) if rt in included else _tweet_v2_text(t)
-                yield Row(row.line, json.dumps(t, ensure_ascii=False), text=_unescape(text),
-                          label=get_path(t, cfg.label_field) if label is None else label,
-                          id=t.get("id"), split=split, is_retweet=rt is not None)
-            continue
-        retweeted = obj.get("retweeted_status")
-        is_rt = isinstance(retweeted, dict)
-        # A v1.1 retweet's own text is truncated ("RT @user: ..."): keep the original's full text.
-        text = _tweet_v1_text(retweeted if is_rt else obj)
-        tid = obj.get("id_str") if obj.get("id_str") is not None else obj.get("id")
-        # id_str, not id: JSON numbers above 2**53 lose digits in many producers
-        yield Row(row.line, row.raw, text=_unescape(text), label=label,
-                  id=tid if cfg.id_field == "id" else row.id, split=split, is_retweet=is_rt)
-
-
-def _csv_rows(path: Path, cfg: IngestConfig) -> Iterator[Row]:
-    delimiter = "\t" if _strip_ext(path).endswith(".tsv") else ","
-    with _open_bytes(path) as fb:
-        text = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.DictReader(text, delimiter=delimiter)
-        header = reader.fieldnames or []
-        if not header:
-            raise StcError(f"{path}: empty CSV file or no header row")
-        if cfg.text_field not in header:
-            raise StcError(f"{path}: no column {cfg.text_field!r} (columns: {', '.join(header)}); "
-                           f"pass --text-field with the column holding the text")
-        prev_line = 1
-        for rec in reader:
-            line = prev_line + 1
-            prev_line = reader.line_num
-            raw = delimiter.join(str(v) for v in rec.values())
-            if None in rec:
-                yield Row(line, raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-                          error=f"{len(header) + len(rec[None])} fields, header has {len(header)}")
-                continue
-            bad = [k for k, v in rec.items() if isinstance(v, str) and _has_surrogates(v)]
-            if bad:
-                yield Row(line, raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-                          error=f"invalid UTF-8 in column {bad[0]!r}")
-                continue
-            yield Row(line, raw, text=rec.get(cfg.text_field), label=rec.get(cfg.label_field) or None,
-                      id=rec.get(cfg.id_field) or None, split=rec.get(cfg.split_field) if cfg.split_field else None)
-
-
-def _has_surrogates(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
-
-
-def _parquet_rows(path: Path, cfg: IngestConfig) -> Iterator[Row]:
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise StcError(f"{path}: not a readable Parquet file: {exc}") from exc
-    names = pf.schema_arrow.names
-    if cfg.text_field not in names:
-        raise StcError(f"{path}: no column {cfg.text_field!r} (columns: {', '.join(names)}); "
-                       f"pass --text-field with the column holding the text")
-    wanted = [c for c in (cfg.text_field, cfg.label_field, cfg.id_field, cfg.split_field) if c and c in names]
-    n = 0
-    for batch in pf.iter_batches(batch_size=WRITE_ROWS, columns=list(dict.fromkeys(wanted))):
-        cols = {c: batch.column(c).to_pylist() for c in batch.schema.names}
-        for i in range(batch.num_rows):
-            n += 1
-            rec = {c: v[i] for c, v in cols.items()}
-            yield Row(n, json.dumps(rec, ensure_ascii=False, default=str), text=rec.get(cfg.text_field),
-                      label=rec.get(cfg.label_field), id=rec.get(cfg.id_field),
-                      split=rec.get(cfg.split_field) if cfg.split_field else None)
-
-
-READERS = {"jsonl": _json_rows, "tweets": _tweet_rows, "csv": _csv_rows, "parquet": _parquet_rows}
-
-
 # ------------------------------------------------------------------------------------------- validation
 
 
@@ -322,7 +111,7 @@ def content_hash(text: str) -> str:
 
 
 def _default_split(path: Path) -> str | None:
-    stem = _strip_ext(path).rsplit(".", 1)[0]
+    stem = strip_ext(path).rsplit(".", 1)[0]
     s = normalize_split(stem)
     return s if s in KNOWN_SPLITS else None
 
@@ -402,7 +191,7 @@ def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: dict[str, t
             if not isinstance(row.text, str):
                 reject(row, f"text field {cfg.text_field!r} is a {type(row.text).__name__}, not a string")
                 continue
-            if _has_surrogates(row.text):
+            if has_surrogates(row.text):
                 reject(row, "invalid unicode in text (lone surrogate)")
                 continue
             if not row.text.strip():

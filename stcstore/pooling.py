@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import KINDS, POOLINGS  # noqa: F401  (re-exported)
 
 
 def single_index(mask: torch.Tensor, encoder: bool) -> torch.Tensor:
