@@ -206,6 +206,21 @@ def resolve_source(name: str) -> str:
     return name
 
 
+def _hub_revision(source: str) -> str | None:
+    """Commit hash of a hub model as cached locally (…/snapshots/<sha>/config.json); None for local paths."""
+    if Path(source).exists():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "config.json")
+    except Exception:  # an unusual cache layout must not stop extraction; the weights hash still pins it
+        return None
+    if isinstance(cached, str) and Path(cached).parent.parent.name == "snapshots":
+        return Path(cached).parent.name
+    return None
+
+
 def state_dict_sha256(model: nn.Module) -> str:
     """Hash of what is actually computed: every parameter and buffer (name, dtype, shape, bytes)."""
     h = hashlib.sha256()
@@ -275,7 +290,7 @@ def load_model(
     model.eval().requires_grad_(False).to(device)
     adapter = resolve_adapter(model)
     tokenizer = prepare_tokenizer(tokenizer, adapter)
-    revision = getattr(model.config, "_commit_hash", None)
+    revision = getattr(model.config, "_commit_hash", None) or _hub_revision(source)
     return LoadedModel(
         name=DEFAULT_MODEL_HUB_ID if name == DEFAULT_MODEL else name,
         source=source,

@@ -114,3 +114,42 @@ def test_demo_runs_on_embedded_default(tmp_path):
     assert len(out["top_neurons"]) == 10 and out["top_neurons"][0]["effect_size"] > 0.5
     again = json.loads(cli("demo", "--out", str(tmp_path / "demo"), "--json").stdout)
     assert again["extracted"] == 0 and again["texts"] == 2400  # re-run resumes: nothing new
+
+
+def test_hub_name_loads_offline_from_the_hf_cache(tmp_path, tiny_gpt2_dir, small):
+    """A hub id resolves through the Hugging Face cache layout (models--org--name/snapshots/<sha>), offline,
+    and its revision lands in the feature set's fingerprint."""
+    import shutil
+
+    from stcstore.ingest import IngestConfig, ingest
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--stc--tiny-gpt2"
+    shutil.copytree(tiny_gpt2_dir, repo / "snapshots" / sha)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    st = tmp_path / "st"
+    ingest(st, [small], IngestConfig("s"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "stcstore.cli.main", "extract", "--store", str(st), "--dataset", "s",
+                        "--model", "stc/tiny-gpt2", "--layers", "0-1", "--json"], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    fs = json.loads((next((st / "features" / "dataset=s").glob("fs=*")) / "featureset.json").read_text())
+    assert fs["fingerprint"]["model"] == "stc/tiny-gpt2" and fs["fingerprint"]["revision"] == sha
+    r = cli("sql", "--store", str(st), "--json", "select model, rows from feature_sets")
+    assert json.loads(r.stdout)["rows"] == [{"model": "stc/tiny-gpt2", "rows": 18}]
+
+
+def test_sql_file_with_params(tmp_path, small):
+    from stcstore.ingest import IngestConfig, ingest
+
+    st = tmp_path / "st"
+    ingest(st, [small], IngestConfig("s"))
+    q = tmp_path / "q.sql"
+    q.write_text("select count(*) as n from texts where label = $label")
+    r = cli("sql", "--store", str(st), "--file", str(q), "--param", "label=1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rows"] == [{"n": 9}]
+    r = cli("sql", "--store", str(st), "--file", str(tmp_path / "nope.sql"))
+    assert r.returncode == 1 and "cannot read --file" in r.stderr
