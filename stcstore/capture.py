@@ -21,8 +21,7 @@ class _Stop(Exception):
 
 def blocks_needed(hidden_layers: list[int], ffn_layers: list[int]) -> int:
     """How many transformer blocks must run: h{l} needs blocks 0..l-1, a{l} needs blocks 0..l."""
-    deepest = max([l for l in hidden_layers] + [l + 1 for l in ffn_layers], default=0)
-    return deepest
+    return max(list(hidden_layers) + [l + 1 for l in ffn_layers], default=0)
 
 
 class Capturer:

@@ -41,7 +41,10 @@ def fsync_tree(path: Path) -> None:
 def commit(tmp: Path, final: Path) -> None:
     """Make a fully written temp file or directory visible under its final name, atomically."""
     fsync_tree(tmp)
-    os.replace(tmp, final) if tmp.is_file() else os.rename(tmp, final)
+    if tmp.is_file():
+        os.replace(tmp, final)  # a file (a manifest) may atomically replace an older version
+    else:
+        os.rename(tmp, final)  # a directory never replaces one: an existing chunk or batch is an error
     fsync_dir(final.parent)
 
 

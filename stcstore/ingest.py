@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -242,7 +243,6 @@ def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: dict[str, t
 
 
 def _discard(tmp: Path) -> None:
-    import shutil
     shutil.rmtree(tmp, ignore_errors=True)
 
 

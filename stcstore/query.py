@@ -191,7 +191,7 @@ def run_query(store: str | Path, sql: str | None = None, file: str | None = None
     """Run exactly one of: SQL text, a .sql file, or a named query, against a store (read-only)."""
     if sum(x is not None for x in (sql, file, name)) != 1:
         raise StcError("give exactly one of QUERY, --file F or --query NAME")
-    bound: dict[str, Any] = {}
+    bound = {k: parse_param(v) for k, v in (params or {}).items()}
     if name is not None:
         sql, bound = named_query(name, params or {})
     elif file is not None:
@@ -199,9 +199,6 @@ def run_query(store: str | Path, sql: str | None = None, file: str | None = None
             sql = Path(file).read_text()
         except OSError as exc:
             raise StcError(f"cannot read --file {file}: {exc}") from exc
-        bound = {k: parse_param(v) for k, v in (params or {}).items()}
-    else:
-        bound = {k: parse_param(v) for k, v in (params or {}).items()}
     with StoreSQL(store) as db:
         return db.run(sql or "", bound)
 
