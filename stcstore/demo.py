@@ -67,10 +67,10 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
     seconds["extract"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with StoreSQL(out) as db:
-        sql, params = named_query("top_neurons", {"top": "10"})
-        top = [r for r in db.run(sql, params).rows]
-        sql, params = named_query("layer_effects", {})
-        layers = [r for r in db.run(sql, params).rows if r["dataset"] == DEMO_DATASET]
+        sql, params = named_query("top_neurons", {"top": "10", "dataset": DEMO_DATASET})
+        top = db.run(sql, params).rows
+        sql, params = named_query("layer_effects", {"dataset": DEMO_DATASET})
+        layers = db.run(sql, params).rows
         n = db.run("SELECT count(*) AS n FROM texts WHERE dataset = $d", {"d": DEMO_DATASET}).rows[0]["n"]
         rej = db.run("SELECT count(*) AS n FROM rejects WHERE dataset = $d", {"d": DEMO_DATASET}).rows[0]["n"]
     seconds["query"] = time.perf_counter() - t0

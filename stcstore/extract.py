@@ -254,7 +254,7 @@ class _ChunkRunner:
 
 
 def _write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.ndarray],
-                 blocks: list[BlockKey], arrow_dtype: pa.DataType, stats: pa.Table) -> Path:
+                 blocks: list[BlockKey], arrow_dtype: pa.DataType, stats: StatsAccumulator) -> Path:
     final = fs.path / f"chunk-{index:06d}"
     tmp = tmp_name(final)
     tmp.mkdir()
@@ -271,7 +271,7 @@ def _write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.
     with pa.OSFile(str(tmp / "features.arrow"), "wb") as sink:
         with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression=None)) as w:
             w.write_table(table)
-    pq.write_table(stats, tmp / "stats.parquet", compression="zstd")
+    pq.write_table(stats.table(), tmp / "stats.parquet", compression="zstd")
     commit(tmp, final)
     return final
 
@@ -341,15 +341,15 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
                 meta = texts.take(rows).select(["id", "split", "label"])
                 chunk_texts = texts.column("text").take(rows).to_pylist()
                 keys = list(zip(meta.column("split").to_pylist(), meta.column("label").to_pylist()))
-                group_of = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+                group_of = {key: i for i, key in enumerate(dict.fromkeys(keys))}
                 stats = StatsAccumulator(blocks, [widths[b.kind] for b in blocks], list(group_of))
-                bufs, trunc = runner.run(chunk_texts, [group_of[k] for k in keys], blocks, widths, stats, bar)
+                bufs, trunc = runner.run(chunk_texts, [group_of[key] for key in keys], blocks, widths, stats, bar)
                 truncated += trunc
                 if pending is not None:
                     pending.result()  # re-raises a failed write here, before anything else is written
                     written += 1
                 pending = writer.submit(_write_chunk, fs, n_existing + k, meta, bufs, blocks, DTYPES[cfg.dtype][1],
-                                        stats.table())
+                                        stats)
                 if bar.disable:  # no TTY (a log file): one line per chunk instead of a bar
                     done_now = min(c0 + chunk_rows, len(todo))
                     eprint(f"chunk {k + 1}/{n_chunks}: {done_now}/{len(todo)} texts, "

@@ -28,7 +28,6 @@ from .blocks import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID
 from .errors import StcError
 
 
-
 @dataclass(frozen=True)
 class AdapterSpec:
     """Where things are in one architecture family (attribute paths relative to the base model)."""

@@ -51,6 +51,8 @@ def test_ingest_extract_sql_as_json(tmp_path, small):
     assert json.loads(r.stdout)["rows"][0]["reason"] == "empty text"
     r = cli("sql", "--store", st, "--query", "top_neurons", "--param", "top=3")
     assert r.returncode == 0 and "effect_size" in r.stdout and "3 rows" in r.stdout
+    r = cli("sql", "--store", st, "--query", "top_neurons", "--param", "dataset=other", "--json")
+    assert json.loads(r.stdout)["rows"] == []  # the dataset parameter filters
 
 
 def test_sql_is_read_only(tmp_path, small):
