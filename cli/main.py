@@ -142,6 +142,43 @@ def sql(query, store, file, name, params, list_queries, max_rows, as_json) -> No
 
 
 @cli.command()
+@click.option("--store", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--dataset", required=True)
+@click.option("--model", default="default", show_default=True,
+              help="Model as given to extract (or its path, or a feature-set id prefix).")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Classifier directory to write (must be new or empty unless --force).")
+@click.option("--etas", default=",".join(str(e) for e in (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)),
+              show_default=True, help="η grid of the sparsification.")
+@click.option("--metric", default="accuracy", show_default=True, type=click.Choice(["accuracy", "macro_f1"]),
+              help="Validation metric that every choice is made on.")
+@click.option("--kinds", default="hidden,ffn", show_default=True)
+@click.option("--poolings", default="mean,max,single", show_default=True)
+@click.option("--mix-kinds", is_flag=True, help="Also aggregate hidden and ffn neurons together.")
+@click.option("--val-fraction", default=0.2, show_default=True,
+              help="Share of train carved as validation when the dataset has no validation split.")
+@click.option("--seed", default=0, show_default=True, help="Seed of that carve and of the Hessian row sample.")
+@click.option("--threads", type=int, default=None, help="torch threads [default: torch's choice].")
+@click.option("--force", is_flag=True, help="Replace an existing --out directory.")
+@JSON_OPTION
+def fit(store, dataset, model, out, etas, metric, kinds, poolings, mix_kinds, val_fraction, seed, threads, force,
+        as_json) -> None:
+    """Per-layer L1 probes, η-sparsification and cross-layer aggregation, all chosen on validation."""
+    from stcstore.fit import FitConfig, fit as run
+    from stcstore.probe import PathConfig
+
+    try:
+        eta_values = tuple(float(e) for e in _csv(etas))
+    except ValueError:
+        raise StcError(f"--etas {etas!r}: give numbers separated by commas, e.g. 0.1,0.5,0.8") from None
+    cfg = FitConfig(dataset=dataset, model=model, etas=eta_values, metric=metric, kinds=_csv(kinds),
+                    poolings=_csv(poolings), mix_kinds=mix_kinds, val_fraction=val_fraction, seed=seed,
+                    threads=threads, path=PathConfig(seed=seed))
+    result = run(store, cfg, out=out, force=force)
+    emit(result, as_json, lambda r: r.to_text())
+
+
+@cli.command()
 @click.option("--out", default="stcstore-demo", show_default=True, type=click.Path(file_okay=False),
               help="Store directory for the demo (re-running it resumes and does nothing new).")
 @click.option("--threads", type=int, default=None)

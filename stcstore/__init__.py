@@ -5,4 +5,13 @@ __version__ = "0.1.0"
 from .errors import StcError  # noqa: E402
 from .store import Store  # noqa: E402
 
-__all__ = ["Store", "StcError", "__version__"]
+
+
+def load_classifier(path, model=None, gguf_file=None):  # noqa: ANN001, ANN201 - see classifier.load_classifier
+    """Load a saved classifier directory (lazy import: reading a store does not need torch)."""
+    from .classifier import load_classifier as _load
+
+    return _load(path, model=model, gguf_file=gguf_file)
+
+
+__all__ = ["Store", "StcError", "__version__", "load_classifier"]

@@ -216,29 +216,39 @@ class Store:
         raise StcError(f"{len(match)} feature sets of dataset {dataset!r} match {what}; pass a feature-set id "
                        f"(or a unique prefix of one) as the model:\n{listing}")
 
-    def _split_rows(self, chunk: Path, split: str | None) -> tuple[pa.Table, np.ndarray | None]:
-        meta = read_chunk_columns(chunk, ["id", "split", "label"])
-        if split is None:
-            return meta, None
-        rows = np.flatnonzero(meta.column("split").to_numpy(zero_copy_only=False) == split)
-        return meta.take(rows), rows
+    def chunk_meta(self, fs: FeatureSet) -> list[pa.Table]:
+        """Per chunk, in chunk order: the (id, split, label) columns. Row plans index into these."""
+        return [read_chunk_columns(c, ["id", "split", "label"]) for c in fs.chunks()]
 
-    def _gather(self, fs: FeatureSet, split: str | None, column_picks: list[tuple[str, np.ndarray | None]]
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stream chunks; for each (column, neuron indices or None for all) copy the split's rows into
-        one preallocated float32 matrix. Peak heap = the output; chunk columns are memory-mapped."""
+    def _split_plan(self, fs: FeatureSet, split: str | None) -> list[np.ndarray | None]:
+        plan: list[np.ndarray | None] = []
+        for meta in self.chunk_meta(fs):
+            plan.append(None if split is None else
+                        np.flatnonzero(meta.column("split").to_numpy(zero_copy_only=False) == split))
+        return plan
+
+    def gather(self, fs: FeatureSet, column_picks: list[tuple[str, np.ndarray | None]],
+               plan: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stream chunks; for each (column, neuron indices or None for all) copy the planned rows into
+        one preallocated float32 matrix. plan: per chunk, the row indices to take (None: all rows).
+
+        Returns (ids [n], X [n, sum of widths] float32, labels [n]). Peak heap = the output; chunk
+        columns are memory-mapped."""
         chunks = fs.chunks()
-        metas = [self._split_rows(c, split) for c in chunks]
-        n = sum(m[0].num_rows for m in metas)
+        if len(plan) != len(chunks):
+            raise StcError(f"feature set {fs.id[:12]} changed while being read (chunks {len(chunks)}, plan {len(plan)})")
+        metas = self.chunk_meta(fs)
+        sizes = [m.num_rows if r is None else len(r) for m, r in zip(metas, plan)]
+        n = sum(sizes)
         widths = [len(idx) if idx is not None else fs.width(BlockKey.parse(col).kind) for col, idx in column_picks]
         X = np.empty((n, sum(widths)), dtype=np.float32)
         ids: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         r0 = 0
-        for chunk, (meta, rows) in zip(chunks, metas):
-            if meta.num_rows == 0:
+        for chunk, meta, rows, size in zip(chunks, metas, plan, sizes):
+            if size == 0:
                 continue
-            r1 = r0 + meta.num_rows
+            r1 = r0 + size
             table = read_chunk_columns(chunk, [c for c, _ in column_picks])
             c0 = 0
             for (col, idx), w in zip(column_picks, widths):
@@ -248,11 +258,16 @@ class Store:
                 else:
                     X[r0:r1, c0:c0 + w] = block[:, idx] if rows is None else block[np.ix_(rows, idx)]
                 c0 += w
-            ids.append(meta.column("id").to_numpy(zero_copy_only=False))
-            labels.append(meta.column("label").to_numpy(zero_copy_only=False))
+            sel = meta if rows is None else meta.take(rows)
+            ids.append(sel.column("id").to_numpy(zero_copy_only=False))
+            labels.append(sel.column("label").to_numpy(zero_copy_only=False))
             r0 = r1
         cat = (lambda parts: np.concatenate(parts) if parts else np.array([], dtype=object))
         return cat(ids), X, cat(labels)
+
+    def _gather(self, fs: FeatureSet, split: str | None, column_picks: list[tuple[str, np.ndarray | None]]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.gather(fs, column_picks, self._split_plan(fs, split))
 
     def matrix(self, dataset: str, model: str, kind: str, pooling: str, layer: int, split: str | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -269,14 +284,20 @@ class Store:
         Columns are ordered by layer, then by the given neuron order within a layer."""
         if not neurons:
             raise StcError("columns(): give at least one layer with neuron indices")
-        first = min(neurons)
-        fs = self.feature_set(dataset, model, kind, pooling, first)
-        picks = []
-        for layer in sorted(neurons):
-            if not fs.has(kind, pooling, layer):
-                raise StcError(f"feature set {fs.id[:12]} has no block {kind}.{pooling}.{layer}")
-            idx = np.asarray(list(neurons[layer]), dtype=np.int64)
-            if idx.size and (idx.min() < 0 or idx.max() >= fs.width(kind)):
-                raise StcError(f"neuron index out of range for {kind}.{pooling}.{layer} (width {fs.width(kind)})")
-            picks.append((f"{kind}.{pooling}.{layer}", idx))
+        fs = self.feature_set(dataset, model, kind, pooling, min(neurons))
+        picks = neuron_picks(fs, [(kind, pooling, layer, neurons[layer]) for layer in sorted(neurons)])
         return self._gather(fs, split, picks)
+
+
+def neuron_picks(fs: FeatureSet, groups: Iterable[tuple[str, str, int, Iterable[int]]]
+                 ) -> list[tuple[str, np.ndarray]]:
+    """[(kind, pooling, layer, neuron indices)] -> checked column picks for `Store.gather`."""
+    picks = []
+    for kind, pooling, layer, idx_list in groups:
+        if not fs.has(kind, pooling, layer):
+            raise StcError(f"feature set {fs.id[:12]} has no block {kind}.{pooling}.{layer}")
+        idx = np.asarray(list(idx_list), dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= fs.width(kind)):
+            raise StcError(f"neuron index out of range for {kind}.{pooling}.{layer} (width {fs.width(kind)})")
+        picks.append((f"{kind}.{pooling}.{layer}", idx))
+    return picks

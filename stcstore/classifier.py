@@ -1,0 +1,273 @@
+"""A fitted STC classifier as plain data: `manifest.json` + `.npy` arrays, never a pickle.
+
+Directory layout (names are API)::
+
+    CLASSIFIER/manifest.json    format, model fingerprint, feature groups (kind, pooling, layer, neuron
+                                indices), classes, L_temp, η, metrics, fit options, array checksums
+    CLASSIFIER/coef.npy         [K, n_features] float64 (K = 1 for two classes)
+    CLASSIFIER/intercept.npy    [K] float64
+    CLASSIFIER/mean.npy         [n_features] float64, train mean of each selected neuron
+    CLASSIFIER/scale.npy        [n_features] float64, train standard deviation (1 for constant neurons)
+
+Arrays are read with `numpy.load(allow_pickle=False)` and checked against the manifest's SHA-256, so
+loading can never run code and a damaged file is refused. The feature vector is the concatenation of
+the groups' neurons, in manifest order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from . import __version__
+from .blocks import BlockKey
+from .capture import blocks_needed
+from .errors import FingerprintMismatchError, StcError
+from .fsutil import commit, file_sha256, tmp_name, write_json_atomic
+from .solver import decision, predict_index, probabilities
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+    from .store import FeatureSet, Store
+
+CLASSIFIER_FORMAT = "stcstore-classifier"
+CLASSIFIER_VERSION = 1
+ARRAYS = ("coef", "intercept", "mean", "scale")
+# the fields of a model fingerprint that define what it computes (not where it was loaded from)
+MODEL_CHECK_KEYS = ("model_type", "adapter", "weights_sha256", "tokenizer_sha256", "n_layers", "hidden_size",
+                    "ffn_size")
+
+
+@dataclass
+class FeatureGroup:
+    """Selected neurons of one (kind, pooling, layer) block, most important first."""
+
+    kind: str
+    pooling: str
+    layer: int
+    neurons: list[int]
+
+    @property
+    def block(self) -> BlockKey:
+        return BlockKey(self.kind, self.pooling, self.layer)
+
+
+class Classifier:
+    """Scikit-learn style classifier on texts (or on stored features) with early exit at L_temp.
+
+    classes_: [n_classes] label strings; coef_: [K, n_features]; intercept_: [K]."""
+
+    def __init__(self, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.manifest = manifest
+        self.groups = [FeatureGroup(g["kind"], g["pooling"], int(g["layer"]), [int(i) for i in g["neurons"]])
+                       for g in manifest["groups"]]
+        self.classes_ = np.asarray(manifest["classes"], dtype=object)
+        self.coef_ = arrays["coef"]
+        self.intercept_ = arrays["intercept"]
+        self.mean_ = arrays["mean"]
+        self.scale_ = arrays["scale"]
+        n = sum(len(g.neurons) for g in self.groups)
+        k = 1 if len(self.classes_) == 2 else len(self.classes_)
+        if self.coef_.shape != (k, n) or self.intercept_.shape != (k,) or self.mean_.shape != (n,) \
+                or self.scale_.shape != (n,):
+            raise StcError(f"classifier arrays do not match its manifest ({n} features, {len(self.classes_)} "
+                           f"classes): coef {self.coef_.shape}, intercept {self.intercept_.shape}")
+        self._lm: LoadedModel | None = None
+        self._featurizer = None
+        self.path: Path | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_fit(cls, *, fs: "FeatureSet", groups: list[FeatureGroup], classes: list[str], coef: np.ndarray,
+                 intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray, kind: str, pooling: str, eta: float,
+                 l_temp: int, metrics: dict[str, Any], fit: dict[str, Any]) -> "Classifier":
+        fp = fs.manifest["fingerprint"]
+        manifest = {
+            "format": CLASSIFIER_FORMAT, "version": CLASSIFIER_VERSION, "stcstore_version": __version__,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": {k: fp.get(k) for k in ("model", "model_source", "revision", *MODEL_CHECK_KEYS)},
+            "features": {"feature_set": fs.id, "dataset": fs.manifest.get("dataset"),
+                         "max_length": fp["max_length"], "dtype": fp["dtype"], "torch_dtype": fp["torch_dtype"],
+                         "feature_format": fp.get("feature_format")},
+            "kind": kind, "pooling": pooling, "eta": eta, "l_temp": l_temp,
+            "blocks_run": blocks_needed([g.layer for g in groups if g.kind == "hidden"],
+                                        [g.layer for g in groups if g.kind == "ffn"]),
+            "groups": [asdict(g) for g in groups], "classes": list(classes),
+            "metrics": metrics, "fit": fit,
+        }
+        arrays = {"coef": np.asarray(coef, dtype=np.float64), "intercept": np.asarray(intercept, dtype=np.float64),
+                  "mean": np.asarray(mean, dtype=np.float64), "scale": np.asarray(scale, dtype=np.float64)}
+        return cls(manifest, arrays)
+
+    def save(self, path: str | Path, force: bool = False) -> Path:
+        """Write the directory atomically (temp directory + rename). An existing non-empty directory is
+        replaced only with force=True."""
+        final = Path(path)
+        if final.exists() and any(final.iterdir()) and not force:
+            raise StcError(f"{final} exists and is not empty; pick a new directory or pass force=True (--force)")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_name(final)
+        tmp.mkdir()
+        manifest = json.loads(json.dumps(self.manifest))
+        manifest["arrays"] = {}
+        for name in ARRAYS:
+            arr = getattr(self, f"{name}_")
+            np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+            manifest["arrays"][name] = {"file": f"{name}.npy", "shape": list(arr.shape), "dtype": str(arr.dtype),
+                                        "sha256": file_sha256(tmp / f"{name}.npy")}
+        write_json_atomic(tmp / "manifest.json", manifest)
+        if final.exists():
+            old = tmp_name(final)
+            final.rename(old)
+            commit(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            commit(tmp, final)
+        self.manifest = manifest
+        self.path = final
+        return final
+
+    # ------------------------------------------------------------------ model
+    @property
+    def blocks(self) -> list[BlockKey]:
+        return [g.block for g in self.groups]
+
+    @property
+    def l_temp(self) -> int:
+        return int(self.manifest["l_temp"])
+
+    def check_model(self, lm: "LoadedModel") -> None:
+        """Refuse a model that computes something else than the one the classifier was fitted on."""
+        want = self.manifest["model"]
+        have = lm.fingerprint_fields()
+        diff = [k for k in MODEL_CHECK_KEYS if want.get(k) != have.get(k)]
+        if diff:
+            rows = "\n".join(f"  {k}: classifier {str(want.get(k))[:20]}  model {str(have.get(k))[:20]}" for k in diff)
+            raise FingerprintMismatchError(
+                f"classifier {self.path or ''} was fitted on model {want.get('model')!r} but the model given "
+                f"({have.get('model')!r}) differs in {', '.join(diff)}:\n{rows}\n"
+                f"Score with the model the classifier was fitted on, or fit a new classifier for this model.")
+
+    def attach(self, lm: "LoadedModel") -> "Classifier":
+        """Use this (already loaded) model for text scoring, after checking its fingerprint."""
+        self.check_model(lm)
+        self._lm, self._featurizer = lm, None
+        return self
+
+    def _model(self, gguf_file: str | None = None) -> "LoadedModel":
+        if self._lm is None:
+            from .models import load_model
+
+            want = self.manifest["model"]
+            source = want.get("model_source")
+            name = source if source and Path(source).exists() else want.get("model")
+            self.attach(load_model(name, torch_dtype=self.manifest["features"]["torch_dtype"], gguf_file=gguf_file))
+        assert self._lm is not None
+        return self._lm
+
+    def featurizer(self):
+        from .featurize import Featurizer
+
+        if self._featurizer is None:
+            f = self.manifest["features"]
+            self._featurizer = Featurizer(self._model(), self.blocks, int(f["max_length"]), f["dtype"])
+        return self._featurizer
+
+    # ------------------------------------------------------------------ scoring
+    def features_from_blocks(self, blocks: dict[BlockKey, np.ndarray]) -> np.ndarray:
+        """{block: [n, width]} -> the classifier's feature matrix [n, n_features] float32."""
+        return np.concatenate([np.asarray(blocks[g.block], dtype=np.float32)[:, g.neurons] for g in self.groups],
+                              axis=1)
+
+    def decision_function_features(self, X: np.ndarray) -> np.ndarray:
+        """X: [n, n_features] raw (stored-dtype) feature values -> linear scores [n, K]."""
+        Z = (np.asarray(X, dtype=np.float32) - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
+        return decision(Z, self.coef_, self.intercept_)
+
+    def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
+        return probabilities(self.decision_function_features(X))
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[predict_index(self.decision_function_features(X))]
+
+    def features(self, texts: Iterable[str]) -> np.ndarray:
+        """Texts -> [n, n_features]; the model runs only through block L_temp."""
+        return self.features_from_blocks(self.featurizer()(list(texts)))
+
+    def decision_function(self, texts: Iterable[str]) -> np.ndarray:
+        return self.decision_function_features(self.features(texts))
+
+    def predict_proba(self, texts: Iterable[str]) -> np.ndarray:
+        """[n, n_classes] probabilities in `classes_` order."""
+        return probabilities(self.decision_function(texts))
+
+    def predict(self, texts: Iterable[str]) -> np.ndarray:
+        return self.classes_[predict_index(self.decision_function(texts))]
+
+    def store_features(self, store: "Store", dataset: str, split: str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [n], X [n, n_features]) of texts already in a store, from the stored features."""
+        from .store import neuron_picks
+
+        fs = store.feature_set(dataset, self.manifest["features"]["feature_set"])
+        picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in self.groups])
+        ids, X, _ = store._gather(fs, split, picks)
+        return ids, X
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return (f"Classifier({m['model'].get('model')}, {m['kind']}.{m['pooling']}, η {m['eta']}, "
+                f"L_temp {m['l_temp']}, {self.coef_.shape[1]} neurons, classes {list(self.classes_)})")
+
+
+def load_classifier(path: str | Path, model: "str | LoadedModel | None" = None,
+                    gguf_file: str | None = None) -> Classifier:
+    """Load a classifier directory. `model`: a LoadedModel or a model name/path to score texts with; it is
+    checked against the classifier's model fingerprint now. Without it, the fitted model is loaded (and
+    checked) on the first text prediction; scoring stored features never loads a model."""
+    root = Path(path)
+    mpath = root / "manifest.json"
+    if not mpath.is_file():
+        raise StcError(f"{root} is not a classifier directory (no manifest.json); create one with `stcstore fit`")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as exc:
+        raise StcError(f"{mpath} is not valid JSON ({exc}); the classifier directory is damaged") from None
+    if manifest.get("format") != CLASSIFIER_FORMAT:
+        raise StcError(f"{mpath} is not an stcstore classifier manifest")
+    if int(manifest.get("version", 0)) > CLASSIFIER_VERSION:
+        raise StcError(f"{root} has classifier format {manifest['version']}, newer than this stcstore "
+                       f"understands ({CLASSIFIER_VERSION}); upgrade stcstore")
+    arrays = {}
+    for name in ARRAYS:
+        spec = manifest.get("arrays", {}).get(name)
+        if spec is None or Path(spec["file"]).name != spec["file"]:
+            raise StcError(f"{mpath} does not describe array {name!r} properly")
+        f = root / spec["file"]
+        if not f.is_file():
+            raise StcError(f"{f} is missing; the classifier directory is incomplete")
+        if file_sha256(f) != spec["sha256"]:
+            raise StcError(f"{f} does not match the checksum in manifest.json; the file was changed or damaged")
+        try:
+            arr = np.load(f, allow_pickle=False)
+        except ValueError as exc:
+            raise StcError(f"{f} is not a plain numeric array ({exc})") from None
+        if arr.dtype != np.float64 or list(arr.shape) != spec["shape"]:
+            raise StcError(f"{f} has dtype {arr.dtype} and shape {arr.shape}; manifest says {spec['dtype']} "
+                           f"{spec['shape']}")
+        arrays[name] = arr
+    clf = Classifier(manifest, arrays)
+    clf.path = root
+    if model is not None:
+        if isinstance(model, str):
+            from .models import load_model
+
+            model = load_model(model, torch_dtype=manifest["features"]["torch_dtype"], gguf_file=gguf_file)
+        clf.attach(model)
+    return clf

@@ -1,0 +1,498 @@
+"""`stcstore fit`: per-layer L1 probes -> η-sparsify -> cross-layer aggregation -> choice on validation.
+
+Stages (STC paper, sections 3.2-3.4 and Algorithm 1):
+
+1. probes: every (kind, pooling, layer) block of the feature set, one dense block in memory at a time,
+   standardised with train statistics; the L1 strength of each probe is chosen on validation along a
+   regularisation path (`probe.fit_path`). Only the chosen point of each path is kept.
+2. sparsify: per probe and η, the fewest neurons whose squared weights reach η·‖w‖² (`sparsify`).
+3. aggregate: per (kind, pooling), the neurons the largest η keeps in every layer are read once
+   (`Store.gather` of just those columns); for every η and depth L_temp, the kept neurons of layers
+   0..L_temp are concatenated and another L1 path is fitted and chosen on validation.
+4. choose: the aggregate with the best validation score (ties: shallower L_temp, then fewer neurons).
+   Test rows are read only now, once, for the three reported states (baseline, best probe, STC), and
+   scored with exactly the fitted weights that were chosen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .blocks import KINDS, POOLINGS, BlockKey
+from .classifier import Classifier, FeatureGroup
+from .errors import StcError
+from .fsutil import commit, eprint, tmp_name
+from .metrics import METRICS, scores
+from .probe import PathConfig, PathResult, apply_standardization, fit_path, standardize_
+from .solver import decision, predict_index
+from .sparsify import DEFAULT_ETAS, check_eta, select_neurons
+from .store import FeatureSet, Store, check_name, neuron_picks
+
+FIT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Options of one fit; validated without I/O."""
+
+    dataset: str
+    model: str = "default"  # as given to extract, its path, or a feature-set id prefix
+    etas: tuple[float, ...] = DEFAULT_ETAS
+    metric: str = "accuracy"  # selection metric: accuracy | macro_f1
+    kinds: tuple[str, ...] = KINDS
+    poolings: tuple[str, ...] = POOLINGS
+    mix_kinds: bool = False  # also aggregate hidden and ffn neurons together (not in the paper)
+    train_split: str = "train"
+    val_split: str = "validation"
+    test_split: str = "test"
+    val_fraction: float = 0.2  # carved from train (stratified, seeded) only when there is no validation split
+    seed: int = 0
+    threads: int | None = None
+    path: PathConfig = field(default_factory=PathConfig)
+
+    def __post_init__(self) -> None:
+        check_name(self.dataset, "--dataset")
+        if self.metric not in METRICS:
+            raise StcError(f"--metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
+        if not self.etas:
+            raise StcError("--etas needs at least one value")
+        for e in self.etas:
+            check_eta(e)
+        for k in self.kinds:
+            if k not in KINDS:
+                raise StcError(f"--kinds: {k!r} is not one of {', '.join(KINDS)}")
+        for p in self.poolings:
+            if p not in POOLINGS:
+                raise StcError(f"--poolings: {p!r} is not one of {', '.join(POOLINGS)}")
+        if not (0.0 < self.val_fraction < 1.0):
+            raise StcError("--val-fraction must be between 0 and 1")
+        if self.threads is not None and self.threads < 1:
+            raise StcError("--threads must be at least 1")
+
+
+# ---------------------------------------------------------------------------------------------- splits
+@dataclass
+class Splits:
+    """Row plans (per chunk, row indices) and class indices for train / validation / test."""
+
+    classes: list[str]
+    plans: dict[str, list[np.ndarray]]
+    y: dict[str, np.ndarray]  # class index per planned row, -1 for a label unseen in train
+    carved_validation: bool
+    unlabeled: dict[str, int]
+    data_fingerprint: str
+
+
+def _natural(labels: list[str]) -> list[str]:
+    try:
+        return sorted(labels, key=lambda s: (float(s), s))
+    except ValueError:
+        return sorted(labels)
+
+
+def plan_splits(store: Store, fs: FeatureSet, cfg: FitConfig) -> Splits:
+    metas = store.chunk_meta(fs)
+    split_col = [m.column("split").to_numpy(zero_copy_only=False) for m in metas]
+    label_col = [np.asarray(m.column("label").to_pylist(), dtype=object) for m in metas]
+    has_label = [np.array([v is not None for v in lab], dtype=bool) for lab in label_col]
+    unlabeled: dict[str, int] = {}
+    plans: dict[str, list[np.ndarray]] = {}
+    for name in (cfg.train_split, cfg.val_split, cfg.test_split):
+        rows = [np.flatnonzero((s == name) & h) for s, h in zip(split_col, has_label)]
+        unlabeled[name] = int(sum(((s == name) & ~h).sum() for s, h in zip(split_col, has_label)))
+        plans[name] = rows
+    train_labels = np.concatenate([lab[r] for lab, r in zip(label_col, plans[cfg.train_split])]) \
+        if plans[cfg.train_split] else np.array([], dtype=object)
+    classes = _natural(sorted(set(train_labels.tolist())))
+    if len(classes) < 2:
+        raise StcError(f"split {cfg.train_split!r} of dataset {cfg.dataset!r} has {len(train_labels)} labelled rows "
+                       f"and {len(classes)} class(es); fitting needs labelled rows of at least two classes "
+                       f"(ingest with --label-field, and --split or a split column)")
+    carved = sum(len(r) for r in plans[cfg.val_split]) == 0
+    if carved:  # seeded, stratified carve of train, recorded in the classifier
+        rng = np.random.default_rng(cfg.seed)
+        chunk_of = np.concatenate([np.full(len(r), i) for i, r in enumerate(plans[cfg.train_split])])
+        row_of = np.concatenate(plans[cfg.train_split])
+        to_val = np.zeros(len(row_of), dtype=bool)
+        for c in classes:
+            members = np.flatnonzero(train_labels == c)
+            n_val = int(round(len(members) * cfg.val_fraction))
+            to_val[rng.permutation(members)[:n_val]] = True
+        plans[cfg.val_split] = [np.sort(row_of[to_val & (chunk_of == i)]) for i in range(len(metas))]
+        plans[cfg.train_split] = [np.sort(row_of[~to_val & (chunk_of == i)]) for i in range(len(metas))]
+    index = {c: i for i, c in enumerate(classes)}
+    y = {name: np.array([index.get(v, -1) for lab, r in zip(label_col, plan) for v in lab[r]], dtype=np.int64)
+         for name, plan in plans.items()}
+    for name in (cfg.train_split, cfg.val_split):
+        if len(y[name]) == 0:
+            raise StcError(f"split {name!r} of dataset {cfg.dataset!r} has no labelled rows")
+    h = hashlib.sha256(fs.id.encode())
+    for name in (cfg.train_split, cfg.val_split, cfg.test_split):
+        ids = [v for m, r in zip(metas, plans[name]) for v in m.column("id").take(pa.array(r)).to_pylist()]
+        h.update(json.dumps([name, ids, y[name].tolist()]).encode())
+    return Splits(classes, plans, y, carved, unlabeled, h.hexdigest()[:16])
+
+
+# ---------------------------------------------------------------------------------------------- results
+@dataclass
+class ProbeState:
+    """The chosen fitted state of one per-layer probe (standardisation + weights)."""
+
+    block: BlockKey
+    mean: np.ndarray
+    scale: np.ndarray
+    result: PathResult
+
+
+@dataclass
+class AggState:
+    kind: str  # "hidden" | "ffn" | "hidden+ffn"
+    pooling: str
+    eta: float
+    l_temp: int
+    groups: list[FeatureGroup]
+    mean: np.ndarray
+    scale: np.ndarray
+    result: PathResult
+
+    @property
+    def n_neurons(self) -> int:
+        return sum(len(g.neurons) for g in self.groups)
+
+
+@dataclass
+class FitResult:
+    dataset: str
+    feature_set: str
+    model: str
+    classes: list[str]
+    metric: str
+    baseline: dict[str, Any]
+    best_probe: dict[str, Any]
+    stc: dict[str, Any]
+    chosen: dict[str, Any]
+    n_train: int
+    n_validation: int
+    n_test: int
+    carved_validation: bool
+    seed: int
+    fit_id: str
+    classifier_dir: str | None
+    seconds: dict[str, float]
+    peak_rss_mb: float
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        def fmt(d: dict[str, Any]) -> str:
+            return "  ".join(f"{m} {d[m]:.4f}" if isinstance(d.get(m), float) and d[m] == d[m] else f"{m} -"
+                             for m in METRICS)
+        rows = [("baseline", self.baseline), ("best probe", self.best_probe), ("STC", self.stc)]
+        lines = [f"dataset {self.dataset}, feature set {self.feature_set[:12]} ({self.model}); classes "
+                 f"{', '.join(self.classes)}; train {self.n_train}, validation {self.n_validation}"
+                 f"{' (carved from train, seed ' + str(self.seed) + ')' if self.carved_validation else ''}, "
+                 f"test {self.n_test}; chosen on validation {self.metric}", "",
+                 f"{'':12s} {'configuration':44s} {'validation':34s} test"]
+        for name, r in rows:
+            if not r:
+                lines.append(f"{name:12s} (not available: {name} needs blocks this feature set lacks)")
+                continue
+            lines.append(f"{name:12s} {r['what']:44s} {fmt(r['validation']):34s} {fmt(r['test'])}")
+        c = self.chosen
+        lines += ["", f"chosen: kind {c['kind']}, pooling {c['pooling']}, η {c['eta']}, L_temp {c['l_temp']}, "
+                      f"{c['n_neurons']} neurons ({c['n_nonzero']} with non-zero weight), C {c['C']:.4g}",
+                  "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+                  + f"; peak RSS {self.peak_rss_mb:,.0f} MB"]
+        if self.classifier_dir:
+            lines.append(f"classifier: {self.classifier_dir}")
+        lines += self.messages
+        return "\n".join(lines)
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def _agg_key(a: AggState, metric: str) -> tuple:
+    r = a.result
+    # best validation metric, then validation log-loss; then the cheaper classifier (shallower, fewer neurons)
+    return (round(r.validation[metric], 12), -round(r.validation["log_loss"], 12), -a.l_temp, -a.n_neurons)
+
+
+def _probe_key(p: ProbeState, metric: str) -> tuple:
+    r = p.result
+    return (round(r.validation[metric], 12), -round(r.validation["log_loss"], 12), -p.block.layer)
+
+
+class _Fitter:
+    def __init__(self, store: Store, fs: FeatureSet, cfg: FitConfig, splits: Splits,
+                 progress: Callable[[str], None]) -> None:
+        self.store, self.fs, self.cfg, self.splits, self.progress = store, fs, cfg, splits, progress
+        self.K = len(splits.classes)
+        self.tr, self.va, self.te = cfg.train_split, cfg.val_split, cfg.test_split
+
+    def read(self, picks: list[tuple[str, np.ndarray | None]], split: str) -> np.ndarray:
+        return self.store.gather(self.fs, picks, self.splits.plans[split])[1]
+
+    def probe(self, block: BlockKey) -> ProbeState:
+        Xtr = self.read([(block.column, None)], self.tr)
+        mean, scale = standardize_(Xtr)
+        Xva = apply_standardization(self.read([(block.column, None)], self.va), mean, scale)
+        res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K, self.cfg.metric,
+                       self.cfg.path)
+        return ProbeState(block, mean, scale, res)
+
+    def aggregate(self, kind: str, pooling: str, probes: dict[BlockKey, ProbeState],
+                  on_fit: Callable[[AggState], None]) -> list[AggState]:
+        """Every (η, L_temp) of one (kind, pooling); kind may be "hidden+ffn"."""
+        kinds = kind.split("+")
+        layers = sorted({b.layer for b in probes if b.kind in kinds and b.pooling == pooling})
+        eta_max = max(self.cfg.etas)
+        # per block: neurons kept at the largest η, most important first; smaller η keep a prefix
+        kept = {b: select_neurons(p.result.chosen.coef, eta_max) for b, p in probes.items()
+                if b.kind in kinds and b.pooling == pooling}
+        order = sorted(kept, key=lambda b: (b.layer, KINDS.index(b.kind)))
+        picks = neuron_picks(self.fs, [(b.kind, b.pooling, b.layer, kept[b]) for b in order])
+        Xtr_all = self.read(picks, self.tr)
+        Xva_all = self.read(picks, self.va)
+        offsets = np.cumsum([0] + [len(kept[b]) for b in order])
+        mean_all = np.concatenate([probes[b].mean[kept[b]] for b in order])
+        scale_all = np.concatenate([probes[b].scale[kept[b]] for b in order])
+        apply_standardization(Xtr_all, mean_all, scale_all)
+        apply_standardization(Xva_all, mean_all, scale_all)
+        out: list[AggState] = []
+        seen: dict[tuple, AggState] = {}
+        for eta in sorted(self.cfg.etas):
+            n_keep = {b: len(select_neurons(probes[b].result.chosen.coef, eta)) for b in order}
+            for l_temp in layers:
+                blocks = [b for b in order if b.layer <= l_temp]
+                cols = np.concatenate([np.arange(offsets[order.index(b)], offsets[order.index(b)] + n_keep[b])
+                                       for b in blocks])
+                groups = [FeatureGroup(b.kind, b.pooling, b.layer, [int(i) for i in kept[b][:n_keep[b]]])
+                          for b in blocks]
+                sig = tuple(cols.tolist())
+                if sig in seen:  # this η keeps exactly the neurons a smaller η kept: same fit
+                    prev = seen[sig]
+                    state = AggState(kind, pooling, eta, l_temp, groups, prev.mean, prev.scale, prev.result)
+                else:
+                    Xtr = np.ascontiguousarray(Xtr_all[:, cols])
+                    Xva = np.ascontiguousarray(Xva_all[:, cols])
+                    res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K,
+                                   self.cfg.metric, self.cfg.path)
+                    del Xtr, Xva
+                    state = AggState(kind, pooling, eta, l_temp, groups, mean_all[cols], scale_all[cols], res)
+                    seen[sig] = state
+                out.append(state)
+                on_fit(state)
+        return out
+
+    def test_scores(self, picks: list[tuple[str, np.ndarray | None]], mean: np.ndarray, scale: np.ndarray,
+                    res: PathResult) -> dict[str, float]:
+        y = self.splits.y[self.te]
+        if len(y) == 0:
+            return {m: float("nan") for m in METRICS}
+        X = apply_standardization(self.read(picks, self.te), mean, scale)
+        return scores(y, predict_index(decision(X, res.chosen.coef, res.chosen.intercept)), self.K)
+
+
+def _probe_rows(fit_id: str, cfg: FitConfig, fs: FeatureSet, probes: list[ProbeState]) -> pa.Table:
+    rows = []
+    for p in probes:
+        for r in p.result.rows:
+            rows.append({"fit_id": fit_id, "dataset": cfg.dataset, "feature_set": fs.id, "kind": p.block.kind,
+                         "pooling": p.block.pooling, "layer": p.block.layer, **r})
+    return pa.Table.from_pylist(rows)
+
+
+def _agg_rows(fit_id: str, cfg: FitConfig, fs: FeatureSet, aggs: list[AggState], chosen: AggState) -> pa.Table:
+    rows = []
+    for a in aggs:
+        c = a.result.chosen
+        rows.append({"fit_id": fit_id, "dataset": cfg.dataset, "feature_set": fs.id, "kind": a.kind,
+                     "pooling": a.pooling, "eta": a.eta, "l_temp": a.l_temp, "n_neurons": a.n_neurons,
+                     "n_nonzero": c.n_nonzero, "lam": c.lam, "C": c.C,
+                     "val_accuracy": a.result.validation["accuracy"], "val_macro_f1": a.result.validation["macro_f1"],
+                     "val_log_loss": a.result.validation["log_loss"],
+                     "train_accuracy": a.result.train["accuracy"], "path_points": len(a.result.rows),
+                     "seconds": a.result.seconds, "chosen": a is chosen})
+    return pa.Table.from_pylist(rows)
+
+
+def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, force: bool = False) -> FitResult:
+    """Fit STC on one dataset of a store; save the chosen classifier to `out` (a new directory)."""
+    t_start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    store = Store(store_path)
+    store.require()
+    out_path = Path(out) if out is not None else None
+    if out_path is not None and out_path.exists() and any(out_path.iterdir()) and not force:
+        raise StcError(f"{out_path} exists and is not empty; pick a new --out or pass --force to replace it")
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    fs = store.feature_set(cfg.dataset, cfg.model)
+    blocks = [b for b in fs.blocks if b.kind in cfg.kinds and b.pooling in cfg.poolings]
+    if not blocks:
+        raise StcError(f"feature set {fs.id[:12]} has no blocks for --kinds {','.join(cfg.kinds)} and "
+                       f"--poolings {','.join(cfg.poolings)}; it holds {', '.join(fs.manifest['columns'][:6])} ...")
+    t0 = time.perf_counter()
+    splits = plan_splits(store, fs, cfg)
+    seconds["plan"] = time.perf_counter() - t0
+    fitter = _Fitter(store, fs, cfg, splits, eprint)
+    messages = []
+    if splits.carved_validation:
+        messages.append(f"no {cfg.val_split!r} rows: validation is a stratified {cfg.val_fraction:.0%} of "
+                        f"{cfg.train_split!r}, seed {cfg.seed}")
+    for name, n in splits.unlabeled.items():
+        if n:
+            messages.append(f"{n} rows of split {name!r} have no label and were not used")
+    unseen = int((splits.y[cfg.val_split] < 0).sum() + (splits.y[cfg.test_split] < 0).sum())
+    if unseen:
+        messages.append(f"{unseen} validation/test rows have a label that train does not have (always wrong)")
+    for m in messages:
+        eprint(m)
+
+    # ---- stage 1: per-layer probes
+    groups = [(k, p) for k in cfg.kinds for p in cfg.poolings]
+    if cfg.mix_kinds and len(cfg.kinds) > 1:
+        groups += [("+".join(cfg.kinds), p) for p in cfg.poolings]
+    n_agg_fits = sum(len(cfg.etas) * len({b.layer for b in blocks if b.kind in k.split("+") and b.pooling == p})
+                     for k, p in groups)
+    t0 = time.perf_counter()
+    probes: dict[BlockKey, ProbeState] = {}
+    with tqdm(total=len(blocks) + n_agg_fits, unit="fit", file=sys.stderr, disable=None, dynamic_ncols=True,
+              desc=f"fit {cfg.dataset}") as bar:
+        for i, b in enumerate(blocks):
+            p = fitter.probe(b)
+            probes[b] = p
+            bar.update(1)
+            bar.set_postfix_str(f"probe {b.column} val {cfg.metric} {p.result.validation[cfg.metric]:.4f}")
+            if bar.disable:
+                eprint(f"probe {i + 1}/{len(blocks)} {b.column}: val {cfg.metric} "
+                       f"{p.result.validation[cfg.metric]:.4f}, {p.result.chosen.n_nonzero} neurons, "
+                       f"{p.result.seconds:.1f}s")
+        seconds["probes"] = time.perf_counter() - t0
+
+        # ---- stages 2-3: sparsify and aggregate
+        t0 = time.perf_counter()
+        aggs: list[AggState] = []
+        best: AggState | None = None
+
+        def on_fit(a: AggState) -> None:
+            bar.update(1)
+
+        for kind, pooling in groups:
+            if not any(b.kind in kind.split("+") and b.pooling == pooling for b in probes):
+                continue
+            states = fitter.aggregate(kind, pooling, probes, on_fit)
+            aggs.extend(states)
+            for a in states:
+                if best is None or _agg_key(a, cfg.metric) > _agg_key(best, cfg.metric):
+                    best = a
+            if bar.disable:
+                top = max(states, key=lambda a: _agg_key(a, cfg.metric))
+                eprint(f"aggregate {kind}.{pooling}: best val {cfg.metric} {top.result.validation[cfg.metric]:.4f} "
+                       f"(η {top.eta}, L_temp {top.l_temp}, {top.n_neurons} neurons)")
+        seconds["aggregate"] = time.perf_counter() - t0
+    assert best is not None
+
+    # ---- stage 4: report; test is read here, once per reported state
+    t0 = time.perf_counter()
+    n_layers = fs.manifest["fingerprint"]["n_layers"]
+    base_block = BlockKey("hidden", "single", n_layers)
+    best_probe = max(probes.values(), key=lambda p: _probe_key(p, cfg.metric))
+
+    def probe_report(p: ProbeState) -> dict[str, Any]:
+        test = fitter.test_scores([(p.block.column, None)], p.mean, p.scale, p.result)
+        c = p.result.chosen
+        return {"what": f"{p.block.column} ({c.n_nonzero} neurons, C {c.C:.3g})", "kind": p.block.kind,
+                "pooling": p.block.pooling, "layer": p.block.layer, "n_nonzero": c.n_nonzero, "C": c.C,
+                "validation": _metrics(p.result.validation), "test": test}
+
+    baseline = probe_report(probes[base_block]) if base_block in probes else {}
+    best_probe_report = probe_report(best_probe)
+    picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in best.groups])
+    stc_test = fitter.test_scores(picks, best.mean, best.scale, best.result)
+    c = best.result.chosen
+    stc = {"what": f"{best.kind}.{best.pooling} η {best.eta} L_temp {best.l_temp} ({best.n_neurons} neurons)",
+           "validation": _metrics(best.result.validation), "test": stc_test}
+    chosen = {"kind": best.kind, "pooling": best.pooling, "eta": best.eta, "l_temp": best.l_temp,
+              "n_neurons": best.n_neurons, "n_nonzero": c.n_nonzero, "C": c.C, "lam": c.lam}
+    seconds["test"] = time.perf_counter() - t0
+
+    # ---- tables and classifier
+    fit_cfg = {k: v for k, v in asdict(cfg).items() if k != "threads"}
+    fit_id = hashlib.sha256(json.dumps([fs.id, splits.data_fingerprint, fit_cfg, FIT_FORMAT_VERSION],
+                                       sort_keys=True, default=str).encode()).hexdigest()[:16]
+    t0 = time.perf_counter()
+    _write_tables(store, cfg, fit_id, _probe_rows(fit_id, cfg, fs, list(probes.values())),
+                  _agg_rows(fit_id, cfg, fs, aggs, best), messages)
+    clf_dir = None
+    if out_path is not None:
+        clf = Classifier.from_fit(
+            fs=fs, groups=best.groups, classes=splits.classes, coef=c.coef, intercept=c.intercept,
+            mean=best.mean, scale=best.scale, kind=best.kind, pooling=best.pooling, eta=best.eta,
+            l_temp=best.l_temp,
+            metrics={"baseline": _strip(baseline), "best_probe": _strip(best_probe_report),
+                     "stc": _strip(stc)},
+            fit={"fit_id": fit_id, "config": fit_cfg, "data_fingerprint": splits.data_fingerprint,
+                 "carved_validation": splits.carved_validation, "seed": cfg.seed, "lam": c.lam, "C": c.C},
+        )
+        clf.save(out_path, force=force)
+        clf_dir = str(out_path)
+    seconds["write"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - t_start
+    return FitResult(
+        dataset=cfg.dataset, feature_set=fs.id, model=fs.model, classes=splits.classes, metric=cfg.metric,
+        baseline=baseline, best_probe=best_probe_report, stc=stc, chosen=chosen,
+        n_train=len(splits.y[cfg.train_split]), n_validation=len(splits.y[cfg.val_split]),
+        n_test=len(splits.y[cfg.test_split]), carved_validation=splits.carved_validation, seed=cfg.seed,
+        fit_id=fit_id, classifier_dir=clf_dir, seconds={k: round(v, 2) for k, v in seconds.items()},
+        peak_rss_mb=round(peak_rss_mb(), 1), messages=messages,
+    )
+
+
+def _metrics(s: dict[str, float]) -> dict[str, float]:
+    return {m: s[m] for m in METRICS}
+
+
+def _strip(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k in ("validation", "test", "what")}
+
+
+def _write_tables(store: Store, cfg: FitConfig, fit_id: str, probes: pa.Table, aggs: pa.Table,
+                  messages: list[str]) -> None:
+    """STORE/fits/dataset=NAME/fit=ID/{probes,aggregates}.parquet, committed by one rename. The same
+    fit (same feature set, data and options) has the same id and replaces its own earlier tables."""
+    final = store.table_dir("fits", cfg.dataset) / f"fit={fit_id}"
+    tmp = tmp_name(final)
+    tmp.mkdir(parents=True)
+    pq.write_table(probes, tmp / "probes.parquet")
+    pq.write_table(aggs, tmp / "aggregates.parquet")
+    if final.exists():
+        import shutil
+
+        old = tmp_name(final)
+        final.rename(old)
+        commit(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        messages.append(f"replaced the tables of the identical earlier fit {fit_id}")
+    else:
+        commit(tmp, final)
