@@ -36,6 +36,7 @@ from .classifier import Classifier, FeatureGroup
 from .errors import StcError
 from .fsutil import commit, eprint, tmp_name
 from .metrics import METRICS, scores
+from .query import AGGREGATES_SCHEMA, PROBES_SCHEMA
 from .probe import PathConfig, PathResult, apply_standardization, fit_path, standardize_
 from .solver import decision, predict_index
 from .sparsify import DEFAULT_ETAS, check_eta, select_neurons
@@ -317,23 +318,23 @@ def _probe_rows(fit_id: str, cfg: FitConfig, fs: FeatureSet, probes: list[ProbeS
     rows = []
     for p in probes:
         for r in p.result.rows:
-            rows.append({"fit_id": fit_id, "dataset": cfg.dataset, "feature_set": fs.id, "kind": p.block.kind,
+            rows.append({"fit_id": fit_id, "feature_set": fs.id, "kind": p.block.kind,
                          "pooling": p.block.pooling, "layer": p.block.layer, **r})
-    return pa.Table.from_pylist(rows)
+    return pa.Table.from_pylist(rows, schema=PROBES_SCHEMA)
 
 
 def _agg_rows(fit_id: str, cfg: FitConfig, fs: FeatureSet, aggs: list[AggState], chosen: AggState) -> pa.Table:
     rows = []
     for a in aggs:
         c = a.result.chosen
-        rows.append({"fit_id": fit_id, "dataset": cfg.dataset, "feature_set": fs.id, "kind": a.kind,
+        rows.append({"fit_id": fit_id, "feature_set": fs.id, "kind": a.kind,
                      "pooling": a.pooling, "eta": a.eta, "l_temp": a.l_temp, "n_neurons": a.n_neurons,
                      "n_nonzero": c.n_nonzero, "lam": c.lam, "C": c.C,
                      "val_accuracy": a.result.validation["accuracy"], "val_macro_f1": a.result.validation["macro_f1"],
                      "val_log_loss": a.result.validation["log_loss"],
                      "train_accuracy": a.result.train["accuracy"], "path_points": len(a.result.rows),
                      "seconds": a.result.seconds, "chosen": a is chosen})
-    return pa.Table.from_pylist(rows)
+    return pa.Table.from_pylist(rows, schema=AGGREGATES_SCHEMA)
 
 
 def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, force: bool = False) -> FitResult:
@@ -426,7 +427,13 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
                 "pooling": p.block.pooling, "layer": p.block.layer, "n_nonzero": c.n_nonzero, "C": c.C,
                 "validation": _metrics(p.result.validation), "test": test}
 
-    baseline = probe_report(probes[base_block]) if base_block in probes else {}
+    if base_block in probes:
+        baseline = probe_report(probes[base_block])
+    elif fs.has(base_block.kind, base_block.pooling, base_block.layer):  # outside --kinds/--poolings: fit it anyway
+        baseline = probe_report(fitter.probe(base_block))
+    else:
+        baseline = {"what": f"unavailable: the feature set has no {base_block.column} block", "validation":
+                    {m: None for m in METRICS}, "test": {m: None for m in METRICS}}
     best_probe_report = probe_report(best_probe)
     picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in best.groups])
     stc_test = fitter.test_scores(picks, best.mean, best.scale, best.result)

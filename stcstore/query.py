@@ -55,6 +55,22 @@ FEATURE_SETS_SCHEMA = pa.schema([
 ])
 
 
+PROBES_SCHEMA = pa.schema([
+    ("fit_id", pa.string()), ("feature_set", pa.string()), ("kind", pa.string()), ("pooling", pa.string()),
+    ("layer", pa.int64()), ("step", pa.int64()), ("lam", pa.float64()), ("C", pa.float64()),
+    ("n_nonzero", pa.int64()), ("objective", pa.float64()), ("val_accuracy", pa.float64()),
+    ("val_macro_f1", pa.float64()), ("val_log_loss", pa.float64()), ("newton_steps", pa.int64()),
+    ("seconds", pa.float64()), ("chosen", pa.bool_()),
+])
+AGGREGATES_SCHEMA = pa.schema([
+    ("fit_id", pa.string()), ("feature_set", pa.string()), ("kind", pa.string()), ("pooling", pa.string()),
+    ("eta", pa.float64()), ("l_temp", pa.int64()), ("n_neurons", pa.int64()), ("n_nonzero", pa.int64()),
+    ("lam", pa.float64()), ("C", pa.float64()), ("val_accuracy", pa.float64()), ("val_macro_f1", pa.float64()),
+    ("val_log_loss", pa.float64()), ("train_accuracy", pa.float64()), ("path_points", pa.int64()),
+    ("seconds", pa.float64()), ("chosen", pa.bool_()),
+])
+
+
 def _feature_sets_table(store: Store) -> pa.Table:
     rows = []
     base = store.root / "features"
@@ -102,6 +118,9 @@ class StoreSQL:
             "_stats": _hive(root / "features", "dataset=*/fs=*/chunk-*/stats.parquet", STATS_SCHEMA,
                             ["dataset", "fs"]),
             "_feature_sets": _feature_sets_table(self.store),
+            "_probes": _hive(root / "fits", "dataset=*/fit=*/probes.parquet", PROBES_SCHEMA, ["dataset", "fit"]),
+            "_aggregates": _hive(root / "fits", "dataset=*/fit=*/aggregates.parquet", AGGREGATES_SCHEMA,
+                                 ["dataset", "fit"]),
         }
         for name, rel in self._relations.items():
             self.con.register(name, rel)

@@ -123,7 +123,7 @@ class L1Logistic:
         qs = q[:k] - hwb * (q[k] / hbb)
         L = torch.linalg.cholesky(Hs)
         ytil = torch.linalg.solve_triangular(L, qs[:, None], upper=False)[:, 0]
-        lasso = Lasso(alpha=lam / k, fit_intercept=False, precompute=False, max_iter=300, tol=1e-5,
+        lasso = Lasso(alpha=lam / k, fit_intercept=False, precompute=False, max_iter=100, tol=1e-4,
                       warm_start=True, selection="cyclic")
         lasso.coef_ = theta[:k].numpy().copy()
         with warnings.catch_warnings():

@@ -1,0 +1,6 @@
+-- One row per visited point of every per-layer probe's regularisation path (written by `stcstore fit`).
+-- chosen = the point picked on validation for that probe. C = 1 / (n_train * lam), scikit-learn's scale.
+CREATE OR REPLACE VIEW probes AS
+SELECT dataset, fit_id, feature_set, kind, pooling, layer, step, lam, C, n_nonzero, objective,
+       val_accuracy, val_macro_f1, val_log_loss, newton_steps, seconds, chosen
+FROM _probes;

@@ -1,0 +1,6 @@
+-- One row per aggregated STC classifier tried by `stcstore fit`: (kind, pooling, η, L_temp) with its
+-- validation-chosen strength. chosen = the one classifier saved (best validation score).
+CREATE OR REPLACE VIEW aggregates AS
+SELECT dataset, fit_id, feature_set, kind, pooling, eta, l_temp, n_neurons, n_nonzero, lam, C,
+       val_accuracy, val_macro_f1, val_log_loss, train_accuracy, path_points, seconds, chosen
+FROM _aggregates;
