@@ -1,0 +1,291 @@
+"""`stcstore fit`: the solver against scikit-learn, honest selection, classifier files, bounded memory."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from stcstore import Store, load_classifier
+from stcstore.classifier import Classifier
+from stcstore.errors import FingerprintMismatchError, StcError
+from stcstore.extract import ExtractConfig, extract
+from stcstore.fit import FitConfig, fit
+from stcstore.ingest import IngestConfig, ingest
+from stcstore.probe import PathConfig
+from stcstore.query import run_query
+from stcstore.solver import L1Logistic
+
+from .conftest import build_tiny, write_jsonl
+
+WORDS = {
+    "0": ["awful", "boring", "dull", "terrible", "waste", "bad"],
+    "1": ["great", "wonderful", "brilliant", "moving", "superb", "good"],
+    "2": ["rain", "monday", "train", "office", "queue", "bus"],
+}
+FILLER = "the a film it was and this story really so".split()
+
+
+def _learnable(path: Path, n: int, classes: tuple[str, ...], seed: int = 0, splits=True) -> Path:
+    rng = random.Random(seed)
+    recs = []
+    for i in range(n):
+        label = classes[i % len(classes)]
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 8))] + [rng.choice(WORDS[label])
+                                                                        for _ in range(rng.randint(1, 2))]
+        rng.shuffle(words)
+        rec = {"id": f"r{i}", "text": " ".join(words), "label": label}
+        if splits:
+            rec["split"] = ("train", "train", "train", "validation", "test")[i % 5]
+        recs.append(rec)
+    return write_jsonl(path, recs)
+
+
+def _store(tmp: Path, tokenizer, classes=("0", "1"), n=200, splits=True) -> tuple[Path, object]:
+    st = tmp / "st"
+    src = _learnable(tmp / "c.jsonl", n, classes, splits=splits)
+    ingest(st, [src], IngestConfig("d", split_field="split" if splits else None))
+    lm = build_tiny("bert", tokenizer)
+    extract(st, ExtractConfig("d", model="tiny-bert", batch_size=16), lm=lm)
+    return st, lm
+
+
+FAST = dict(etas=(0.3, 0.8), path=PathConfig(n_lambdas=10, min_ratio=1e-3))
+
+
+@pytest.fixture(scope="module")
+def binary_store(tmp_path_factory, bert_tokenizer):
+    return _store(tmp_path_factory.mktemp("bin"), bert_tokenizer)
+
+
+# ------------------------------------------------------------------------------------------- solver
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_solver_reaches_the_l1_optimum_of_sklearn(n_classes):
+    """Same objective as scikit-learn's saga run to convergence (mean log-loss + lam * |W|_1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    n, d = 400, 30
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    X[:, 1] = 0.9 * X[:, 0] + 0.1 * X[:, 1]  # correlated columns
+    W = np.zeros((d, n_classes))
+    W[:5] = rng.standard_normal((5, n_classes)) * 2
+    logits = X @ W
+    y = np.array([rng.choice(n_classes, p=np.exp(r) / np.exp(r).sum()) for r in logits])
+    X = (X - X.mean(0)) / X.std(0)
+    solver = L1Logistic(torch.from_numpy(X), y, n_classes, tol=1e-9)
+    lam = solver.lambda_max() * 0.05
+    pt = solver.fit(lam)
+    sk = LogisticRegression(l1_ratio=1.0, solver="saga", C=pt.C, max_iter=20000, tol=1e-10).fit(X, y)
+
+    def objective(coef, intercept):
+        z = X @ coef.T + intercept
+        if n_classes == 2:
+            loss = np.mean(np.logaddexp(0, z[:, 0]) - y * z[:, 0])
+        else:
+            loss = np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(n), y])
+        return loss + lam * np.abs(coef).sum()
+
+    ours, theirs = objective(pt.coef, pt.intercept), objective(sk.coef_, sk.intercept_)
+    assert ours <= theirs + 1e-6
+    assert abs(ours - theirs) < 1e-4
+    assert 0 < pt.n_nonzero < d  # L1 made it sparse
+
+
+def test_lambda_max_gives_all_zero_weights():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((200, 10)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    s = L1Logistic(torch.from_numpy(X), y, 2)
+    assert s.fit(s.lambda_max() * 1.01).n_nonzero == 0
+    assert s.fit(s.lambda_max() * 0.5).n_nonzero > 0
+
+
+# ------------------------------------------------------------------------------------------- fit end to end
+def test_fit_binary_end_to_end_and_tables(binary_store, tmp_path):
+    st, _ = binary_store
+    res = fit(st, FitConfig("d", model="tiny-bert", **FAST), out=tmp_path / "clf")
+    d = res.to_dict()
+    for key in ("baseline", "best_probe", "stc"):
+        assert set(d[key]["validation"]) == {"accuracy", "macro_f1"} == set(d[key]["test"])
+    assert set(d["chosen"]) >= {"kind", "pooling", "eta", "l_temp", "n_neurons"}
+    assert res.stc["validation"]["accuracy"] > 0.8  # the label words are easy
+    assert res.baseline["what"].startswith("hidden.single.3")  # the last layer's [CLS]
+    # every probe's path is in the store, one chosen point per probe
+    q = run_query(st, "select count(*) as n, sum(chosen::int) as c, count(distinct kind||pooling||layer) as b "
+                      "from probes where dataset = 'd'").rows[0]
+    assert q["c"] == q["b"] == 2 * 3 * 3 + 3 and q["n"] >= q["c"]  # h0..h3 and a0..a2, 3 poolings
+    agg = run_query(st, "select count(*) as n, sum(chosen::int) as c from aggregates").rows[0]
+    assert agg["c"] == 1 and agg["n"] == 2 * (4 + 3) * 3
+
+
+def test_selection_never_reads_test(binary_store, tmp_path):
+    """Poisoning every test label changes the test scores and nothing else."""
+    st, _ = binary_store
+    cfg = FitConfig("d", model="tiny-bert", kinds=("hidden",), poolings=("mean",), **FAST)
+    clean = fit(st, cfg)
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(st, poisoned)
+    for f in poisoned.glob("features/dataset=d/fs=*/chunk-*/features.arrow"):
+        import pyarrow.ipc as ipc
+
+        table = ipc.open_file(pa.BufferReader(f.read_bytes())).read_all()  # not memory-mapped: f is rewritten
+        labels = [("1" if lab == "0" else "0") if sp == "test" else lab
+                  for lab, sp in zip(table.column("label").to_pylist(), table.column("split").to_pylist())]
+        table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels))
+        with ipc.new_file(str(f), table.schema) as w:
+            w.write_table(table)
+    bad = fit(poisoned, cfg)
+    assert bad.chosen == clean.chosen
+    assert bad.best_probe["what"] == clean.best_probe["what"]
+    assert bad.stc["validation"] == clean.stc["validation"]
+    assert bad.stc["test"]["accuracy"] == pytest.approx(1 - clean.stc["test"]["accuracy"])
+
+
+def test_multiclass_end_to_end_and_saved_classifier(tmp_path, bert_tokenizer):
+    st, lm = _store(tmp_path, bert_tokenizer, classes=("0", "1", "2"), n=240)
+    res = fit(st, FitConfig("d", model="tiny-bert", metric="macro_f1", **FAST), out=tmp_path / "clf")
+    assert res.classes == ["0", "1", "2"]
+    assert res.stc["validation"]["macro_f1"] > 0.6
+    clf = load_classifier(tmp_path / "clf", model=lm)
+    assert list(clf.classes_) == ["0", "1", "2"] and clf.coef_.shape[0] == 3
+    texts = ["a great superb film", "so dull and boring", "monday bus queue", "the film"]
+    proba = clf.predict_proba(texts)
+    assert proba.shape == (4, 3) and np.allclose(proba.sum(1), 1)
+    assert list(clf.predict(texts)[:3]) == ["1", "0", "2"]
+    # stored features and fresh texts agree (the stored values are float16; the bound covers it)
+    s = Store(st)
+    ids, X = clf.store_features(s, "d", "test")
+    text_of = dict(zip(*[s.texts("d", columns=["id", "text"]).column(c).to_pylist() for c in ("id", "text")]))
+    np.testing.assert_allclose(clf.predict_proba([text_of[i] for i in ids]), clf.predict_proba_features(X),
+                               atol=2e-3)
+
+
+def test_save_load_identical_and_plain_data(binary_store, tmp_path):
+    st, lm = binary_store
+    fit(st, FitConfig("d", model="tiny-bert", kinds=("ffn",), **FAST), out=tmp_path / "clf")
+    clf = load_classifier(tmp_path / "clf", model=lm)
+    texts = ["good good film", "bad waste", "it was"]
+    p1 = clf.predict_proba(texts)
+    clf.save(tmp_path / "copy")
+    clf2 = load_classifier(tmp_path / "copy", model=lm)
+    np.testing.assert_array_equal(p1, clf2.predict_proba(texts))
+    files = sorted(p.name for p in (tmp_path / "clf").iterdir())
+    assert files == ["coef.npy", "intercept.npy", "manifest.json", "mean.npy", "scale.npy"]
+    manifest = json.loads((tmp_path / "clf" / "manifest.json").read_text())
+    assert manifest["model"]["weights_sha256"] == lm.weights_sha256
+    assert manifest["l_temp"] == max(g["layer"] for g in manifest["groups"])
+    # a saved classifier is never silently overwritten
+    with pytest.raises(StcError, match="not empty"):
+        clf.save(tmp_path / "clf")
+
+
+def test_load_refuses_mismatched_model_and_tampered_files(binary_store, tmp_path, bert_tokenizer):
+    st, lm = binary_store
+    fit(st, FitConfig("d", model="tiny-bert", kinds=("hidden",), poolings=("max",), **FAST), out=tmp_path / "clf")
+    other = build_tiny("distilbert", bert_tokenizer)
+    with pytest.raises(FingerprintMismatchError, match="weights_sha256"):
+        load_classifier(tmp_path / "clf", model=other)
+    # an array replaced by a pickled object array is refused before numpy could unpickle it
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "clf", bad)
+    np.save(bad / "coef.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(StcError, match="checksum"):
+        load_classifier(bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    from stcstore.fsutil import file_sha256
+
+    manifest["arrays"]["coef"]["sha256"] = file_sha256(bad / "coef.npy")
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StcError, match="plain numeric"):
+        load_classifier(bad)
+    with pytest.raises(StcError, match="no manifest"):
+        load_classifier(tmp_path)
+
+
+def test_no_validation_split_is_carved_with_a_recorded_seed(tmp_path, bert_tokenizer):
+    st, _ = _store(tmp_path, bert_tokenizer, n=150, splits=False)  # every row: split "train"
+    res = fit(st, FitConfig("d", model="tiny-bert", kinds=("hidden",), poolings=("mean",), seed=3, **FAST),
+              out=tmp_path / "clf")
+    assert res.carved_validation and res.n_validation == 30 and res.n_train == 120
+    manifest = json.loads((tmp_path / "clf" / "manifest.json").read_text())
+    assert manifest["fit"]["carved_validation"] and manifest["fit"]["seed"] == 3
+    assert res.n_test == 0 and res.stc["test"]["accuracy"] != res.stc["test"]["accuracy"]  # NaN: no test rows
+
+
+def test_bad_options_are_clear(binary_store):
+    st, _ = binary_store
+    with pytest.raises(StcError, match="--metric"):
+        FitConfig("d", metric="auc")
+    with pytest.raises(StcError, match="η"):
+        FitConfig("d", etas=(0.0,))
+    with pytest.raises(StcError, match="no feature set"):
+        fit(st, FitConfig("d", model="nope"))
+
+
+# ------------------------------------------------------------------------------------------- memory
+def _synthetic_store(root: Path, n_layers: int, n: int = 6000, width: int = 1024, seed: int = 0) -> None:
+    """A store written without a model: n rows, hidden.mean.0..n_layers-1 of `width`, 2 informative
+    neurons per layer. Enough for fit (chunk metadata + features)."""
+    from stcstore.extract import _write_chunk
+    from stcstore.fsutil import write_json_atomic
+    from stcstore.store import STATS_SCHEMA, FeatureSet
+    from stcstore.blocks import BlockKey
+
+    class _NoStats:
+        def table(self):
+            return STATS_SCHEMA.empty_table()
+
+    rng = np.random.default_rng(seed)
+    Store(root).ensure()
+    blocks = [BlockKey("hidden", "mean", l) for l in range(n_layers)]
+    fp = {"model": "synthetic", "max_length": 8, "dtype": "float16", "torch_dtype": "float32", "n_layers": n_layers,
+          "columns": [b.column for b in blocks]}
+    path = root / "features" / "dataset=d" / "fs=0123456789abcdef"
+    manifest = {"id": "0123456789abcdef", "dataset": "d", "fingerprint": fp, "columns": fp["columns"],
+                "widths": {"hidden": width, "ffn": width}}
+    write_json_atomic(path / "featureset.json", manifest)
+    fs = FeatureSet(path, manifest)
+    y = rng.integers(0, 2, n)
+    split = np.array(["train", "train", "train", "validation", "test"])[np.arange(n) % 5]
+    rows = 2000
+    for c, r0 in enumerate(range(0, n, rows)):
+        sl = slice(r0, min(n, r0 + rows))
+        meta = pa.table({"id": [f"r{i}" for i in range(sl.start, sl.stop)], "split": split[sl],
+                         "label": y[sl].astype(str)})
+        bufs = {}
+        for b in blocks:
+            x = rng.standard_normal((sl.stop - sl.start, width)).astype(np.float16)
+            x[:, :2] += (y[sl, None] * 1.5).astype(np.float16)
+            bufs[b.column] = x
+        _write_chunk(fs, c, meta, bufs, blocks, pa.float16(), _NoStats())
+
+
+def _peak_rss(store: Path) -> float:
+    code = (
+        "import resource, sys, torch; torch.set_num_threads(1)\n"
+        "from stcstore.fit import FitConfig, fit\nfrom stcstore.probe import PathConfig\n"
+        f"fit({str(store)!r}, FitConfig('d', model='synthetic', kinds=('hidden',), poolings=('mean',), etas=(0.5,), "
+        "path=PathConfig(n_lambdas=6, min_ratio=1e-2, patience=2)))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def test_peak_memory_of_fit_does_not_grow_with_depth(tmp_path):
+    _synthetic_store(tmp_path / "shallow", n_layers=2)
+    _synthetic_store(tmp_path / "deep", n_layers=8)
+    shallow, deep = _peak_rss(tmp_path / "shallow"), _peak_rss(tmp_path / "deep")
+    block_mb = 6000 * 1024 * 4 / 2**20  # one dense float32 block of all rows: 23 MB
+    # holding every block at once would add 6 blocks (~140 MB); allow well under one extra block
+    assert deep - shallow < 0.75 * block_mb, (shallow, deep)
