@@ -1,4 +1,4 @@
-"""`stcstore demo`: ingest the embedded sample, extract with the packaged MiniLM, summarize."""
+"""`stcstore demo`: ingest the embedded sample, extract with the packaged MiniLM, fit STC, summarize."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .extract import ExtractConfig, extract
+from .fit import FitConfig, FitResult, fit
 from .ingest import IngestConfig, ingest
 from .query import StoreSQL, named_query
 
@@ -33,6 +34,7 @@ class DemoResult:
     seconds: dict[str, float]
     top_neurons: list[dict[str, Any]] = field(default_factory=list)
     layer_rows: list[dict[str, Any]] = field(default_factory=list)
+    fit: FitResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,7 +55,11 @@ class DemoResult:
         lines += ["", "per kind and layer: best effect size, neurons with effect > 0.5:"]
         for r in self.layer_rows:
             lines.append(f"  {r['kind']:6s} layer {r['layer']}: {r['best_effect']:<6} {r['neurons_over_half']}")
-        lines += ["", f"explore: stcstore sql --store {self.store} \"select * from neuron_stats limit 5\""]
+        if self.fit is not None:
+            lines += ["", "Sparsify-then-Classify (stcstore fit), every choice made on validation:", self.fit.to_text()]
+        lines += ["", f"explore: stcstore sql --store {self.store} \"select * from neuron_stats limit 5\"",
+                  f"         stcstore sql --store {self.store} \"select * from aggregates order by val_accuracy desc "
+                  f"limit 10\""]
         return "\n".join(lines)
 
 
@@ -74,5 +80,8 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
         n = db.run("SELECT count(*) AS n FROM texts WHERE dataset = $d", {"d": DEMO_DATASET}).rows[0]["n"]
         rej = db.run("SELECT count(*) AS n FROM rejects WHERE dataset = $d", {"d": DEMO_DATASET}).rows[0]["n"]
     seconds["query"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fitted = fit(out, FitConfig(dataset=DEMO_DATASET, threads=threads), out=Path(out) / "classifier", force=True)
+    seconds["fit"] = time.perf_counter() - t0
     return DemoResult(str(out), DEMO_DATASET, n, rej, ext.feature_set, ext.texts_extracted, ext.texts_per_s,
-                      ext.store_bytes, {k: round(v, 2) for k, v in seconds.items()}, top, layers)
+                      ext.store_bytes, {k: round(v, 2) for k, v in seconds.items()}, top, layers, fitted)

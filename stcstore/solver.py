@@ -121,7 +121,15 @@ class L1Logistic:
         hwb = H[:k, k]
         Hs = H[:k, :k] - torch.outer(hwb, hwb) / hbb
         qs = q[:k] - hwb * (q[k] / hbb)
-        L = torch.linalg.cholesky(Hs)
+        # more active columns than rows (or collinear ones) leave Hs singular up to float32 noise: add
+        # just enough ridge for a factorisation (the line search keeps every step a descent step)
+        ridge = 1e-8 * float(Hs.diagonal().mean().abs()) + 1e-12
+        while True:
+            L, info = torch.linalg.cholesky_ex(Hs)
+            if int(info) == 0:
+                break
+            Hs = Hs + ridge * torch.eye(k, dtype=Hs.dtype)
+            ridge *= 100
         ytil = torch.linalg.solve_triangular(L, qs[:, None], upper=False)[:, 0]
         lasso = Lasso(alpha=lam / k, fit_intercept=False, precompute=False, max_iter=100, tol=1e-4,
                       warm_start=True, selection="cyclic")

@@ -53,6 +53,20 @@ def test_ingest_extract_sql_as_json(tmp_path, small):
     assert r.returncode == 0 and "effect_size" in r.stdout and "3 rows" in r.stdout
     r = cli("sql", "--store", st, "--query", "top_neurons", "--param", "dataset=other", "--json")
     assert json.loads(r.stdout)["rows"] == []  # the dataset parameter filters
+    # fit: the --json keys scripts rely on; no validation split here, so 20 % of train is carved
+    clf = str(tmp_path / "clf")
+    r = cli("fit", "--store", st, "--dataset", "s", "--out", clf, "--etas", "0.5", "--threads", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for key in ("baseline", "best_probe", "stc"):
+        assert set(out[key]["validation"]) >= {"accuracy", "macro_f1"} and set(out[key]["test"]) >= {"accuracy"}
+    assert set(out["chosen"]) >= {"kind", "pooling", "eta", "l_temp", "n_neurons"}
+    assert out["chosen"]["kind"] == "ffn" and out["carved_validation"] and out["seed"] == 0
+    assert out["baseline"]["validation"]["accuracy"] is None  # h6.single was not extracted
+    r = cli("fit", "--store", st, "--dataset", "s", "--out", clf, "--etas", "0.5")
+    assert r.returncode == 1 and "--force" in r.stderr  # never overwrites a classifier silently
+    r = cli("fit", "--store", st, "--dataset", "s", "--etas", "1.5")
+    assert r.returncode == 1 and "η must be in (0, 1]" in r.stderr
 
 
 def test_sql_is_read_only(tmp_path, small):
@@ -113,6 +127,9 @@ def test_demo_runs_on_embedded_default(tmp_path):
     out = json.loads(r.stdout)
     assert out["texts"] == 2400 and out["extracted"] == 2400 and out["rejected"] == 0
     assert len(out["top_neurons"]) == 10 and out["top_neurons"][0]["effect_size"] > 0.5
+    fitted = out["fit"]
+    assert fitted["stc"]["validation"]["accuracy"] > 0.75 and fitted["baseline"]["validation"]["accuracy"] > 0.6
+    assert (tmp_path / "demo" / "classifier" / "manifest.json").exists()
     again = json.loads(cli("demo", "--out", str(tmp_path / "demo"), "--json").stdout)
     assert again["extracted"] == 0 and again["texts"] == 2400  # re-run resumes: nothing new
 
