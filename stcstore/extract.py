@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .blocks import KINDS, POOLINGS, BlockKey
+from .blocks import KINDS, POOLINGS, BlockKey, check_kinds_poolings
 from .capture import Capturer, length_batches, pad_batch
 from .errors import FingerprintMismatchError, StcError
 from .fsutil import commit, eprint, remove_stale_temps, store_lock, tmp_name, write_json_atomic
@@ -62,14 +62,7 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "--dataset")
-        for k in self.kinds:
-            if k not in KINDS:
-                raise StcError(f"--kinds: {k!r} is not one of {', '.join(KINDS)}")
-        for p in self.poolings:
-            if p not in POOLINGS:
-                raise StcError(f"--poolings: {p!r} is not one of {', '.join(POOLINGS)}")
-        if not self.kinds or not self.poolings:
-            raise StcError("--kinds and --poolings each need at least one value")
+        check_kinds_poolings(self.kinds, self.poolings)
         if self.dtype not in DTYPES:
             raise StcError(f"--dtype must be float16 or float32, not {self.dtype!r}")
         for name in ("batch_size", "max_tokens", "chunk_mb"):

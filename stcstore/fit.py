@@ -30,8 +30,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from . import __version__
-from .blocks import KINDS, POOLINGS, BlockKey
+from .blocks import KINDS, POOLINGS, BlockKey, check_kinds_poolings
 from .classifier import Classifier, FeatureGroup
 from .errors import StcError
 from .fsutil import commit, eprint, tmp_name
@@ -72,12 +71,7 @@ class FitConfig:
             raise StcError("--etas needs at least one value")
         for e in self.etas:
             check_eta(e)
-        for k in self.kinds:
-            if k not in KINDS:
-                raise StcError(f"--kinds: {k!r} is not one of {', '.join(KINDS)}")
-        for p in self.poolings:
-            if p not in POOLINGS:
-                raise StcError(f"--poolings: {p!r} is not one of {', '.join(POOLINGS)}")
+        check_kinds_poolings(self.kinds, self.poolings)
         if not (0.0 < self.val_fraction < 1.0):
             raise StcError("--val-fraction must be between 0 and 1")
         if self.threads is not None and self.threads < 1:
@@ -244,9 +238,8 @@ def _probe_key(p: ProbeState, metric: str) -> tuple:
 
 
 class _Fitter:
-    def __init__(self, store: Store, fs: FeatureSet, cfg: FitConfig, splits: Splits,
-                 progress: Callable[[str], None]) -> None:
-        self.store, self.fs, self.cfg, self.splits, self.progress = store, fs, cfg, splits, progress
+    def __init__(self, store: Store, fs: FeatureSet, cfg: FitConfig, splits: Splits) -> None:
+        self.store, self.fs, self.cfg, self.splits = store, fs, cfg, splits
         self.K = len(splits.classes)
         self.tr, self.va, self.te = cfg.train_split, cfg.val_split, cfg.test_split
 
@@ -356,7 +349,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
     t0 = time.perf_counter()
     splits = plan_splits(store, fs, cfg)
     seconds["plan"] = time.perf_counter() - t0
-    fitter = _Fitter(store, fs, cfg, splits, eprint)
+    fitter = _Fitter(store, fs, cfg, splits)
     messages = []
     if splits.carved_validation:
         messages.append(f"no {cfg.val_split!r} rows: validation is a stratified {cfg.val_fraction:.0%} of "

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from stcstore import Store, load_classifier
-from stcstore.classifier import Classifier
 from stcstore.errors import FingerprintMismatchError, StcError
 from stcstore.extract import ExtractConfig, extract
 from stcstore.fit import FitConfig, fit
