@@ -268,6 +268,7 @@ class _Fitter:
         Xtr_all = self.read(picks, self.tr)
         Xva_all = self.read(picks, self.va)
         offsets = np.cumsum([0] + [len(kept[b]) for b in order])
+        start = {b: int(offsets[i]) for i, b in enumerate(order)}  # first column of each block
         mean_all = np.concatenate([probes[b].mean[kept[b]] for b in order])
         scale_all = np.concatenate([probes[b].scale[kept[b]] for b in order])
         apply_standardization(Xtr_all, mean_all, scale_all)
@@ -278,8 +279,7 @@ class _Fitter:
             n_keep = {b: len(select_neurons(probes[b].result.chosen.coef, eta)) for b in order}
             for l_temp in layers:
                 blocks = [b for b in order if b.layer <= l_temp]
-                cols = np.concatenate([np.arange(offsets[order.index(b)], offsets[order.index(b)] + n_keep[b])
-                                       for b in blocks])
+                cols = np.concatenate([np.arange(start[b], start[b] + n_keep[b]) for b in blocks])
                 groups = [FeatureGroup(b.kind, b.pooling, b.layer, [int(i) for i in kept[b][:n_keep[b]]])
                           for b in blocks]
                 sig = tuple(cols.tolist())
