@@ -173,7 +173,7 @@ def fit(store, dataset, model, out, etas, metric, kinds, poolings, mix_kinds, va
         raise StcError(f"--etas {etas!r}: give numbers separated by commas, e.g. 0.1,0.5,0.8") from None
     cfg = FitConfig(dataset=dataset, model=model, etas=eta_values, metric=metric, kinds=_csv(kinds),
                     poolings=_csv(poolings), mix_kinds=mix_kinds, val_fraction=val_fraction, seed=seed,
-                    threads=threads, path=PathConfig(seed=seed))
+                    threads=threads, path=PathConfig())
     result = run(store, cfg, out=out, force=force)
     emit(result, as_json, lambda r: r.to_text())
 

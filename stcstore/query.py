@@ -59,7 +59,7 @@ PROBES_SCHEMA = pa.schema([
     ("fit_id", pa.string()), ("feature_set", pa.string()), ("kind", pa.string()), ("pooling", pa.string()),
     ("layer", pa.int64()), ("step", pa.int64()), ("lam", pa.float64()), ("C", pa.float64()),
     ("n_nonzero", pa.int64()), ("objective", pa.float64()), ("val_accuracy", pa.float64()),
-    ("val_macro_f1", pa.float64()), ("val_log_loss", pa.float64()), ("newton_steps", pa.int64()),
+    ("val_macro_f1", pa.float64()), ("val_log_loss", pa.float64()), ("iterations", pa.int64()),
     ("seconds", pa.float64()), ("chosen", pa.bool_()),
 ])
 AGGREGATES_SCHEMA = pa.schema([

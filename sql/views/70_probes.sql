@@ -2,5 +2,5 @@
 -- chosen = the point picked on validation for that probe. C = 1 / (n_train * lam), scikit-learn's scale.
 CREATE OR REPLACE VIEW probes AS
 SELECT dataset, fit_id, feature_set, kind, pooling, layer, step, lam, C, n_nonzero, objective,
-       val_accuracy, val_macro_f1, val_log_loss, newton_steps, seconds, chosen
+       val_accuracy, val_macro_f1, val_log_loss, iterations, seconds, chosen
 FROM _probes;
