@@ -82,6 +82,7 @@ def main() -> None:
           f"{'val acc authors':>16s}  chosen C (stc / authors)")
     t_ours = t_theirs = 0.0
     wins = 0
+    acc_ours = acc_all = 0.0
     blocks = [BlockKey.parse(b) for b in args.blocks.split(",")]
     for b in blocks:
         Xtr = store.gather(fs, [(b.column, None)], splits.plans["train"])[1]
@@ -96,10 +97,13 @@ def main() -> None:
         t_ours += ours
         t_theirs += theirs
         wins += res.validation["accuracy"] >= acc_theirs
+        acc_ours += res.validation["accuracy"] / len(blocks)
+        acc_all += acc_theirs / len(blocks)
         print(f"{b.column:18s} {ours:10.2f} {theirs:10.2f} {ours / theirs:7.3f} {res.validation['accuracy']:12.4f} "
               f"{acc_theirs:16.4f}  {res.chosen.C:.3g} / {c_theirs:g}")
     print(f"{'total':18s} {t_ours:10.2f} {t_theirs:10.2f} {t_ours / t_theirs:7.3f}   "
-          f"speed-up {t_theirs / t_ours:.1f}x; stcstore's validation accuracy >= the authors' on {wins}/{len(blocks)} blocks")
+          f"speed-up {t_theirs / t_ours:.1f}x; stcstore's validation accuracy >= the authors' on {wins}/{len(blocks)} blocks, "
+          f"mean {acc_ours:.4f} vs {acc_all:.4f}")
 
 
 if __name__ == "__main__":

@@ -158,6 +158,8 @@ class L1Logistic:
             PG = self._pseudo_gradient(theta, G, lam)
             D = self._direction(PG, pairs)
             D[:-1] = torch.where(D[:-1] * PG[:-1] < 0, D[:-1], torch.zeros_like(D[:-1]))  # same orthant as -PG
+            if self.K > 1:  # softmax ignores a shift of every intercept: stay off that flat direction, where
+                D[-1] -= D[-1].mean()  # float32 noise over a tiny curvature pair would let them drift away
             slope = float((PG * D).sum())
             if slope >= 0:
                 if not pairs:
