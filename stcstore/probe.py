@@ -67,8 +67,8 @@ def _key(s: dict[str, float], metric: str) -> tuple[float, float]:
 def fit_path(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, n_classes: int,
              metric: str, cfg: PathConfig = PathConfig()) -> PathResult:
     """Xtr [n, d], Xva [m, d]: standardised float32; ytr, yva: class indices (yva may hold -1)."""
-    # The inner lasso is single-threaded; an idle multi-threaded OpenBLAS pool spinning next to torch's
-    # threads made the Hessian products 1.7x slower on 2 cores.
+    # All products run in torch; an idle multi-threaded OpenBLAS pool (numpy's) spinning next to torch's
+    # threads made them up to 1.7x slower on 2 cores.
     with threadpool_limits(1, user_api="blas"):
         return _fit_path(Xtr, ytr, Xva, yva, n_classes, metric, cfg)
 
