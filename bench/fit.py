@@ -2,7 +2,7 @@
 
 Authors' recipe (their code, per probe): scikit-learn LogisticRegression(penalty="l1", solver="saga"),
 C in {0.1, 0.2, 1, 10, 100}, 64 epochs (max_iter=64), the best C per probe on validation.
-stcstore: `probe.fit_path` (active-set proximal Newton along a lam path, chosen on validation).
+stcstore: `probe.fit_path` (OWL-QN on the active set along a lam path, chosen on validation).
 Both get the same standardised train/validation matrices; reading the store is not timed.
 
     python bench/fit.py                                    # the demo store (built if missing)
