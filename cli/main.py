@@ -179,6 +179,48 @@ def fit(store, dataset, model, out, etas, metric, kinds, poolings, mix_kinds, va
 
 
 @cli.command()
+@click.option("--classifier", "classifiers", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="Classifier directory from `stcstore fit` (repeatable; classifiers on one model share a pass).")
+@click.option("--store", default=None, type=click.Path(file_okay=False), help="Score the texts of a store dataset...")
+@click.option("--dataset", default=None, help="... this one (with --store).")
+@click.option("--split", default=None, help="Only texts of this split (with --store).")
+@click.option("--input", "input_path", default=None, type=click.Path(dir_okay=False),
+              help="... or score the texts of this file (JSONL(.gz), tweet dumps, CSV, Parquet).")
+@click.option("--output", required=True, type=click.Path(),
+              help="FILE.parquet (one file), or a directory: a predictions table by run date, scored incrementally.")
+@click.option("--format", "fmt", default="auto", show_default=True,
+              type=click.Choice(["auto", "jsonl", "csv", "parquet", "tweets"]), help="Format of --input.")
+@click.option("--text-field", default="text", show_default=True, help="Text field/column of --input.")
+@click.option("--id-field", default="id", show_default=True, help="Id field of --input (else a hash of the text).")
+@click.option("--explain", default=None, type=click.Choice(["tokens"]),
+              help="Per-token class probabilities (JSON lines + an HTML page), for mean/max-pooled classifiers.")
+@click.option("--explain-out", default=None, help="Path prefix of the explanation files [default: beside --output].")
+@click.option("--explain-limit", default=200, show_default=True, help="Texts shown in the HTML page.")
+@click.option("--model", default=None, help="Local path of the classifiers' model, if not where it was fitted.")
+@click.option("--gguf-file", default=None, help="GGUF weights file inside the model directory.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--max-tokens", type=int, default=8192, show_default=True)
+@click.option("--chunk-rows", type=int, default=4096, show_default=True,
+              help="Texts per committed output file (a killed run resumes after the last one).")
+@click.option("--threads", type=int, default=None, help="torch threads [default: torch's choice].")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing --output FILE.parquet.")
+@JSON_OPTION
+def score(classifiers, store, dataset, split, input_path, output, fmt, text_field, id_field, explain, explain_out,
+          explain_limit, model, gguf_file, batch_size, max_tokens, chunk_rows, threads, device, force,
+          as_json) -> None:
+    """Score texts with fitted classifiers: early exit, one pass per model, incremental, explanations."""
+    from stcstore.score import ScoreConfig, score as run
+
+    cfg = ScoreConfig(classifiers=tuple(classifiers), output=output, store=store, dataset=dataset, split=split,
+                      input=input_path, format=fmt, text_field=text_field, id_field=id_field, explain=explain,
+                      explain_out=explain_out, explain_limit=explain_limit, model=model, gguf_file=gguf_file,
+                      batch_size=batch_size, max_tokens=max_tokens, chunk_rows=chunk_rows, threads=threads,
+                      device=device, force=force)
+    emit(run(cfg), as_json, lambda r: r.to_text())
+
+
+@cli.command()
 @click.option("--out", default="stcstore-demo", show_default=True, type=click.Path(file_okay=False),
               help="Store directory for the demo (re-running it resumes and does nothing new).")
 @click.option("--threads", type=int, default=None)

@@ -28,8 +28,14 @@ class Capturer:
     """Hooks for the requested (kind, layer) pairs; `run` returns pooled features for one batch."""
 
     def __init__(self, adapter: Adapter, hidden_layers: list[int], ffn_layers: list[int],
-                 poolings: tuple[str, ...]) -> None:
+                 poolings: tuple[str, ...], columns: dict[tuple[str, int], torch.Tensor] | None = None,
+                 keep_tokens: bool = False) -> None:
+        """columns: optional {(kind, layer): neuron indices [k] (long)}: only those neurons are pooled (and
+        kept), in that order. keep_tokens: also return each batch's per-token values (for explanations)."""
         self.adapter = adapter
+        self.columns = dict(columns or {})
+        self.keep_tokens = keep_tokens
+        self.tokens: dict[tuple[str, int], torch.Tensor] = {}
         self.hidden_layers = sorted(set(hidden_layers))
         self.ffn_layers = sorted(set(ffn_layers))
         self.poolings = poolings
@@ -44,7 +50,12 @@ class Capturer:
     def _record(self, kind: str, layer: int, x: torch.Tensor) -> None:
         assert self._ctx is not None
         mask, idx, n_real, span = self._ctx
+        cols = self.columns.get((kind, layer))
+        if cols is not None:
+            x = x.index_select(-1, cols.to(x.device))
         self._out[(kind, layer)] = pool(x, mask, self.poolings, idx, n_real, span)
+        if self.keep_tokens:
+            self.tokens[(kind, layer)] = x.to(torch.float32, copy=True)
         self._remaining -= 1
         if self._remaining == 0:
             raise _Stop
@@ -84,7 +95,7 @@ class Capturer:
         mask = attention_mask.bool()
         idx = single_index(mask, self.adapter.spec.encoder)
         n_real = mask.sum(dim=1, keepdim=True).clamp(min=1).float()
-        self._ctx, self._out = (mask, idx, n_real, dense_span(mask)), {}
+        self._ctx, self._out, self.tokens = (mask, idx, n_real, dense_span(mask)), {}, {}
         self._remaining = len(self.hidden_layers) + len(self.ffn_layers)
         kwargs: dict = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.adapter.spec.positions_from_mask and self._accepts_positions:

@@ -29,7 +29,7 @@ from . import __version__
 from .blocks import BlockKey
 from .capture import blocks_needed
 from .errors import FingerprintMismatchError, StcError
-from .fsutil import commit, file_sha256, tmp_name, write_json_atomic
+from .fsutil import commit, config_hash, file_sha256, sha256_hex, tmp_name, write_json_atomic
 from .solver import decision, predict_index, probabilities
 
 if TYPE_CHECKING:
@@ -171,19 +171,61 @@ class Classifier:
         assert self._lm is not None
         return self._lm
 
+    @property
+    def fingerprint(self) -> str:
+        """What the classifier computes: model identity, feature settings, neurons, classes and the exact
+        array contents (not its path, creation time or metrics). Predictions are keyed by it."""
+        m = self.manifest
+        ident = {k: m.get(k) for k in ("features", "kind", "pooling", "eta", "l_temp", "groups", "classes")}
+        ident["model"] = {k: m["model"].get(k) for k in MODEL_CHECK_KEYS}
+        ident["arrays"] = {n: sha256_hex(np.ascontiguousarray(getattr(self, f"{n}_")).tobytes()) for n in ARRAYS}
+        return config_hash(ident)
+
+    @property
+    def name(self) -> str:
+        """The directory name, or the manifest's dataset for an unsaved classifier."""
+        return self.path.name if self.path is not None else str(self.manifest["features"].get("dataset"))
+
+    def neuron_columns(self) -> dict[tuple[str, int], list[int]]:
+        """{(kind, layer): sorted neuron indices this classifier reads} (union over its poolings)."""
+        cols: dict[tuple[str, int], set[int]] = {}
+        for g in self.groups:
+            cols.setdefault((g.kind, g.layer), set()).update(g.neurons)
+        return {k: sorted(v) for k, v in sorted(cols.items())}
+
+    def positions(self, columns: dict[tuple[str, int], list[int]]) -> list[tuple[FeatureGroup, np.ndarray]]:
+        """Where each group's neurons sit among `columns` (a superset of `neuron_columns()`)."""
+        out = []
+        for g in self.groups:
+            where = {n: i for i, n in enumerate(columns[(g.kind, g.layer)])}
+            out.append((g, np.asarray([where[n] for n in g.neurons], dtype=np.int64)))
+        return out
+
     def featurizer(self):
         from .featurize import Featurizer
 
         if self._featurizer is None:
             f = self.manifest["features"]
-            self._featurizer = Featurizer(self._model(), self.blocks, int(f["max_length"]), f["dtype"])
+            self._featurizer = Featurizer(self._model(), self.blocks, int(f["max_length"]), f["dtype"],
+                                          columns=self.neuron_columns())
         return self._featurizer
 
     # ------------------------------------------------------------------ scoring
-    def features_from_blocks(self, blocks: dict[BlockKey, np.ndarray]) -> np.ndarray:
-        """{block: [n, width]} -> the classifier's feature matrix [n, n_features] float32."""
-        return np.concatenate([np.asarray(blocks[g.block], dtype=np.float32)[:, g.neurons] for g in self.groups],
-                              axis=1)
+    def features_from_blocks(self, blocks: dict[BlockKey, np.ndarray],
+                             columns: dict[tuple[str, int], list[int]] | None = None) -> np.ndarray:
+        """{block: [n, width]} -> the classifier's feature matrix [n, n_features] float32. Without `columns`
+        the blocks are full width; with them, block (kind, ., layer) holds the neurons columns[(kind, layer)]."""
+        if columns is None:
+            return np.concatenate([np.asarray(blocks[g.block], dtype=np.float32)[:, g.neurons] for g in self.groups],
+                                  axis=1)
+        return np.concatenate([np.asarray(blocks[g.block], dtype=np.float32)[:, pos]
+                               for g, pos in self.positions(columns)], axis=1)
+
+    def token_features(self, tokens: dict[tuple[str, int], np.ndarray],
+                       columns: dict[tuple[str, int], list[int]]) -> np.ndarray:
+        """One text's per-token values {(kind, layer): [T, len(columns)]} -> [T, n_features]: each token's
+        own neuron values in place of the pooled ones (paper section 5.3, token-level classification)."""
+        return np.concatenate([tokens[(g.kind, g.layer)][:, pos] for g, pos in self.positions(columns)], axis=1)
 
     def decision_function_features(self, X: np.ndarray) -> np.ndarray:
         """X: [n, n_features] raw (stored-dtype) feature values -> linear scores [n, K]."""
@@ -197,8 +239,8 @@ class Classifier:
         return self.classes_[predict_index(self.decision_function_features(X))]
 
     def features(self, texts: Iterable[str]) -> np.ndarray:
-        """Texts -> [n, n_features]; the model runs only through block L_temp."""
-        return self.features_from_blocks(self.featurizer()(list(texts)))
+        """Texts -> [n, n_features]; the model runs only through block L_temp, pooling only these neurons."""
+        return self.features_from_blocks(self.featurizer()(list(texts)), self.neuron_columns())
 
     def decision_function(self, texts: Iterable[str]) -> np.ndarray:
         return self.decision_function_features(self.features(texts))

@@ -111,6 +111,26 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+def row_problem(row: Row, text_field: str) -> str | None:
+    """Why a candidate row cannot be used as a text (the reject reason), or None. Shared by ingest and score."""
+    if row.error:
+        return row.error
+    if row.text is None:
+        return f"no text: field {text_field!r} missing or null"
+    if not isinstance(row.text, str):
+        return f"text field {text_field!r} is a {type(row.text).__name__}, not a string"
+    if has_surrogates(row.text):
+        return "invalid unicode in text (lone surrogate)"
+    if not row.text.strip():
+        return "empty text"
+    return None
+
+
+def row_id(row: Row, text_hash: str) -> str:
+    """The row's id field as a string, or a hash of its text when it has none."""
+    return _as_str(row.id) or f"h{text_hash[:20]}"
+
+
 def _default_split(path: Path) -> str | None:
     stem = strip_ext(path).rsplit(".", 1)[0]
     s = normalize_split(stem)
@@ -181,26 +201,15 @@ def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: dict[str, t
         missing_text_only = True
         for row in READERS[fmt](path, cfg):
             result.rows_read += 1
-            if row.error:
+            if row.error or row.text is not None:
                 missing_text_only = False
-                reject(row, row.error)
-                continue
-            if row.text is None:
-                reject(row, f"no text: field {cfg.text_field!r} missing or null")
-                continue
-            missing_text_only = False
-            if not isinstance(row.text, str):
-                reject(row, f"text field {cfg.text_field!r} is a {type(row.text).__name__}, not a string")
-                continue
-            if has_surrogates(row.text):
-                reject(row, "invalid unicode in text (lone surrogate)")
-                continue
-            if not row.text.strip():
-                reject(row, "empty text")
+            problem = row_problem(row, cfg.text_field)
+            if problem:
+                reject(row, problem)
                 continue
             h = content_hash(row.text)
             label = _as_str(row.label)
-            rid = _as_str(row.id) or f"h{h[:20]}"
+            rid = row_id(row, h)
             split_value = _as_str(row.split)
             split = normalize_split(split_value) if split_value else file_split or ("train" if label else "unlabeled")
             try:
