@@ -43,7 +43,7 @@ from tqdm import tqdm
 from .blocks import BlockKey
 from .classifier import MODEL_CHECK_KEYS, Classifier, load_classifier
 from .errors import StcError
-from .featurize import Featurizer
+from .featurize import Features, Featurizer
 from .fsutil import commit, eprint, remove_stale_temps, store_lock, tmp_name
 from .ingest import FORMATS, IngestConfig, content_hash, row_id, row_problem
 from .models import LoadedModel, load_model
@@ -193,14 +193,15 @@ class GroupScorer:
     def n_neurons(self) -> int:
         return sum(len(v) for v in self.columns.values())
 
-    def run(self, texts: list[str]) -> tuple[list[np.ndarray], "Any"]:
-        """texts -> ([n, n_classes] probabilities per classifier, the Features (token values if kept))."""
+    def run(self, texts: list[str]) -> tuple[list[np.ndarray], Features]:
+        """texts -> ([n, K] linear scores per classifier (K = 1 for two classes), the Features (with token
+        values if kept))."""
         t0 = time.perf_counter()
         feats = self.featurizer.run(texts)
         self.forward_seconds += time.perf_counter() - t0
-        probs = [c.predict_proba_features(c.features_from_blocks(feats.blocks, self.columns))
-                 for c in self.classifiers]
-        return probs, feats
+        scores = [c.decision_function_features(c.features_from_blocks(feats.blocks, self.columns))
+                  for c in self.classifiers]
+        return scores, feats
 
     def token_scores(self, c: Classifier, tokens: dict[tuple[str, int], np.ndarray]) -> np.ndarray:
         """One text's per-token linear scores [T, K] under classifier c (K = 1 for two classes). For a
@@ -259,9 +260,10 @@ class Explainer:
         self._cards: list[str] = []
         self.n = 0
 
-    def add(self, *, text_id: str, text: str, clf: Classifier, label: str, proba: np.ndarray,
+    def add(self, *, text_id: str, text: str, clf: Classifier, label: str, scores: np.ndarray,
             spans: list[tuple[str, int, int]], token_scores: np.ndarray) -> None:
         classes = [str(c) for c in clf.classes_]
+        proba = probabilities(scores[None, :])[0]
         token_proba = probabilities(token_scores)
         # evidence of each token for its own most likely class: log-odds against the runner-up
         z = np.concatenate([np.zeros_like(token_scores), token_scores], 1) if token_scores.shape[1] == 1 \
@@ -270,10 +272,12 @@ class Explainer:
         margin = top2[:, 1] - top2[:, 0]
         rec = {"id": text_id, "classifier": clf.name, "classifier_fingerprint": clf.fingerprint,
                "pooling": clf.manifest["pooling"], "classes": classes, "label": label,
-               "probabilities": [round(float(p), 6) for p in proba], "text": text,
+               "probabilities": [round(float(p), 6) for p in proba],
+               "scores": [round(float(v), 5) for v in scores], "text": text,
                "tokens": [{"token": t, "start": a, "end": b, "label": classes[int(np.argmax(p))],
-                           "probabilities": [round(float(x), 6) for x in p], "margin": round(float(m), 4)}
-                          for (t, a, b), p, m in zip(spans, token_proba, margin)]}
+                           "probabilities": [round(float(x), 6) for x in p],
+                           "scores": [round(float(v), 5) for v in zt], "margin": round(float(m), 4)}
+                          for (t, a, b), p, zt, m in zip(spans, token_proba, token_scores, margin)]}
         self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self.n += 1
         if len(self._cards) < self.limit:
@@ -330,7 +334,7 @@ def _html_card(rec: dict) -> str:
             parts.append(chip + _esc(text[t["start"]:t["end"]]) + "</span>")
             pos = t["end"]
     parts.append(_esc(text[pos:]))
-    verdict = ", ".join(f"{c} {p:.3f}" for c, p in zip(classes, rec["probabilities"]))
+    verdict = " · ".join(f"P({c}) {p:.3f}" for c, p in zip(classes, rec["probabilities"]))
     colour = PALETTE[classes.index(rec["label"]) % len(PALETTE)]
     swatches = " ".join(f'<span class="t" style="background:{_rgba(PALETTE[i % len(PALETTE)], 0.8)}">'
                         f'{_esc(c)}</span>' for i, c in enumerate(classes))
@@ -549,10 +553,11 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
                     for j, (a, b) in enumerate(_chunks(len(rows), cfg.chunk_rows)):
                         sel = rows[a:b]
                         chunk_texts = [texts[i] for i in sel]
-                        probs, feats = group.run(chunk_texts)
+                        scores, feats = group.run(chunk_texts)
                         parts = []
-                        for k, p in zip(members, probs):
+                        for k, z in zip(members, scores):
                             c = clfs[k]
+                            p = probabilities(z)
                             want = todo[c.fingerprint][sel]
                             if not want.any():
                                 continue
@@ -571,7 +576,7 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
                                 for jj in np.flatnonzero(want):
                                     i = int(sel[jj])
                                     explainer.add(text_id=ids[i], text=texts[i], clf=c, label=str(labels[jj]),
-                                                  proba=p[jj], spans=_token_spans(lm, texts[i], feats.token_ids[jj]),
+                                                  scores=z[jj], spans=_token_spans(lm, texts[i], feats.token_ids[jj]),
                                                   token_scores=group.token_scores(c, feats.tokens[jj]))
                                     runs[k].explained += 1
                         table = pa.concat_tables(parts)
