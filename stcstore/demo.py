@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from .extract import ExtractConfig, extract
 from .fit import FitConfig, FitResult, fit
 from .ingest import IngestConfig, ingest
 from .query import StoreSQL, named_query
+from .score import ScoreConfig, ScoreResult, score
 
 DEMO_DATASET = "sst2-sample"
+
+
+def new_texts_file() -> Path:
+    """A few unlabelled texts that the demo scores with the classifier it fitted."""
+    return Path(str(resources.files("stcstore.data"))) / "new-texts.jsonl"
 
 
 def demo_files() -> list[Path]:
@@ -35,6 +44,8 @@ class DemoResult:
     top_neurons: list[dict[str, Any]] = field(default_factory=list)
     layer_rows: list[dict[str, Any]] = field(default_factory=list)
     fit: FitResult | None = None
+    scored: ScoreResult | None = None
+    predictions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +68,15 @@ class DemoResult:
             lines.append(f"  {r['kind']:6s} layer {r['layer']}: {r['best_effect']:<6} {r['neurons_over_half']}")
         if self.fit is not None:
             lines += ["", "Sparsify-then-Classify (stcstore fit), every choice made on validation:", self.fit.to_text()]
+        if self.scored is not None:
+            g = self.scored.groups[0] if self.scored.groups else None
+            depth = f", the model run through block {g['blocks_run'] - 1} of 0..{g['n_layers'] - 1}" if g else ""
+            lines += ["", f"new texts scored with the fitted classifier (stcstore score{depth}):"]
+            for p in self.predictions:
+                lines.append(f"  label {p['label']}  P {max(p['probabilities']):.3f}  {p['text']}")
+            lines.append(f"predictions: {self.scored.output}")
+            if self.scored.explain_html:
+                lines.append(f"token-level explanation page (open it in a browser): {self.scored.explain_html}")
         lines += ["", f"explore: stcstore sql --store {self.store} \"select * from neuron_stats limit 5\"",
                   f"         stcstore sql --store {self.store} \"select * from aggregates order by val_accuracy desc "
                   f"limit 10\""]
@@ -83,5 +103,15 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
     t0 = time.perf_counter()
     fitted = fit(out, FitConfig(dataset=DEMO_DATASET, threads=threads), out=Path(out) / "classifier", force=True)
     seconds["fit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scored = score(ScoreConfig(classifiers=(str(Path(out) / "classifier"),),
+                               output=str(Path(out) / "new-texts-predictions.parquet"), input=str(new_texts_file()),
+                               explain="tokens", threads=threads, force=True))
+    seconds["score"] = time.perf_counter() - t0
+    preds = pq.read_table(scored.output).to_pylist()
+    text_of = {json.loads(line)["id"]: json.loads(line)["text"] for line in new_texts_file().open(encoding="utf-8")}
+    predictions = [{"id": p["id"], "label": p["label"], "probabilities": p["probabilities"], "text": text_of[p["id"]]}
+                   for p in preds]
     return DemoResult(str(out), DEMO_DATASET, n, rej, ext.feature_set, ext.texts_extracted, ext.texts_per_s,
-                      ext.store_bytes, {k: round(v, 2) for k, v in seconds.items()}, top, layers, fitted)
+                      ext.store_bytes, {k: round(v, 2) for k, v in seconds.items()}, top, layers, fitted, scored,
+                      predictions)

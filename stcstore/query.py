@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from .errors import StcError
-from .store import REJECTS_SCHEMA, SOURCES_SCHEMA, STATS_SCHEMA, TEXTS_SCHEMA, Store, open_chunk
+from .store import PREDICTIONS_SCHEMA, REJECTS_SCHEMA, SOURCES_SCHEMA, STATS_SCHEMA, TEXTS_SCHEMA, Store, open_chunk
 
 _PARAM_RE = re.compile(r"^--\s*param\s+(\w+)\s+(.*?)\s*$", re.M)
 
@@ -121,6 +121,9 @@ class StoreSQL:
             "_probes": _hive(root / "fits", "dataset=*/fit=*/probes.parquet", PROBES_SCHEMA, ["dataset", "fit"]),
             "_aggregates": _hive(root / "fits", "dataset=*/fit=*/aggregates.parquet", AGGREGATES_SCHEMA,
                                  ["dataset", "fit"]),
+            # `stcstore score --output STORE/predictions`
+            "_predictions": _hive(root / "predictions", "run_date=*/part-*.parquet", PREDICTIONS_SCHEMA,
+                                  ["run_date"]),
         }
         for name, rel in self._relations.items():
             self.con.register(name, rel)

@@ -49,13 +49,8 @@ from .ingest import FORMATS, IngestConfig, content_hash, row_id, row_problem
 from .models import LoadedModel, load_model
 from .readers import RAW_KEEP, READ_ERRORS, READERS, detect_format
 from .solver import probabilities
-from .store import REJECTS_SCHEMA, Store, check_name
+from .store import PREDICTIONS_SCHEMA, REJECTS_SCHEMA, Store, check_name
 
-PREDICTIONS_SCHEMA = pa.schema([
-    ("id", pa.string()), ("classifier", pa.string()), ("classifier_fingerprint", pa.string()),
-    ("label", pa.string()), ("probabilities", pa.list_(pa.float64())),
-    ("scored_at", pa.timestamp("us", tz="UTC")),
-])
 EXPLAIN_POOLINGS = ("mean", "max")
 
 
@@ -154,8 +149,8 @@ class ScoreResult:
                          + (f", {c.already} already had a prediction" if c.already else "")
                          + (f", {c.explained} explained" if c.explained else ""))
         if self.scored_texts:
-            lines.append(f"{self.scored_texts} texts in {self.seconds:.1f}s ({self.texts_per_s:.1f} texts/s); "
-                         f"output {self.output}")
+            lines.append(f"{self.scored_texts} texts in {self.seconds:.1f}s ({self.texts_per_s:.1f} texts/s "
+                         f"after loading the model); output {self.output}")
         if self.rejected:
             lines.append(f"{self.rejected} input rows rejected, with reasons, in {self.rejects_path}")
         if self.explain_html:
@@ -495,7 +490,7 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
     groups_info: list[dict[str, Any]] = []
     explainer: Explainer | None = None
     forward_seconds = 0.0
-    t_run = time.perf_counter()
+    work_seconds = 0.0  # scoring proper: tokenize, forward, classify, write (not model loading)
     with store_lock(lock_root, "stcstore score") if not cfg.single_file else nullcontext():
         if not cfg.single_file:
             remove_stale_temps(output)
@@ -548,6 +543,7 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
                 eprint(f"{len(rows)} texts to score with {', '.join(info['classifiers'])}: blocks "
                        f"0..{info['blocks_run'] - 1} of {info['n_layers']}, {info['neurons']} neurons pooled")
                 n_chunks = -(-len(rows) // cfg.chunk_rows)
+                t_group = time.perf_counter()
                 with tqdm(total=len(rows), unit="text", file=sys.stderr, disable=None, dynamic_ncols=True,
                           desc="score") as bar:
                     for j, (a, b) in enumerate(_chunks(len(rows), cfg.chunk_rows)):
@@ -594,6 +590,7 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
                         if bar.disable:
                             eprint(f"chunk {j + 1}/{n_chunks}: {b}/{len(rows)} texts")
                 forward_seconds += group.forward_seconds
+                work_seconds += time.perf_counter() - t_group
             if writer is not None:
                 writer.close()
                 writer = None
@@ -619,12 +616,11 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
             why = ", ".join(f"{k}: {v}" for k, v in sorted(rejects.reasons.items()))
             messages.append(f"{len(rejects.rows)} rows of {cfg.input} could not be scored ({why}); "
                             f"they are in {rejects.path}")
-    seconds_run = time.perf_counter() - t_run
     return ScoreResult(
         output=str(output), source=source, classifiers=runs, texts=len(ids), scored_texts=scored_texts,
         rejected=len(rejects.rows), duplicates=counts["duplicates"], files_written=files_written,
         seconds=time.perf_counter() - t_start, forward_seconds=forward_seconds,
-        texts_per_s=scored_texts / seconds_run if scored_texts and seconds_run > 0 else 0.0, groups=groups_info,
+        texts_per_s=scored_texts / work_seconds if scored_texts and work_seconds > 0 else 0.0, groups=groups_info,
         rejects_path=str(rejects.path) if rejects.rows else None,
         explain_jsonl=str(explainer.jsonl) if explainer else None,
         explain_html=str(explainer.html) if explainer else None, messages=messages,

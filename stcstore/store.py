@@ -53,6 +53,13 @@ SOURCES_SCHEMA = pa.schema([
     ("seq_start", pa.int64()), ("seq_end", pa.int64()), ("ingested_at", pa.timestamp("us", tz="UTC")),
 ])
 
+# `stcstore score` output (column names are API); in a predictions directory, partitioned by run_date
+PREDICTIONS_SCHEMA = pa.schema([
+    ("id", pa.string()), ("classifier", pa.string()), ("classifier_fingerprint", pa.string()),
+    ("label", pa.string()), ("probabilities", pa.list_(pa.float64())),
+    ("scored_at", pa.timestamp("us", tz="UTC")),
+])
+
 # per-chunk neuron sufficient statistics (written by extract, merged by the neuron_stats view)
 STATS_SCHEMA = pa.schema([
     ("kind", pa.string()), ("pooling", pa.string()), ("layer", pa.int32()), ("neuron", pa.int32()),

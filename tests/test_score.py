@@ -132,10 +132,16 @@ def test_store_path_agrees_with_stored_features_and_input_path(fitted, tmp_path)
     difference is float16 rounding of features recomputed in other batches); --input of the same texts
     gives the store run's probabilities to 1e-6."""
     st, lm, sent, topic = fitted
-    res = score(ScoreConfig((str(sent), str(topic)), str(tmp_path / "preds"), store=str(st), dataset="d"),
+    res = score(ScoreConfig((str(sent), str(topic)), str(st / "predictions"), store=str(st), dataset="d"),
                 models={"tiny-bert": lm})
     assert res.scored_texts == 200
-    got = _preds(tmp_path / "preds")
+    got = _preds(st / "predictions")
+    # inside the store, predictions are a SQL view
+    from stcstore.query import run_query
+
+    rows = run_query(st, "select classifier, count(*) as n, min(confidence) >= 0.5 as ok from predictions "
+                         "group by 1 order by 1").rows
+    assert [(r["classifier"], r["n"], r["ok"]) for r in rows] == [("sent", 200, True), ("topic", 200, True)]
     s = Store(st)
     for c in (sent, topic):
         clf = load_classifier(c)

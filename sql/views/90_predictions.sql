@@ -1,0 +1,6 @@
+-- Predictions written by `stcstore score --output STORE/predictions` (one row per text and classifier).
+-- probabilities follow the classifier's class order; run_date is the partition the run appended to.
+CREATE OR REPLACE VIEW predictions AS
+SELECT id, classifier, classifier_fingerprint, label, probabilities, list_max(probabilities) AS confidence,
+       scored_at, run_date
+FROM _predictions;
