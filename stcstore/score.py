@@ -473,7 +473,8 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
 
         table = store.texts(cfg.dataset, columns=["id", "text", "split"],
                             filter_expr=None if cfg.split is None else pc.field("split") == cfg.split)
-        ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
+        # texts stay in Arrow (compact); each chunk converts only its own rows to Python strings
+        ids, texts = table.column("id").to_pylist(), table.column("text")
         source = f"{cfg.store} dataset {cfg.dataset}" + (f" split {cfg.split}" if cfg.split else "")
         if not ids:
             messages.append(f"dataset {cfg.dataset!r}" + (f" has no texts in split {cfg.split!r}" if cfg.split
@@ -522,6 +523,7 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
             output.parent.mkdir(parents=True, exist_ok=True)
             writer = pq.ParquetWriter(single_tmp, PREDICTIONS_SCHEMA, compression="zstd")
         try:
+            loaded: dict[tuple[str, str], LoadedModel] = {}
             by_model: dict[str, list[int]] = {}
             for k, c in enumerate(clfs):
                 by_model.setdefault(model_key(c), []).append(k)
@@ -533,7 +535,12 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
                 first = clfs[members[0]]
                 if len(rows) == 0:
                     continue
-                lm = (models or {}).get(str(first.manifest["model"].get("model"))) or _load_group_model(first, cfg)
+                lm = (models or {}).get(str(first.manifest["model"].get("model")))
+                if lm is None:
+                    key = (str(first.manifest["model"].get("weights_sha256")), first.manifest["features"]["torch_dtype"])
+                    if key not in loaded:  # same weights, other max_length or stored dtype: load once
+                        loaded[key] = _load_group_model(first, cfg)
+                    lm = loaded[key]
                 group = GroupScorer(lm, [clfs[k] for k in members], cfg.batch_size, cfg.max_tokens, cfg.device,
                                     keep_tokens=explainer is not None)
                 info = {"model": str(first.manifest["model"].get("model")), "classifiers": [clfs[k].name for k in members],
@@ -548,7 +555,8 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
                           desc="score") as bar:
                     for j, (a, b) in enumerate(_chunks(len(rows), cfg.chunk_rows)):
                         sel = rows[a:b]
-                        chunk_texts = [texts[i] for i in sel]
+                        chunk_texts = texts.take(pa.array(sel)).to_pylist() if isinstance(texts, pa.ChunkedArray) \
+                            else [texts[i] for i in sel]
                         scores, feats = group.run(chunk_texts)
                         parts = []
                         for k, z in zip(members, scores):
@@ -571,8 +579,9 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
                             if explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS:
                                 for jj in np.flatnonzero(want):
                                     i = int(sel[jj])
-                                    explainer.add(text_id=ids[i], text=texts[i], clf=c, label=str(labels[jj]),
-                                                  scores=z[jj], spans=_token_spans(lm, texts[i], feats.token_ids[jj]),
+                                    explainer.add(text_id=ids[i], text=chunk_texts[jj], clf=c, label=str(labels[jj]),
+                                                  scores=z[jj],
+                                                  spans=_token_spans(lm, chunk_texts[jj], feats.token_ids[jj]),
                                                   token_scores=group.token_scores(c, feats.tokens[jj]))
                                     runs[k].explained += 1
                         table = pa.concat_tables(parts)
