@@ -305,3 +305,30 @@ def test_token_explanations(fitted, tmp_path):
     html = Path(res.explain_html).read_text(encoding="utf-8")
     assert html.startswith("<!doctype html>") and html.count('class="card"') == 8 and "superb" in html
     assert "<script" not in html  # self-contained and static
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_pooling_only_chosen_neurons_equals_full_width_pooling(family, bert_tokenizer):
+    """With `columns`, the hooks select neurons before pooling: the values equal the full-width pooled
+    features at those neurons, for every pooling, for encoders and (left-padded) decoders, gated or not;
+    per-token values are the unpooled ones of real tokens only."""
+    from stcstore.blocks import BlockKey
+    from stcstore.featurize import Featurizer
+
+    from .conftest import build_tiny
+
+    lm = build_tiny(family, bert_tokenizer)
+    texts = ["a", "a much longer text than the first one, with commas", "two words", "short again"]
+    blocks = [BlockKey(k, p, l) for k in ("hidden", "ffn") for p in ("mean", "max", "single") for l in (0, 2)]
+    cols = {("hidden", 0): [3, 1, 30], ("hidden", 2): [0], ("ffn", 0): [5, 40], ("ffn", 2): [47, 2, 9]}
+    full = Featurizer(lm, blocks, 64, "float32", batch_size=3).run(texts)
+    part = Featurizer(lm, blocks, 64, "float32", batch_size=3, columns=cols, keep_tokens=True).run(texts)
+    for b in blocks:
+        np.testing.assert_allclose(part.blocks[b], full.blocks[b][:, cols[(b.kind, b.layer)]], rtol=1e-5, atol=1e-6)
+    for i, ids in enumerate(part.token_ids):
+        for (kind, layer), idx in cols.items():
+            tok = part.tokens[i][(kind, layer)]
+            assert tok.shape == (len(ids), len(idx))
+            np.testing.assert_allclose(tok.mean(0), part.blocks[BlockKey(kind, "mean", layer)][i], rtol=1e-5,
+                                       atol=1e-6)
+            np.testing.assert_allclose(tok.max(0), part.blocks[BlockKey(kind, "max", layer)][i], rtol=1e-6)
