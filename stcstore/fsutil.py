@@ -66,6 +66,24 @@ def remove_stale_temps(root: Path) -> int:
     return n
 
 
+def remove_dead_temps(final: Path) -> int:
+    """Delete temp siblings of `final` left by writers that no longer run (the pid is in the temp name).
+    For outputs outside a store, where there is no store lock to make every temp stale."""
+    n = 0
+    for p in final.parent.glob(f".tmp-{final.name}-*"):
+        try:
+            pid = int(p.name.rsplit("-", 2)[1])
+            os.kill(pid, 0)
+            continue  # its writer still runs
+        except ProcessLookupError:
+            pass
+        except (ValueError, IndexError, PermissionError):
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -44,7 +44,7 @@ from .blocks import BlockKey
 from .classifier import MODEL_CHECK_KEYS, Classifier, load_classifier
 from .errors import StcError
 from .featurize import Features, Featurizer
-from .fsutil import commit, eprint, remove_stale_temps, store_lock, tmp_name
+from .fsutil import commit, eprint, remove_dead_temps, remove_stale_temps, store_lock, tmp_name
 from .ingest import FORMATS, IngestConfig, content_hash, row_id, row_problem
 from .models import LoadedModel, load_model
 from .readers import RAW_KEEP, READ_ERRORS, READERS, detect_format
@@ -521,6 +521,8 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
         single_tmp = tmp_name(output) if cfg.single_file else None
         if cfg.single_file:
             output.parent.mkdir(parents=True, exist_ok=True)
+            for f in (output, rejects.path):
+                remove_dead_temps(f)  # left by a killed run
             writer = pq.ParquetWriter(single_tmp, PREDICTIONS_SCHEMA, compression="zstd")
         try:
             loaded: dict[tuple[str, str], LoadedModel] = {}

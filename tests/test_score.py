@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -249,6 +250,11 @@ def test_bad_input_rows_go_to_rejects_and_the_run_completes(fitted, tmp_path):
     assert reasons[2] == "empty text" and reasons[3].startswith("malformed JSON")
     assert "missing" in reasons[4] and "not a string" in reasons[5] and "different text" in reasons[7]
     assert pq.read_table(tmp_path / "p.parquet").num_rows == 2
+    # a temp file of a killed run (dead pid) is cleaned up, one of a live writer is left alone
+    dead, live = tmp_path / ".tmp-q.parquet-999999999-abcd1234", tmp_path / f".tmp-q.parquet-{os.getpid()}-abcd1234"
+    dead.write_text("half"), live.write_text("half")
+    score(ScoreConfig((str(sent),), str(tmp_path / "q.parquet"), input=str(src)), models={"tiny-bert": lm})
+    assert not dead.exists() and live.exists()
     # an existing output file is never overwritten without --force
     with pytest.raises(StcError, match="--force"):
         score(ScoreConfig((str(sent),), str(tmp_path / "p.parquet"), input=str(src)), models={"tiny-bert": lm})
