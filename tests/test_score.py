@@ -338,3 +338,26 @@ def test_pooling_only_chosen_neurons_equals_full_width_pooling(family, bert_toke
             np.testing.assert_allclose(tok.mean(0), part.blocks[BlockKey(kind, "mean", layer)][i], rtol=1e-5,
                                        atol=1e-6)
             np.testing.assert_allclose(tok.max(0), part.blocks[BlockKey(kind, "max", layer)][i], rtol=1e-6)
+
+
+def test_classifiers_of_different_models_get_one_pass_each(fitted, tmp_path, bert_tokenizer):
+    from stcstore.classifier import MODEL_CHECK_KEYS
+
+    from .conftest import build_tiny
+
+    st, lm, sent, _ = fitted
+    other = build_tiny("gpt2", bert_tokenizer)
+    base = copy.deepcopy(load_classifier(sent))
+    base.manifest["model"].update({k: other.fingerprint_fields().get(k) for k in ("model", *MODEL_CHECK_KEYS)})
+    gpt = _variant(base, [FeatureGroup("ffn", "max", 1, [2, 7])], tmp_path / "gpt")
+    src = write_jsonl(tmp_path / "new.jsonl", [{"id": f"n{i}", "text": t} for i, t in enumerate(NEW_TEXTS)])
+    models = {"tiny-bert": lm, "tiny-gpt2": other}
+    res = score(ScoreConfig((str(sent), str(gpt)), str(tmp_path / "both.parquet"), input=str(src)), models=models)
+    assert [g["classifiers"] for g in res.groups] == [["sent"], ["gpt"]]
+    assert [g["blocks_run"] for g in res.groups] == [load_classifier(sent).manifest["blocks_run"], 2]
+    joint = _preds(tmp_path / "both.parquet")
+    np.testing.assert_allclose([joint[(f"n{i}", "gpt")] for i in range(4)],
+                               load_classifier(gpt, model=other).predict_proba(NEW_TEXTS), atol=1e-6)
+    # the fingerprint check still guards each group: a classifier never runs on another model
+    with pytest.raises(StcError, match="weights_sha256"):
+        score(ScoreConfig((str(gpt),), str(tmp_path / "x.parquet"), input=str(src)), models={"tiny-gpt2": lm})
