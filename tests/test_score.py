@@ -143,6 +143,8 @@ def test_store_path_agrees_with_stored_features_and_input_path(fitted, tmp_path)
     rows = run_query(st, "select classifier, count(*) as n, min(confidence) >= 0.5 as ok from predictions "
                          "group by 1 order by 1").rows
     assert [(r["classifier"], r["n"], r["ok"]) for r in rows] == [("sent", 200, True), ("topic", 200, True)]
+    shares = run_query(st, name="prediction_shares", params={"classifier": "sent"}).rows
+    assert sum(r["texts"] for r in shares) == 200 and sum(r["share"] for r in shares) == pytest.approx(1, abs=1e-3)
     s = Store(st)
     for c in (sent, topic):
         clf = load_classifier(c)
