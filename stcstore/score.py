@@ -36,13 +36,16 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from . import __version__
 from .blocks import BlockKey
 from .classifier import MODEL_CHECK_KEYS, Classifier, load_classifier
 from .errors import StcError
+from .explain import EXPLAIN_POOLINGS, Explainer, token_spans
 from .featurize import Features, Featurizer
 from .fsutil import commit, eprint, remove_dead_temps, remove_stale_temps, store_lock, tmp_name
 from .ingest import FORMATS, IngestConfig, content_hash, row_id, row_problem
@@ -51,7 +54,6 @@ from .readers import RAW_KEEP, READ_ERRORS, READERS, detect_format
 from .solver import probabilities
 from .store import PREDICTIONS_SCHEMA, REJECTS_SCHEMA, Store, check_name
 
-EXPLAIN_POOLINGS = ("mean", "max")
 
 
 @dataclass(frozen=True)
@@ -223,148 +225,6 @@ def _load_group_model(c: Classifier, cfg: ScoreConfig) -> LoadedModel:
                       gguf_file=cfg.gguf_file)
 
 
-# ------------------------------------------------------------------------------------------- explanations
-
-
-def _token_spans(lm: LoadedModel, text: str, ids: list[int]) -> list[tuple[str, int, int]]:
-    """(token as shown, start, end) per token id; start = end = -1 for special tokens."""
-    tok = lm.tokenizer
-    shown = tok.convert_ids_to_tokens(ids)
-    special = set(tok.all_special_ids)
-    if getattr(tok, "is_fast", False):
-        enc = tok(text, truncation=True, max_length=len(ids) + 8, add_special_tokens=True,
-                  return_offsets_mapping=True, return_token_type_ids=False)
-        if enc["input_ids"][:len(ids)] == ids:
-            out = []
-            for t, i, (a, b) in zip(shown, ids, enc["offset_mapping"][:len(ids)]):
-                out.append((t, -1, -1) if i in special or a == b else (text[a:b], a, b))
-            return out
-    return [(t, -1, -1) for t in shown]
-
-
-class Explainer:
-    """Writes token-level explanations: one JSON line per (text, classifier), plus an HTML page."""
-
-    def __init__(self, prefix: Path, limit: int) -> None:
-        self.jsonl = prefix.with_name(prefix.name + ".explain.jsonl")
-        self.html = prefix.with_name(prefix.name + ".explain.html")
-        self.limit = limit
-        self._tmp = tmp_name(self.jsonl)
-        self.jsonl.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self._tmp, "w", encoding="utf-8")
-        self._cards: list[str] = []
-        self.n = 0
-
-    def add(self, *, text_id: str, text: str, clf: Classifier, label: str, scores: np.ndarray,
-            spans: list[tuple[str, int, int]], token_scores: np.ndarray) -> None:
-        classes = [str(c) for c in clf.classes_]
-        proba = probabilities(scores[None, :])[0]
-        token_proba = probabilities(token_scores)
-        # evidence of each token for its own most likely class: log-odds against the runner-up
-        z = np.concatenate([np.zeros_like(token_scores), token_scores], 1) if token_scores.shape[1] == 1 \
-            else token_scores
-        top2 = np.sort(z, axis=1)[:, -2:]
-        margin = top2[:, 1] - top2[:, 0]
-        rec = {"id": text_id, "classifier": clf.name, "classifier_fingerprint": clf.fingerprint,
-               "pooling": clf.manifest["pooling"], "classes": classes, "label": label,
-               "probabilities": [round(float(p), 6) for p in proba],
-               "scores": [round(float(v), 5) for v in scores], "text": text,
-               "tokens": [{"token": t, "start": a, "end": b, "label": classes[int(np.argmax(p))],
-                           "probabilities": [round(float(x), 6) for x in p],
-                           "scores": [round(float(v), 5) for v in zt], "margin": round(float(m), 4)}
-                          for (t, a, b), p, zt, m in zip(spans, token_proba, token_scores, margin)]}
-        self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        self.n += 1
-        if len(self._cards) < self.limit:
-            self._cards.append(_html_card(rec))
-
-    def close(self) -> None:
-        self._f.close()
-        commit(self._tmp, self.jsonl)
-        tmp = tmp_name(self.html)
-        tmp.write_text(_html_page(self._cards, self.n, self.limit), encoding="utf-8")
-        commit(tmp, self.html)
-
-    def abort(self) -> None:
-        self._f.close()
-        self._tmp.unlink(missing_ok=True)
-
-
-PALETTE = ["#d7301f", "#2166ac", "#1a9850", "#984ea3", "#ff7f00", "#a6761d", "#e7298a", "#666666"]
-
-
-def _esc(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-
-def _rgba(hex_colour: str, alpha: float) -> str:
-    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha:.2f})"
-
-
-def _tint(classes: list[str], token: dict, scale: float) -> str:
-    """The colour of the token's most likely class; opacity = its log-odds margin over the runner-up class,
-    relative to the largest margin in the text (so the page shows where the evidence sits in each text)."""
-    k = classes.index(token["label"])
-    alpha = min(1.0, token["margin"] / scale) if scale > 0 else 0.0
-    return _rgba(PALETTE[k % len(PALETTE)], 0.8 * alpha)
-
-
-def _html_card(rec: dict) -> str:
-    classes = rec["classes"]
-    text = rec["text"]
-    parts, pos = [], 0
-    specials = []
-    scale = max((t["margin"] for t in rec["tokens"]), default=0.0)
-    for t in rec["tokens"]:
-        title = _esc(f"{t['token']}: " + ", ".join(f"{c} {p:.3f}" for c, p in zip(classes, t["probabilities"]))
-                     + f"; log-odds margin {t['margin']:.2f}")
-        chip = f'<span class="t" style="background:{_tint(classes, t, scale)}" title="{title}">'
-        if t["start"] < 0:
-            specials.append(chip + _esc(t["token"]) + "</span>")
-            continue
-        if t["start"] > pos:
-            parts.append(_esc(text[pos:t["start"]]))
-        if t["start"] >= pos:
-            parts.append(chip + _esc(text[t["start"]:t["end"]]) + "</span>")
-            pos = t["end"]
-    parts.append(_esc(text[pos:]))
-    verdict = " · ".join(f"P({c}) {p:.3f}" for c, p in zip(classes, rec["probabilities"]))
-    colour = PALETTE[classes.index(rec["label"]) % len(PALETTE)]
-    swatches = " ".join(f'<span class="t" style="background:{_rgba(PALETTE[i % len(PALETTE)], 0.8)}">'
-                        f'{_esc(c)}</span>' for i, c in enumerate(classes))
-    return (f'<div class="card"><div class="head">classes {swatches} · predicted '
-            f'<b style="color:{colour}">{_esc(rec["label"])}</b> '
-            f'<span class="p">{_esc(verdict)}</span> <span class="id">{_esc(rec["classifier"])} · id '
-            f'{_esc(rec["id"])} · {rec["pooling"]}-pooled</span></div>'
-            f'<div class="text">{"".join(parts)}</div>'
-            + (f'<div class="sp">special tokens: {" ".join(specials)}</div>' if specials else "") + "</div>")
-
-
-def _html_page(cards: list[str], n: int, limit: int) -> str:
-    legend = ""
-    more = f"<p>Showing {len(cards)} of {n} explained texts; all are in the .explain.jsonl file.</p>" \
-        if n > len(cards) else ""
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>stcstore token explanations</title>
-<style>
-body {{ font: 15px/1.6 system-ui, sans-serif; max-width: 60em; margin: 2em auto; color: #222; }}
-.card {{ border: 1px solid #ddd; border-radius: 6px; padding: .6em .9em; margin: .8em 0; }}
-.head {{ font-size: 13px; margin-bottom: .3em; }} .p, .id {{ color: #666; }}
-.text {{ font-size: 17px; }} .t {{ border-radius: 3px; padding: 0 1px; }}
-.sp {{ font-size: 12px; color: #666; margin-top: .3em; }}
-</style></head><body>
-<h1>Token-level explanations</h1>
-<p>Each token is coloured by the class the classifier gives it when it is applied to that token's own
-neuron values instead of the pooled ones (STC paper, section 5.3). The stronger the colour, the larger the
-token's log-odds margin for that class over the runner-up, relative to the strongest token of the same
-text. Hover a token for its class probabilities. The heading of each text shows the classifier's
-prediction for the whole text.</p>{legend}{more}
-{"".join(cards)}
-</body></html>
-"""
-
-
 # ------------------------------------------------------------------------------------------- sources
 
 
@@ -433,13 +293,8 @@ def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
         yield a, min(a + size, n)
 
 
-def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> ScoreResult:
-    """Run one scoring job. `models` ({model name: LoadedModel}) lets tests and notebooks pass built models;
-    a classifier whose recorded model name is a key uses it (after the fingerprint check)."""
-    t_start = time.perf_counter()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    clfs = [load_classifier(p) for p in cfg.classifiers]
+def _load_classifiers(paths: tuple[str, ...]) -> list[Classifier]:
+    clfs = [load_classifier(p) for p in paths]
     names: dict[str, Classifier] = {}
     for c in clfs:
         other = names.get(c.name)
@@ -449,6 +304,152 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
                            + (": the same classifier twice" if same else "; predictions are labelled by "
                               "directory name, so rename one of the directories"))
         names[c.name] = c
+    return clfs
+
+
+def _store_texts(cfg: ScoreConfig, messages: list[str]) -> tuple[list[str], pa.ChunkedArray]:
+    """(ids, texts) of the store dataset (one split if asked). Texts stay in Arrow (compact); each chunk
+    converts only its own rows to Python strings."""
+    store = Store(cfg.store)  # type: ignore[arg-type]
+    store.require()
+    if cfg.dataset not in store.datasets():
+        raise StcError(f"store {store.root} has no dataset {cfg.dataset!r} (it has: "
+                       f"{', '.join(store.datasets()) or 'none'}); run `stcstore ingest` first")
+    table = store.texts(cfg.dataset, columns=["id", "text", "split"],  # type: ignore[arg-type]
+                        filter_expr=None if cfg.split is None else pc.field("split") == cfg.split)
+    if table.num_rows == 0:
+        messages.append(f"dataset {cfg.dataset!r} has no texts" + (f" in split {cfg.split!r}" if cfg.split else ""))
+    return table.column("id").to_pylist(), table.column("text")
+
+
+class _Sink:
+    """Where predictions go. A directory: one part file per chunk, renamed into place (the resume unit).
+    A .parquet file: one writer to a temp name, renamed over the output only when complete."""
+
+    def __init__(self, cfg: ScoreConfig, output: Path, run_id: str, scored_at: dt.datetime) -> None:
+        self.output, self.run_id, self.scored_at = output, run_id, scored_at
+        self.files = 0
+        meta = {b"stcstore.score": json.dumps({"run": run_id, "stcstore_version": __version__,
+                                                "config": asdict(cfg)}).encode()}
+        self.schema = PREDICTIONS_SCHEMA.with_metadata(meta)  # every file says what produced it
+        self._tmp: Path | None = None
+        self._writer: pq.ParquetWriter | None = None
+        if cfg.single_file:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = tmp_name(output)
+            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+
+    def table(self, c: Classifier, ids: list[str], proba: np.ndarray) -> pa.Table:
+        """Rows of one classifier: ids [m], proba [m, n_classes]."""
+        m = len(ids)
+        labels = c.classes_[np.argmax(proba, axis=1)]
+        return pa.table({
+            "id": pa.array(ids, pa.string()), "classifier": pa.array([c.name] * m, pa.string()),
+            "classifier_fingerprint": pa.array([c.fingerprint] * m, pa.string()),
+            "label": pa.array([str(x) for x in labels], pa.string()),
+            "probabilities": pa.array(proba.astype(np.float64).tolist(), pa.list_(pa.float64())),
+            "scored_at": pa.array([self.scored_at] * m, pa.timestamp("us", tz="UTC")),
+        }, schema=self.schema)
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is not None:
+            self._writer.write_table(table)
+            return
+        final = self.output / f"run_date={self.scored_at.date()}" / f"part-{self.run_id}-{self.files:06d}.parquet"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_name(final)
+        pq.write_table(table, tmp, compression="zstd")
+        commit(tmp, final)
+        self.files += 1
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._writer = None
+        if self.output.exists():
+            self.output.unlink()  # --force: the old file goes only now, when the new one is complete
+        commit(self._tmp, self.output)  # type: ignore[arg-type]
+        self.files = 1
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class _Run:
+    """State of one score run shared by its model groups."""
+
+    cfg: ScoreConfig
+    ids: list[str]
+    texts: list[str] | pa.ChunkedArray
+    todo: dict[str, np.ndarray]  # classifier fingerprint -> [n] bool: no prediction yet
+    sink: _Sink
+    explainer: Explainer | None
+    runs: list[ClassifierRun]
+    scored_texts: int = 0
+    forward_seconds: float = 0.0
+    work_seconds: float = 0.0  # scoring proper: tokenize, forward, classify, write (not model loading)
+
+    def chunk_texts(self, sel: np.ndarray) -> list[str]:
+        if isinstance(self.texts, pa.ChunkedArray):
+            return self.texts.take(pa.array(sel)).to_pylist()
+        return [self.texts[i] for i in sel]
+
+
+def _score_group(run: _Run, group: GroupScorer, members: list[int], rows: np.ndarray) -> None:
+    """Score `rows` (indices into run.ids) with one model group, chunk by chunk; each chunk is committed."""
+    cfg, t0 = run.cfg, time.perf_counter()
+    n_chunks = -(-len(rows) // cfg.chunk_rows)
+    with tqdm(total=len(rows), unit="text", file=sys.stderr, disable=None, dynamic_ncols=True, desc="score") as bar:
+        for j, (a, b) in enumerate(_chunks(len(rows), cfg.chunk_rows)):
+            sel = rows[a:b]
+            texts = run.chunk_texts(sel)
+            scores, feats = group.run(texts)
+            parts = []
+            for k, c, z in zip(members, group.classifiers, scores):
+                want = np.flatnonzero(run.todo[c.fingerprint][sel])  # this classifier's new rows in the chunk
+                if len(want) == 0:
+                    continue
+                proba = probabilities(z[want])
+                parts.append(run.sink.table(c, [run.ids[i] for i in sel[want]], proba))
+                run.runs[k].scored += len(want)
+                if run.explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS:
+                    for jj in want:
+                        run.explainer.add(text_id=run.ids[sel[jj]], text=texts[jj], clf=c, scores=z[jj],
+                                          spans=token_spans(group.lm, texts[jj], feats.token_ids[jj]),
+                                          token_scores=group.token_scores(c, feats.tokens[jj]))  # type: ignore[index]
+                        run.runs[k].explained += 1
+            run.sink.write(pa.concat_tables(parts))
+            run.scored_texts += len(sel)
+            bar.update(len(sel))
+            if bar.disable:  # no TTY (a log file): one line per chunk instead of a bar
+                eprint(f"chunk {j + 1}/{n_chunks}: {b}/{len(rows)} texts")
+    run.forward_seconds += group.forward_seconds
+    run.work_seconds += time.perf_counter() - t0
+
+
+def _write_rejects(rejects: _Rejects, cfg: ScoreConfig, messages: list[str]) -> None:
+    if not rejects.rows:
+        return
+    rejects.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(rejects.path)
+    pq.write_table(pa.Table.from_pylist(rejects.rows, schema=REJECTS_SCHEMA), tmp)
+    commit(tmp, rejects.path)
+    why = ", ".join(f"{k}: {v}" for k, v in sorted(rejects.reasons.items()))
+    messages.append(f"{len(rejects.rows)} rows of {cfg.input} could not be scored ({why}); they are in {rejects.path}")
+
+
+def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> ScoreResult:
+    """Run one scoring job. `models` ({model name: LoadedModel}) lets tests and notebooks pass built models;
+    a classifier whose recorded model name is a key uses it (after the fingerprint check)."""
+    t_start = time.perf_counter()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    clfs = _load_classifiers(cfg.classifiers)
     output = Path(cfg.output)
     if cfg.single_file and output.exists() and not cfg.force:
         raise StcError(f"--output {output} exists; pick a new file, pass --force to replace it, or give a "
@@ -464,50 +465,33 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
         ids, texts = _input_texts(cfg, rejects, counts)
         source = str(cfg.input)
     else:
-        store = Store(cfg.store)  # type: ignore[arg-type]
-        store.require()
-        if cfg.dataset not in store.datasets():
-            raise StcError(f"store {store.root} has no dataset {cfg.dataset!r} (it has: "
-                           f"{', '.join(store.datasets()) or 'none'}); run `stcstore ingest` first")
-        import pyarrow.compute as pc
-
-        table = store.texts(cfg.dataset, columns=["id", "text", "split"],
-                            filter_expr=None if cfg.split is None else pc.field("split") == cfg.split)
-        # texts stay in Arrow (compact); each chunk converts only its own rows to Python strings
-        ids, texts = table.column("id").to_pylist(), table.column("text")
+        ids, texts = _store_texts(cfg, messages)
         source = f"{cfg.store} dataset {cfg.dataset}" + (f" split {cfg.split}" if cfg.split else "")
-        if not ids:
-            messages.append(f"dataset {cfg.dataset!r}" + (f" has no texts in split {cfg.split!r}" if cfg.split
-                                                         else " has no texts"))
-
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     run_id = scored_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     runs = [ClassifierRun(c.name, str(c.path), c.fingerprint, str(c.manifest["model"].get("model")), c.l_temp,
                           int(c.manifest.get("blocks_run") or 0)) for c in clfs]
-    lock_root = output if not cfg.single_file else output.parent
+    lock_root = output.parent if cfg.single_file else output
     lock_root.mkdir(parents=True, exist_ok=True)
-    files_written = 0
-    scored_texts = 0
     groups_info: list[dict[str, Any]] = []
-    explainer: Explainer | None = None
-    forward_seconds = 0.0
-    work_seconds = 0.0  # scoring proper: tokenize, forward, classify, write (not model loading)
-    with store_lock(lock_root, "stcstore score") if not cfg.single_file else nullcontext():
-        if not cfg.single_file:
+    # a directory is a shared table: one writer at a time; a single file is private to its run
+    with nullcontext() if cfg.single_file else store_lock(lock_root, "stcstore score"):
+        if cfg.single_file:
+            for f in (output, rejects.path):
+                remove_dead_temps(f)  # left by a killed run
+            done: dict[str, set[str]] = {}
+        else:
             remove_stale_temps(output)
             done = _existing(output)
-        else:
-            done = {}
-        id_arr = np.asarray(ids, dtype=object)
         todo = {}
         for c, r in zip(clfs, runs):
             have = done.get(c.fingerprint, set())
-            mask = np.fromiter((i not in have for i in ids), dtype=bool, count=len(ids))
-            todo[c.fingerprint] = mask
-            r.already = int(len(ids) - mask.sum())
+            todo[c.fingerprint] = np.fromiter((i not in have for i in ids), dtype=bool, count=len(ids))
+            r.already = int(len(ids) - todo[c.fingerprint].sum())
         if ids and not any(m.any() for m in todo.values()):
             messages.append(f"nothing to score: all {len(ids)} texts already have predictions from "
                             + ", ".join(f"{c.name} [{c.fingerprint[:12]}]" for c in clfs) + f" in {output}")
+        explainer = None
         if cfg.explain:
             prefix = Path(cfg.explain_out) if cfg.explain_out else (
                 output.with_name(output.name.removesuffix(".parquet")) if cfg.single_file
@@ -517,26 +501,18 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
             if no:
                 messages.append(f"no token explanation for {', '.join(no)}: single-token classifiers have no "
                                 f"per-token reading (only mean- and max-pooled ones do)")
-        writer = None
-        single_tmp = tmp_name(output) if cfg.single_file else None
-        if cfg.single_file:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            for f in (output, rejects.path):
-                remove_dead_temps(f)  # left by a killed run
-            writer = pq.ParquetWriter(single_tmp, PREDICTIONS_SCHEMA, compression="zstd")
+        run = _Run(cfg, ids, texts, todo, _Sink(cfg, output, run_id, scored_at), explainer, runs)
         try:
             loaded: dict[tuple[str, str], LoadedModel] = {}
             by_model: dict[str, list[int]] = {}
             for k, c in enumerate(clfs):
                 by_model.setdefault(model_key(c), []).append(k)
             for members in by_model.values():
-                need = np.zeros(len(ids), dtype=bool)
-                for k in members:
-                    need |= todo[clfs[k].fingerprint]
+                need = np.logical_or.reduce([todo[clfs[k].fingerprint] for k in members])
                 rows = np.flatnonzero(need)
-                first = clfs[members[0]]
                 if len(rows) == 0:
                     continue
+                first = clfs[members[0]]
                 lm = (models or {}).get(str(first.manifest["model"].get("model")))
                 if lm is None:
                     key = (str(first.manifest["model"].get("weights_sha256")), first.manifest["features"]["torch_dtype"])
@@ -545,94 +521,29 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
                     lm = loaded[key]
                 group = GroupScorer(lm, [clfs[k] for k in members], cfg.batch_size, cfg.max_tokens, cfg.device,
                                     keep_tokens=explainer is not None)
-                info = {"model": str(first.manifest["model"].get("model")), "classifiers": [clfs[k].name for k in members],
+                info = {"model": str(first.manifest["model"].get("model")), "classifiers": [c.name for c in
+                                                                                       group.classifiers],
                         "blocks_run": group.featurizer.n_blocks_run, "n_layers": lm.adapter.n_layers,
                         "neurons": group.n_neurons, "texts": int(len(rows))}
                 groups_info.append(info)
                 eprint(f"{len(rows)} texts to score with {', '.join(info['classifiers'])}: blocks "
                        f"0..{info['blocks_run'] - 1} of {info['n_layers']}, {info['neurons']} neurons pooled")
-                n_chunks = -(-len(rows) // cfg.chunk_rows)
-                t_group = time.perf_counter()
-                with tqdm(total=len(rows), unit="text", file=sys.stderr, disable=None, dynamic_ncols=True,
-                          desc="score") as bar:
-                    for j, (a, b) in enumerate(_chunks(len(rows), cfg.chunk_rows)):
-                        sel = rows[a:b]
-                        chunk_texts = texts.take(pa.array(sel)).to_pylist() if isinstance(texts, pa.ChunkedArray) \
-                            else [texts[i] for i in sel]
-                        scores, feats = group.run(chunk_texts)
-                        parts = []
-                        for k, z in zip(members, scores):
-                            c = clfs[k]
-                            p = probabilities(z)
-                            want = todo[c.fingerprint][sel]
-                            if not want.any():
-                                continue
-                            labels = c.classes_[np.argmax(p, axis=1)]
-                            parts.append(pa.table({
-                                "id": pa.array(id_arr[sel][want].tolist(), pa.string()),
-                                "classifier": pa.array([c.name] * int(want.sum()), pa.string()),
-                                "classifier_fingerprint": pa.array([c.fingerprint] * int(want.sum()), pa.string()),
-                                "label": pa.array([str(x) for x in labels[want]], pa.string()),
-                                "probabilities": pa.array(p[want].astype(np.float64).tolist(),
-                                                          pa.list_(pa.float64())),
-                                "scored_at": pa.array([scored_at] * int(want.sum()), pa.timestamp("us", tz="UTC")),
-                            }, schema=PREDICTIONS_SCHEMA))
-                            runs[k].scored += int(want.sum())
-                            if explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS:
-                                for jj in np.flatnonzero(want):
-                                    i = int(sel[jj])
-                                    explainer.add(text_id=ids[i], text=chunk_texts[jj], clf=c, label=str(labels[jj]),
-                                                  scores=z[jj],
-                                                  spans=_token_spans(lm, chunk_texts[jj], feats.token_ids[jj]),
-                                                  token_scores=group.token_scores(c, feats.tokens[jj]))
-                                    runs[k].explained += 1
-                        table = pa.concat_tables(parts)
-                        if writer is not None:
-                            writer.write_table(table)
-                        else:
-                            final = output / f"run_date={scored_at.date()}" / f"part-{run_id}-{files_written:06d}.parquet"
-                            final.parent.mkdir(parents=True, exist_ok=True)
-                            tmp = tmp_name(final)
-                            pq.write_table(table, tmp, compression="zstd")
-                            commit(tmp, final)
-                            files_written += 1
-                        scored_texts += len(sel)
-                        bar.update(len(sel))
-                        if bar.disable:
-                            eprint(f"chunk {j + 1}/{n_chunks}: {b}/{len(rows)} texts")
-                forward_seconds += group.forward_seconds
-                work_seconds += time.perf_counter() - t_group
-            if writer is not None:
-                writer.close()
-                writer = None
-                if output.exists():
-                    output.unlink()  # --force: replaced only now, when the new file is complete
-                commit(single_tmp, output)  # type: ignore[arg-type]
-                files_written = 1
+                _score_group(run, group, members, rows)
+            run.sink.close()
             if explainer is not None:
                 explainer.close()
         except BaseException:
-            if writer is not None:
-                writer.close()
-            if single_tmp is not None:
-                single_tmp.unlink(missing_ok=True)
+            run.sink.abort()
             if explainer is not None:
                 explainer.abort()
             raise
-        if rejects.rows:
-            rejects.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = tmp_name(rejects.path)
-            pq.write_table(pa.Table.from_pylist(rejects.rows, schema=REJECTS_SCHEMA), tmp)
-            commit(tmp, rejects.path)
-            why = ", ".join(f"{k}: {v}" for k, v in sorted(rejects.reasons.items()))
-            messages.append(f"{len(rejects.rows)} rows of {cfg.input} could not be scored ({why}); "
-                            f"they are in {rejects.path}")
+        _write_rejects(rejects, cfg, messages)
     return ScoreResult(
-        output=str(output), source=source, classifiers=runs, texts=len(ids), scored_texts=scored_texts,
-        rejected=len(rejects.rows), duplicates=counts["duplicates"], files_written=files_written,
-        seconds=time.perf_counter() - t_start, forward_seconds=forward_seconds,
-        texts_per_s=scored_texts / work_seconds if scored_texts and work_seconds > 0 else 0.0, groups=groups_info,
-        rejects_path=str(rejects.path) if rejects.rows else None,
+        output=str(output), source=source, classifiers=runs, texts=len(ids), scored_texts=run.scored_texts,
+        rejected=len(rejects.rows), duplicates=counts["duplicates"], files_written=run.sink.files,
+        seconds=time.perf_counter() - t_start, forward_seconds=run.forward_seconds,
+        texts_per_s=run.scored_texts / run.work_seconds if run.scored_texts and run.work_seconds > 0 else 0.0,
+        groups=groups_info, rejects_path=str(rejects.path) if rejects.rows else None,
         explain_jsonl=str(explainer.jsonl) if explainer else None,
         explain_html=str(explainer.html) if explainer else None, messages=messages,
     )

@@ -139,7 +139,6 @@ class L1Logistic:
         kept across calls: the smooth loss is the same at every lam, so they stay valid along the path.
         Returns (W, b, objective, R [n, K] at the solution, iterations)."""
         XA = self.X.index_select(1, A) if A.numel() < self.d else self.X
-        k = A.numel()
         rows = torch.cat([A, torch.tensor([self.d])])
         pairs = []
         for s_full, y_full in self._memory:
