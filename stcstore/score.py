@@ -17,6 +17,9 @@ class, in the classifier's `classes_` order), scored_at.
   committed chunk ended, without duplicates or holes. Put it inside the store
   (`--output STORE/predictions`) and `stcstore sql` shows it as the `predictions` view.
 
+Texts stream in chunks of `--chunk-rows`: each chunk goes through every model group that has texts in
+it without a prediction, then is written, so memory holds one chunk whatever the size of the input.
+
 `--explain tokens` applies each mean- or max-pooled classifier to every token's own neuron values
 (paper section 5.3) and writes the per-token class probabilities as JSON lines plus a self-contained
 HTML page that colours each token.
@@ -235,8 +238,10 @@ class _Rejects:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-def _input_texts(cfg: ScoreConfig, rejects: _Rejects, counts: dict[str, int]) -> tuple[list[str], list[str]]:
-    """Read and validate --input like ingest does: (ids, texts); unusable rows go to `rejects`."""
+def _input_chunks(cfg: ScoreConfig, rejects: _Rejects, counts: dict[str, int]
+                  ) -> Iterator[tuple[list[str], list[str]]]:
+    """Stream --input, validated like ingest, as (ids, texts) chunks of cfg.chunk_rows usable rows; unusable
+    rows go to `rejects`. Memory holds one chunk plus an id -> text-hash map for duplicate detection."""
     path = Path(cfg.input)  # type: ignore[arg-type]
     if not path.is_file():
         raise StcError(f"--input {path}: no such file")
@@ -253,8 +258,10 @@ def _input_texts(cfg: ScoreConfig, rejects: _Rejects, counts: dict[str, int]) ->
         rejects.rows.append({"source": str(path), "line": row.line, "id": None if row.id is None else str(row.id),
                              "reason": reason, "raw": row.raw[:RAW_KEEP], "ingested_at": now})
 
+    line = 0
     try:
         for row in READERS[fmt](path, icfg):
+            line = row.line
             problem = row_problem(row, cfg.text_field)
             if problem:
                 reject(row, problem)
@@ -270,9 +277,34 @@ def _input_texts(cfg: ScoreConfig, rejects: _Rejects, counts: dict[str, int]) ->
             seen[rid] = h
             ids.append(rid)
             texts.append(row.text)
+            if len(ids) == cfg.chunk_rows:
+                yield ids, texts
+                ids, texts = [], []
     except READ_ERRORS as exc:
-        raise StcError(f"--input {path}: unreadable ({type(exc).__name__}: {exc}); nothing was scored") from exc
-    return ids, texts
+        raise StcError(f"--input {path}: unreadable after line {line} ({type(exc).__name__}: {exc})") from exc
+    if ids:
+        yield ids, texts
+
+
+def _store_chunks(cfg: ScoreConfig, messages: list[str]) -> tuple[int, Iterator[tuple[list[str], list[str]]]]:
+    """(number of texts, (ids, texts) chunks) of the store dataset, one split if asked. The texts stay in
+    Arrow (compact) until their chunk is converted to Python strings."""
+    store = Store(cfg.store)  # type: ignore[arg-type]
+    store.require()
+    if cfg.dataset not in store.datasets():
+        raise StcError(f"store {store.root} has no dataset {cfg.dataset!r} (it has: "
+                       f"{', '.join(store.datasets()) or 'none'}); run `stcstore ingest` first")
+    table = store.texts(cfg.dataset, columns=["id", "text", "split"],  # type: ignore[arg-type]
+                        filter_expr=None if cfg.split is None else pc.field("split") == cfg.split)
+    if table.num_rows == 0:
+        messages.append(f"dataset {cfg.dataset!r} has no texts" + (f" in split {cfg.split!r}" if cfg.split else ""))
+
+    def chunks() -> Iterator[tuple[list[str], list[str]]]:
+        for a, b in _chunks(table.num_rows, cfg.chunk_rows):
+            part = table.slice(a, b - a)
+            yield part.column("id").to_pylist(), part.column("text").to_pylist()
+
+    return table.num_rows, chunks()
 
 
 def _existing(output: Path) -> dict[str, set[str]]:
@@ -305,21 +337,6 @@ def _load_classifiers(paths: tuple[str, ...]) -> list[Classifier]:
                               "directory name, so rename one of the directories"))
         names[c.name] = c
     return clfs
-
-
-def _store_texts(cfg: ScoreConfig, messages: list[str]) -> tuple[list[str], pa.ChunkedArray]:
-    """(ids, texts) of the store dataset (one split if asked). Texts stay in Arrow (compact); each chunk
-    converts only its own rows to Python strings."""
-    store = Store(cfg.store)  # type: ignore[arg-type]
-    store.require()
-    if cfg.dataset not in store.datasets():
-        raise StcError(f"store {store.root} has no dataset {cfg.dataset!r} (it has: "
-                       f"{', '.join(store.datasets()) or 'none'}); run `stcstore ingest` first")
-    table = store.texts(cfg.dataset, columns=["id", "text", "split"],  # type: ignore[arg-type]
-                        filter_expr=None if cfg.split is None else pc.field("split") == cfg.split)
-    if table.num_rows == 0:
-        messages.append(f"dataset {cfg.dataset!r} has no texts" + (f" in split {cfg.split!r}" if cfg.split else ""))
-    return table.column("id").to_pylist(), table.column("text")
 
 
 class _Sink:
@@ -380,56 +397,94 @@ class _Sink:
 
 
 @dataclass
+class _Group:
+    """Classifiers sharing one model (indices into the run's classifiers); the model loads on first need."""
+
+    members: list[int]
+    scorer: GroupScorer | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class _Run:
-    """State of one score run shared by its model groups."""
+    """State of one score run."""
 
     cfg: ScoreConfig
-    ids: list[str]
-    texts: list[str] | pa.ChunkedArray
-    todo: dict[str, np.ndarray]  # classifier fingerprint -> [n] bool: no prediction yet
+    clfs: list[Classifier]
+    runs: list[ClassifierRun]
+    done: dict[str, set[str]]  # classifier fingerprint -> ids that already have a prediction
     sink: _Sink
     explainer: Explainer | None
-    runs: list[ClassifierRun]
+    models: dict[str, LoadedModel]
+    texts: int = 0
     scored_texts: int = 0
     forward_seconds: float = 0.0
     work_seconds: float = 0.0  # scoring proper: tokenize, forward, classify, write (not model loading)
+    load_seconds: float = 0.0  # loading models and setting up hooks (not counted as scoring time)
+    loaded: dict[tuple[str, str], LoadedModel] = field(default_factory=dict)
 
-    def chunk_texts(self, sel: np.ndarray) -> list[str]:
-        if isinstance(self.texts, pa.ChunkedArray):
-            return self.texts.take(pa.array(sel)).to_pylist()
-        return [self.texts[i] for i in sel]
+    def scorer(self, g: _Group) -> GroupScorer:
+        if g.scorer is None:
+            t0 = time.perf_counter()
+            first = self.clfs[g.members[0]]
+            lm = self.models.get(str(first.manifest["model"].get("model")))
+            if lm is None:
+                key = (str(first.manifest["model"].get("weights_sha256")), first.manifest["features"]["torch_dtype"])
+                if key not in self.loaded:  # same weights, other max_length or stored dtype: load once
+                    self.loaded[key] = _load_group_model(first, self.cfg)
+                lm = self.loaded[key]
+            g.scorer = GroupScorer(lm, [self.clfs[k] for k in g.members], self.cfg.batch_size, self.cfg.max_tokens,
+                                   self.cfg.device, keep_tokens=self.explainer is not None)
+            g.info = {"model": str(first.manifest["model"].get("model")),
+                      "classifiers": [c.name for c in g.scorer.classifiers],
+                      "blocks_run": g.scorer.featurizer.n_blocks_run, "n_layers": lm.adapter.n_layers,
+                      "neurons": g.scorer.n_neurons, "texts": 0}
+            eprint(f"scoring with {', '.join(g.info['classifiers'])}: blocks 0..{g.info['blocks_run'] - 1} of "
+                   f"{g.info['n_layers']}, {g.info['neurons']} neurons pooled")
+            self.load_seconds += time.perf_counter() - t0
+        return g.scorer
 
-
-def _score_group(run: _Run, group: GroupScorer, members: list[int], rows: np.ndarray) -> None:
-    """Score `rows` (indices into run.ids) with one model group, chunk by chunk; each chunk is committed."""
-    cfg, t0 = run.cfg, time.perf_counter()
-    n_chunks = -(-len(rows) // cfg.chunk_rows)
-    with tqdm(total=len(rows), unit="text", file=sys.stderr, disable=None, dynamic_ncols=True, desc="score") as bar:
-        for j, (a, b) in enumerate(_chunks(len(rows), cfg.chunk_rows)):
-            sel = rows[a:b]
-            texts = run.chunk_texts(sel)
-            scores, feats = group.run(texts)
-            parts = []
-            for k, c, z in zip(members, group.classifiers, scores):
-                want = np.flatnonzero(run.todo[c.fingerprint][sel])  # this classifier's new rows in the chunk
+    def chunk(self, groups: list[_Group], ids: list[str], texts: list[str]) -> int:
+        """Score one chunk with every group (only the texts some member has not scored yet) and commit it.
+        Returns the number of texts that went through a model."""
+        t0, load0 = time.perf_counter(), self.load_seconds
+        self.texts += len(ids)
+        todo = {}
+        for k, c in enumerate(self.clfs):
+            have = self.done.get(c.fingerprint, set())
+            todo[k] = np.fromiter((i not in have for i in ids), dtype=bool, count=len(ids))
+            self.runs[k].already += int(len(ids) - todo[k].sum())
+        parts, ran = [], np.zeros(len(ids), dtype=bool)
+        for g in groups:
+            sel = np.flatnonzero(np.logical_or.reduce([todo[k] for k in g.members]))
+            if len(sel) == 0:
+                continue
+            scorer = self.scorer(g)
+            sub = [texts[i] for i in sel]
+            f0 = scorer.forward_seconds
+            scores, feats = scorer.run(sub)
+            self.forward_seconds += scorer.forward_seconds - f0
+            g.info["texts"] += len(sel)
+            ran[sel] = True
+            for k, c, z in zip(g.members, scorer.classifiers, scores):
+                want = np.flatnonzero(todo[k][sel])  # this classifier's new rows among those run
                 if len(want) == 0:
                     continue
-                proba = probabilities(z[want])
-                parts.append(run.sink.table(c, [run.ids[i] for i in sel[want]], proba))
-                run.runs[k].scored += len(want)
-                if run.explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS:
-                    for jj in want:
-                        run.explainer.add(text_id=run.ids[sel[jj]], text=texts[jj], clf=c, scores=z[jj],
-                                          spans=token_spans(group.lm, texts[jj], feats.token_ids[jj]),
-                                          token_scores=group.token_scores(c, feats.tokens[jj]))  # type: ignore[index]
-                        run.runs[k].explained += 1
-            run.sink.write(pa.concat_tables(parts))
-            run.scored_texts += len(sel)
-            bar.update(len(sel))
-            if bar.disable:  # no TTY (a log file): one line per chunk instead of a bar
-                eprint(f"chunk {j + 1}/{n_chunks}: {b}/{len(rows)} texts")
-    run.forward_seconds += group.forward_seconds
-    run.work_seconds += time.perf_counter() - t0
+                parts.append(self.sink.table(c, [ids[sel[j]] for j in want], probabilities(z[want])))
+                self.runs[k].scored += len(want)
+                if self.explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS:
+                    for j in want:
+                        self.explainer.add(text_id=ids[sel[j]], text=sub[j], clf=c, scores=z[j],
+                                           spans=token_spans(scorer.lm, sub[j], feats.token_ids[j]),
+                                           token_scores=scorer.token_scores(c, feats.tokens[j]))  # type: ignore[index]
+                        self.runs[k].explained += 1
+        if parts:
+            self.sink.write(pa.concat_tables(parts))
+        n_run = int(ran.sum())
+        self.scored_texts += n_run
+        if n_run:
+            self.work_seconds += time.perf_counter() - t0 - (self.load_seconds - load0)
+        return n_run
 
 
 def _write_rejects(rejects: _Rejects, cfg: ScoreConfig, messages: list[str]) -> None:
@@ -445,7 +500,11 @@ def _write_rejects(rejects: _Rejects, cfg: ScoreConfig, messages: list[str]) -> 
 
 def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> ScoreResult:
     """Run one scoring job. `models` ({model name: LoadedModel}) lets tests and notebooks pass built models;
-    a classifier whose recorded model name is a key uses it (after the fingerprint check)."""
+    a classifier whose recorded model name is a key uses it (after the fingerprint check).
+
+    Texts stream in chunks of cfg.chunk_rows; each chunk runs through every model group that has texts in
+    it without a prediction, and is committed as one part file (directory output), so memory holds one
+    chunk and a killed run resumes at a chunk boundary."""
     t_start = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -462,18 +521,21 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
     rejects = _Rejects(output.with_name(output.name.removesuffix(".parquet") + ".rejects.parquet")
                        if cfg.single_file else output / "rejects" / f"rejects-{uuid.uuid4().hex[:8]}.parquet")
     if cfg.input is not None:
-        ids, texts = _input_texts(cfg, rejects, counts)
+        total, chunks = None, _input_chunks(cfg, rejects, counts)
         source = str(cfg.input)
     else:
-        ids, texts = _store_texts(cfg, messages)
+        total, chunks = _store_chunks(cfg, messages)
         source = f"{cfg.store} dataset {cfg.dataset}" + (f" split {cfg.split}" if cfg.split else "")
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     run_id = scored_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     runs = [ClassifierRun(c.name, str(c.path), c.fingerprint, str(c.manifest["model"].get("model")), c.l_temp,
                           int(c.manifest.get("blocks_run") or 0)) for c in clfs]
+    by_model: dict[str, list[int]] = {}
+    for k, c in enumerate(clfs):
+        by_model.setdefault(model_key(c), []).append(k)
+    groups = [_Group(members) for members in by_model.values()]
     lock_root = output.parent if cfg.single_file else output
     lock_root.mkdir(parents=True, exist_ok=True)
-    groups_info: list[dict[str, Any]] = []
     # a directory is a shared table: one writer at a time; a single file is private to its run
     with nullcontext() if cfg.single_file else store_lock(lock_root, "stcstore score"):
         if cfg.single_file:
@@ -483,14 +545,6 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
         else:
             remove_stale_temps(output)
             done = _existing(output)
-        todo = {}
-        for c, r in zip(clfs, runs):
-            have = done.get(c.fingerprint, set())
-            todo[c.fingerprint] = np.fromiter((i not in have for i in ids), dtype=bool, count=len(ids))
-            r.already = int(len(ids) - todo[c.fingerprint].sum())
-        if ids and not any(m.any() for m in todo.values()):
-            messages.append(f"nothing to score: all {len(ids)} texts already have predictions from "
-                            + ", ".join(f"{c.name} [{c.fingerprint[:12]}]" for c in clfs) + f" in {output}")
         explainer = None
         if cfg.explain:
             prefix = Path(cfg.explain_out) if cfg.explain_out else (
@@ -501,49 +555,37 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
             if no:
                 messages.append(f"no token explanation for {', '.join(no)}: single-token classifiers have no "
                                 f"per-token reading (only mean- and max-pooled ones do)")
-        run = _Run(cfg, ids, texts, todo, _Sink(cfg, output, run_id, scored_at), explainer, runs)
+        run = _Run(cfg, clfs, runs, done, _Sink(cfg, output, run_id, scored_at), explainer, dict(models or {}))
         try:
-            loaded: dict[tuple[str, str], LoadedModel] = {}
-            by_model: dict[str, list[int]] = {}
-            for k, c in enumerate(clfs):
-                by_model.setdefault(model_key(c), []).append(k)
-            for members in by_model.values():
-                need = np.logical_or.reduce([todo[clfs[k].fingerprint] for k in members])
-                rows = np.flatnonzero(need)
-                if len(rows) == 0:
-                    continue
-                first = clfs[members[0]]
-                lm = (models or {}).get(str(first.manifest["model"].get("model")))
-                if lm is None:
-                    key = (str(first.manifest["model"].get("weights_sha256")), first.manifest["features"]["torch_dtype"])
-                    if key not in loaded:  # same weights, other max_length or stored dtype: load once
-                        loaded[key] = _load_group_model(first, cfg)
-                    lm = loaded[key]
-                group = GroupScorer(lm, [clfs[k] for k in members], cfg.batch_size, cfg.max_tokens, cfg.device,
-                                    keep_tokens=explainer is not None)
-                info = {"model": str(first.manifest["model"].get("model")), "classifiers": [c.name for c in
-                                                                                       group.classifiers],
-                        "blocks_run": group.featurizer.n_blocks_run, "n_layers": lm.adapter.n_layers,
-                        "neurons": group.n_neurons, "texts": int(len(rows))}
-                groups_info.append(info)
-                eprint(f"{len(rows)} texts to score with {', '.join(info['classifiers'])}: blocks "
-                       f"0..{info['blocks_run'] - 1} of {info['n_layers']}, {info['neurons']} neurons pooled")
-                _score_group(run, group, members, rows)
+            with tqdm(total=total, unit="text", file=sys.stderr, disable=None, dynamic_ncols=True,
+                      desc="score") as bar:
+                for j, (ids, texts) in enumerate(chunks):
+                    n_run = run.chunk(groups, ids, texts)
+                    bar.update(len(ids))
+                    if bar.disable and n_run:  # no TTY (a log file): one line per scored chunk
+                        eprint(f"chunk {j + 1}: {run.texts}" + (f"/{total}" if total else "") + " texts read, "
+                               f"{run.scored_texts} scored")
             run.sink.close()
             if explainer is not None:
                 explainer.close()
-        except BaseException:
+        except BaseException as exc:
             run.sink.abort()
             if explainer is not None:
                 explainer.abort()
+            if isinstance(exc, StcError) and run.sink.files and not cfg.single_file:
+                raise StcError(f"{exc}\nthe predictions of the {run.scored_texts} texts before it are committed in "
+                               f"{output}; fix the input and run again to score the rest") from exc
             raise
+        if run.texts and not run.scored_texts:
+            messages.append(f"nothing to score: all {run.texts} texts already have predictions from "
+                            + ", ".join(f"{c.name} [{c.fingerprint[:12]}]" for c in clfs) + f" in {output}")
         _write_rejects(rejects, cfg, messages)
     return ScoreResult(
-        output=str(output), source=source, classifiers=runs, texts=len(ids), scored_texts=run.scored_texts,
+        output=str(output), source=source, classifiers=runs, texts=run.texts, scored_texts=run.scored_texts,
         rejected=len(rejects.rows), duplicates=counts["duplicates"], files_written=run.sink.files,
         seconds=time.perf_counter() - t_start, forward_seconds=run.forward_seconds,
         texts_per_s=run.scored_texts / run.work_seconds if run.scored_texts and run.work_seconds > 0 else 0.0,
-        groups=groups_info, rejects_path=str(rejects.path) if rejects.rows else None,
+        groups=[g.info for g in groups if g.info], rejects_path=str(rejects.path) if rejects.rows else None,
         explain_jsonl=str(explainer.jsonl) if explainer else None,
         explain_html=str(explainer.html) if explainer else None, messages=messages,
     )

@@ -363,3 +363,27 @@ def test_classifiers_of_different_models_get_one_pass_each(fitted, tmp_path, ber
     # the fingerprint check still guards each group: a classifier never runs on another model
     with pytest.raises(StcError, match="weights_sha256"):
         score(ScoreConfig((str(gpt),), str(tmp_path / "x.parquet"), input=str(src)), models={"tiny-gpt2": lm})
+
+
+def test_input_streams_in_chunks_and_a_broken_file_keeps_what_was_committed(fitted, tmp_path):
+    import gzip
+
+    st, lm, sent, _ = fitted
+    lines = [json.dumps({"id": f"g{i}", "text": f"{NEW_TEXTS[i % 4]} number {i}"}) for i in range(400)]
+    good = tmp_path / "day.jsonl.gz"
+    good.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(good.read_bytes()[: len(good.read_bytes()) * 2 // 3])  # cut mid-stream
+    out = tmp_path / "preds"
+    with pytest.raises(StcError, match=r"(?s)unreadable after line \d+ .* \d+ texts before it are committed"):
+        score(ScoreConfig((str(sent),), str(out), input=str(broken), chunk_rows=50), models={"tiny-bert": lm})
+    first = _preds(out)
+    assert 50 <= len(first) < 400 and len(first) % 50 == 0  # whole chunks only
+    res = score(ScoreConfig((str(sent),), str(out), input=str(good), chunk_rows=50), models={"tiny-bert": lm})
+    assert res.scored_texts == 400 - len(first) and res.classifiers[0].already == len(first)
+    assert len(_preds(out)) == 400
+    # a single-file output of a broken input leaves nothing behind
+    with pytest.raises(StcError, match="unreadable"):
+        score(ScoreConfig((str(sent),), str(tmp_path / "one.parquet"), input=str(broken), chunk_rows=50),
+              models={"tiny-bert": lm})
+    assert not list(tmp_path.glob("*one.parquet*"))
