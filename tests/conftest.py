@@ -9,6 +9,10 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import json  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -123,3 +127,25 @@ def corpus(tmp_path) -> Path:
         split = "train" if i < 40 else ("validation" if i < 50 else "test")
         recs.append({"id": f"t{i}", "text": t, "label": i % 2, "split": split})
     return write_jsonl(tmp_path / "corpus.jsonl", recs)
+
+
+def run_cli(args: list[str]) -> subprocess.Popen:
+    """`stcstore ARGS` in a subprocess, offline, unbuffered (stdout and stderr piped)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "stcstore.cli.main", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def sigkill_when(proc, ready, timeout: float = 120) -> bool:
+    """SIGKILL `proc` as soon as `ready()` is true (polled every 2 ms); False if it ended first."""
+    deadline = time.time() + timeout
+    killed = False
+    while proc.poll() is None and time.time() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=60)
+    return killed
+

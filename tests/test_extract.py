@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +18,8 @@ from stcstore.fsutil import store_lock
 from stcstore.ingest import IngestConfig, ingest
 from stcstore.query import run_query
 
-from .conftest import TEXTS, build_tiny, write_jsonl
+from .conftest import TEXTS, build_tiny, sigkill_when, write_jsonl
+from .conftest import run_cli as _run_cli
 
 
 def _corpus(path: Path, n: int, seed: int = 0) -> Path:
@@ -93,12 +91,6 @@ def test_second_run_is_a_noop_and_new_texts_are_appended(tiny_store, tmp_path, b
     assert len(ids) == 91 == len(set(ids.tolist())) and ids[-1] == "late"
 
 
-def _run_cli(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "stcstore.cli.main", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
 def _snapshot(fs_dir: Path) -> dict[str, bytes]:
     return {p.relative_to(fs_dir).as_posix(): p.read_bytes() for p in sorted(fs_dir.rglob("*")) if p.is_file()
             and p.name != "featureset.json"}
@@ -117,19 +109,15 @@ def test_sigkill_at_any_moment_then_resume_equals_uninterrupted(tmp_path, tiny_g
     fs_dir = next((killed / "features" / "dataset=d").glob("fs=*"), None)
     kills = 0
     # kill (1) after some chunks exist, (2) while a chunk is being written, (3) right at start
+    def ready(trigger: str) -> bool:
+        fs_dir = next((killed / "features" / "dataset=d").glob("fs=*"), None)
+        return trigger == "start" or (fs_dir is not None and (
+            (trigger == "chunks" and len(list(fs_dir.glob("chunk-*"))) >= 5) or
+            (trigger == "tmp" and any(fs_dir.glob(".tmp-chunk-*")))))
+
     for trigger in ("chunks", "tmp", "start"):
-        p = _run_cli(["extract", "--store", str(killed), *args])
-        deadline = time.time() + 120
-        while p.poll() is None and time.time() < deadline:
-            fs_dir = next((killed / "features" / "dataset=d").glob("fs=*"), None)
-            if trigger == "start" or (fs_dir is not None and (
-                    (trigger == "chunks" and len(list(fs_dir.glob("chunk-*"))) >= 5) or
-                    (trigger == "tmp" and any(fs_dir.glob(".tmp-chunk-*"))))):
-                p.send_signal(signal.SIGKILL)
-                kills += 1
-                break
-            time.sleep(0.002)
-        p.wait(timeout=60)
+        kills += sigkill_when(_run_cli(["extract", "--store", str(killed), *args]), lambda: ready(trigger))
+    fs_dir = next((killed / "features" / "dataset=d").glob("fs=*"), None)
     assert kills >= 2
     # the killed store never shows half a chunk: every visible chunk directory is complete
     if fs_dir is not None:

@@ -6,10 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,7 +21,8 @@ from stcstore.fit import FitConfig, fit
 from stcstore.ingest import IngestConfig, ingest
 from stcstore.score import ScoreConfig, score
 
-from .conftest import write_jsonl
+from .conftest import run_cli as _run_cli
+from .conftest import sigkill_when, write_jsonl
 from .test_fit import FAST, _learnable, _store
 
 NEW_TEXTS = ["a great superb film", "so dull and boring", "the film was a waste", "wonderful and moving story"]
@@ -194,11 +191,6 @@ def test_incremental_second_run_is_a_noop_and_new_texts_only(fitted, tmp_path):
                 shutil.rmtree(b)
 
 
-def _run_cli(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stcstore.cli.main", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-
-
 def test_sigkill_then_resume_has_no_duplicates_or_holes(tmp_path, tiny_gpt2_dir):
     st = tmp_path / "st"
     ingest(st, [_learnable(tmp_path / "c.jsonl", 300, ("0", "1"))], IngestConfig("d", split_field="split"))
@@ -214,15 +206,8 @@ def test_sigkill_then_resume_has_no_duplicates_or_holes(tmp_path, tiny_gpt2_dir)
     out = tmp_path / "killed"
     kills = 0
     for trigger in (3, 12):
-        p = _run_cli([*args, "--output", str(out)])
-        deadline = time.time() + 120
-        while p.poll() is None and time.time() < deadline:
-            if len(list(out.glob("run_date=*/part-*.parquet"))) >= trigger:
-                p.send_signal(signal.SIGKILL)
-                kills += 1
-                break
-            time.sleep(0.002)
-        p.wait(timeout=60)
+        kills += sigkill_when(_run_cli([*args, "--output", str(out)]),
+                              lambda: len(list(out.glob("run_date=*/part-*.parquet"))) >= trigger)
     assert kills >= 1
     p = _run_cli([*args, "--output", str(out), "--json"])
     stdout, err = p.communicate(timeout=300)
