@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 import torch
 import torch.nn.functional as F
 
@@ -246,8 +247,8 @@ def probabilities(scores: np.ndarray) -> np.ndarray:
     """[n, K] linear scores -> [n, n_classes] probabilities (K = 1: sigmoid, two columns)."""
     s = np.asarray(scores, dtype=np.float64)
     if s.shape[1] == 1:
-        p = 1.0 / (1.0 + np.exp(-s[:, 0]))
-        return np.stack([1.0 - p, p], axis=1)
+        # expit never overflows, and expit(-s) keeps P(class 0) exact when it is tiny
+        return np.stack([expit(-s[:, 0]), expit(s[:, 0])], axis=1)
     s = s - s.max(axis=1, keepdims=True)
     e = np.exp(s)
     return e / e.sum(axis=1, keepdims=True)
