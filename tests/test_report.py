@@ -1,0 +1,187 @@
+"""`stcstore report`: the page, JSON and neuron table agree with the fit's tables, the classifier's arrays
+and the stored features; bad input is refused clearly; the output appears atomically."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from stcstore import Store, load_classifier
+from stcstore.classifier import FeatureGroup
+from stcstore.errors import StcError
+from stcstore.fit import FitConfig, fit
+from stcstore.ingest import IngestConfig, ingest
+from stcstore.report import ReportConfig, _neuron_rows, report
+from stcstore.score import ScoreConfig, score
+from stcstore.svg import nice_ticks
+
+from .conftest import run_cli, write_jsonl
+from .test_fit import FAST, _store
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory, bert_tokenizer):
+    """A 3-class tiny-BERT store, a classifier fitted on it (ffn, max and mean), its predictions in
+    STORE/predictions, and its report."""
+    tmp = tmp_path_factory.mktemp("report")
+    st, lm = _store(tmp, bert_tokenizer, classes=("0", "1", "2"), n=240)
+    fit(st, FitConfig("d", model="tiny-bert", kinds=("ffn",), poolings=("max", "mean"), **FAST), out=tmp / "clf")
+    score(ScoreConfig((str(tmp / "clf"),), str(st / "predictions"), store=str(st), dataset="d", chunk_rows=100),
+          models={"tiny-bert": lm})
+    result = report(ReportConfig(store=str(st), classifier=str(tmp / "clf"), out=str(tmp / "rep"), top=10))
+    return st, tmp / "clf", tmp / "rep", result
+
+
+def test_report_agrees_with_the_fit_tables_and_the_classifier(reported):
+    st, clf_dir, out, result = reported
+    assert sorted(p.name for p in out.iterdir()) == ["neurons.parquet", "report.html", "report.json"]
+    doc = json.loads((out / "report.json").read_text())
+    clf = load_classifier(clf_dir)
+    m = clf.manifest
+    for k in ("kind", "pooling", "eta", "l_temp", "blocks_run"):
+        assert doc["classifier"][k] == m[k]
+    assert doc["classifier"]["fingerprint"] == clf.fingerprint and doc["results"] == m["metrics"]
+
+    fit_dir = st / "fits" / "dataset=d" / f"fit={m['fit']['fit_id']}"
+    probes = pq.read_table(fit_dir / "probes.parquet").to_pylist()
+    chosen = {(p["kind"], p["pooling"], p["layer"]): p["val_accuracy"] for p in probes if p["chosen"]}
+    assert len(chosen) == 6  # ffn x (max, mean) x 3 blocks
+    assert {(p["kind"], p["pooling"], p["layer"]): p["val_accuracy"] for p in doc["probes"]} == chosen
+    aggs = pq.read_table(fit_dir / "aggregates.parquet").to_pylist()
+    assert len(doc["aggregates"]) == len(aggs)
+    (picked,) = [a for a in doc["aggregates"] if a["chosen"]]
+    assert (picked["kind"], picked["pooling"], picked["eta"], picked["l_temp"]) == \
+        (m["kind"], m["pooling"], m["eta"], m["l_temp"])
+
+    # every classifier column once, with its own weights, ranked by share of ||w||^2
+    t = pq.read_table(out / "neurons.parquet").to_pylist()
+    assert len(t) == clf.coef_.shape[1]
+    assert [r["rank"] for r in t] == list(range(1, len(t) + 1))
+    assert sorted(r["column"] for r in t) == list(range(len(t)))
+    assert abs(sum(r["importance"] for r in t) - 1) < 1e-9
+    assert all(a["importance"] >= b["importance"] for a, b in zip(t, t[1:]))
+    for r in t:
+        np.testing.assert_array_equal(r["weights"], clf.coef_[:, r["column"]])
+        if any(r["weights"]):
+            assert r["toward"] == m["classes"][int(np.argmax(r["weights"]))]
+    used = {(g.kind, g.pooling, g.layer, n) for g in clf.groups for n in g.neurons}
+    assert {(r["kind"], r["pooling"], r["layer"], r["neuron"]) for r in t} == used
+    keys = ("rank", "kind", "pooling", "layer", "neuron", "column", "weights")
+    assert [{k: r[k] for k in keys} for r in doc["top_neurons"]] == [{k: r[k] for k in keys} for r in t[:10]]
+    assert sum(d["neurons"] for d in doc["layers"]) == len(t)
+    assert abs(sum(d["importance"] for d in doc["layers"]) - 1) < 1e-9
+    assert result.summary["neurons"] == len(t)
+
+
+def test_per_label_statistics_equal_the_stored_features(reported):
+    """The neuron_stats join is right: per-label count and mean of each neuron equal numpy on the stored
+    train features of the classifier's columns."""
+    st, clf_dir, out, _ = reported
+    clf = load_classifier(clf_dir)
+    ids, X = clf.store_features(Store(st), "d", split="train")
+    texts = {r["id"]: r["label"] for f in (st / "ingest" / "dataset=d").glob("batch=*/texts.parquet")
+             for r in pq.read_table(f, columns=["id", "label"]).to_pylist()}
+    labels = np.array([texts[i] for i in ids])
+    t = pq.read_table(out / "neurons.parquet").to_pylist()
+    for r in t:
+        got = {s["label"]: s for s in r["label_stats"]}
+        assert set(got) == {"0", "1", "2"}
+        for lab, s in got.items():
+            col = X[labels == lab, r["column"]].astype(np.float64)
+            assert s["count"] == len(col)
+            np.testing.assert_allclose(s["mean"], col.mean(), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(s["std"], col.std(ddof=1), rtol=1e-3, atol=1e-5)
+        assert r["effect_size"] is None or r["effect_size"] >= 0
+
+
+def test_predictions_section_counts_the_store_predictions(reported):
+    st, clf_dir, out, _ = reported
+    doc = json.loads((out / "report.json").read_text())
+    want = Counter()
+    for f in (st / "predictions").glob("run_date=*/part-*.parquet"):
+        want.update(pq.read_table(f).column("label").to_pylist())
+    assert sum(want.values()) == 240
+    assert {p["label"]: p["texts"] for p in doc["predictions"]} == dict(want)
+    assert abs(sum(p["share"] for p in doc["predictions"]) - 1) < 1e-9
+
+
+def test_page_is_self_contained_with_well_formed_charts(reported):
+    _, _, out, _ = reported
+    html = (out / "report.html").read_text()
+    assert "<script" not in html and not re.search(r'(src|href)\s*=\s*"(https?:)?//', html)
+    svgs = re.findall(r"<svg .*?</svg>", html, flags=re.S)
+    # layer curves, one grid per pooling, the neuron count grid, the layer bars
+    assert len(svgs) == 1 + 2 + 1 + 1
+    for s in svgs:
+        root = ET.fromstring(s)  # well-formed XML
+        assert root.findall(".//{http://www.w3.org/2000/svg}path") or root.findall(".//{http://www.w3.org/2000/svg}rect")
+    for h in ("results", "layers", "grid", "neurons", "predictions"):
+        assert f'id="{h}"' in html
+
+
+def test_binary_weights_point_to_the_class_they_favour():
+    coef = np.array([[0.5, -2.0, 0.0]])
+    clf = SimpleNamespace(classes_=np.array(["neg", "pos"]), coef_=coef,
+                          groups=[FeatureGroup("ffn", "mean", 1, [7, 3]), FeatureGroup("ffn", "mean", 2, [4])])
+    rows = _neuron_rows(clf)
+    assert [(r["layer"], r["neuron"], r["rank"], r["toward"]) for r in rows] == \
+        [(1, 3, 1, "neg"), (1, 7, 2, "pos"), (2, 4, 3, None)]
+    assert [round(r["importance"], 6) for r in rows] == [round(4 / 4.25, 6), round(0.25 / 4.25, 6), 0.0]
+
+
+def test_refusals_are_clear_and_replacing_needs_force(reported, tmp_path):
+    st, clf_dir, _, _ = reported
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(StcError, match="not empty.*--force"):
+        report(ReportConfig(store=str(st), classifier=str(clf_dir), out=str(out)))
+    assert (out / "keep.txt").read_text() == "mine"
+    report(ReportConfig(store=str(st), classifier=str(clf_dir), out=str(out), force=True))
+    assert sorted(p.name for p in out.iterdir()) == ["neurons.parquet", "report.html", "report.json"]
+    assert not list(tmp_path.glob(".tmp-*"))
+
+    other = tmp_path / "other"
+    ingest(other, [write_jsonl(tmp_path / "x.jsonl", [{"id": "1", "text": "hello", "label": "a"}])],
+           IngestConfig("d"))
+    fit_id = load_classifier(clf_dir).manifest["fit"]["fit_id"]
+    with pytest.raises(StcError, match=f"no tables of fit {fit_id} on dataset 'd'"):
+        report(ReportConfig(store=str(other), classifier=str(clf_dir), out=str(tmp_path / "r2")))
+    assert not (tmp_path / "r2").exists()
+    with pytest.raises(StcError, match="not a classifier directory"):
+        report(ReportConfig(store=str(st), classifier=str(tmp_path), out=str(tmp_path / "r3")))
+    with pytest.raises(StcError, match="--top 0"):
+        ReportConfig(store=str(st), classifier=str(clf_dir), out=str(tmp_path / "r4"), top=0)
+
+
+def test_cli_report_json_and_exit_codes(reported, tmp_path):
+    st, clf_dir, _, _ = reported
+    p = run_cli(["report", "--store", str(st), "--classifier", str(clf_dir), "--out", str(tmp_path / "r"),
+                 "--json"])
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0, stderr.decode()
+    doc = json.loads(stdout)
+    assert Path(doc["out"]) == tmp_path / "r" and len(doc["files"]) == 3
+    p = run_cli(["report", "--store", str(st), "--classifier", str(clf_dir), "--out", str(tmp_path / "r")])
+    _, stderr = p.communicate(timeout=300)
+    assert p.returncode == 1 and b"--force" in stderr
+
+
+def test_nice_ticks_cover_the_range_with_round_steps():
+    for lo, hi in [(0.0, 1.0), (0.4321, 0.8765), (-3.0, 250.0), (0.0, 0.003)]:
+        ticks = nice_ticks(lo, hi)
+        assert 2 <= len(ticks) <= 11 and ticks == sorted(ticks)
+        assert lo <= ticks[0] and ticks[-1] <= hi + 1e-12
+        steps = {round(b - a, 12) for a, b in zip(ticks, ticks[1:])}
+        assert len(steps) == 1
+        step = steps.pop()
+        mant = step / 10 ** np.floor(np.log10(step))
+        assert any(abs(mant - m) < 1e-9 for m in (1, 2, 2.5, 5))
