@@ -1,4 +1,5 @@
-"""`stcstore demo`: ingest the embedded sample, extract with the packaged MiniLM, fit STC, summarize."""
+"""`stcstore demo`: ingest the embedded sample, extract with the packaged MiniLM, fit STC, score new texts,
+report on the classifier, summarize."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .extract import ExtractConfig, extract
 from .fit import FitConfig, FitResult, fit
 from .ingest import IngestConfig, ingest
 from .query import StoreSQL, named_query
+from .report import ReportConfig, report
 from .score import ScoreConfig, ScoreResult, score
 
 DEMO_DATASET = "sst2-sample"
@@ -46,6 +48,7 @@ class DemoResult:
     fit: FitResult | None = None
     scored: ScoreResult | None = None
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    report_html: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +80,8 @@ class DemoResult:
             lines.append(f"predictions: {self.scored.output}")
             if self.scored.explain_html:
                 lines.append(f"token-level explanation page (open it in a browser): {self.scored.explain_html}")
+        if self.report_html:
+            lines.append(f"classifier report (probe curves, η/L_temp grid, its neurons): {self.report_html}")
         lines += ["", f"explore: stcstore sql --store {self.store} \"select * from neuron_stats limit 5\"",
                   f"         stcstore sql --store {self.store} \"select * from aggregates order by val_accuracy desc "
                   f"limit 10\""]
@@ -108,10 +113,14 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
                                output=str(Path(out) / "new-texts-predictions.parquet"), input=str(new_texts_file()),
                                explain="tokens", threads=threads, force=True))
     seconds["score"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rep = report(ReportConfig(store=str(out), classifier=str(Path(out) / "classifier"), out=str(Path(out) / "report"),
+                              force=True))
+    seconds["report"] = time.perf_counter() - t0
     preds = pq.read_table(scored.output).to_pylist()
     text_of = {json.loads(line)["id"]: json.loads(line)["text"] for line in new_texts_file().open(encoding="utf-8")}
     predictions = [{"id": p["id"], "label": p["label"], "probabilities": p["probabilities"], "text": text_of[p["id"]]}
                    for p in preds]
     return DemoResult(str(out), DEMO_DATASET, n, rej, ext.feature_set, ext.texts_extracted, ext.texts_per_s,
                       ext.store_bytes, {k: round(v, 2) for k, v in seconds.items()}, top, layers, fitted, scored,
-                      predictions)
+                      predictions, str(Path(rep.out) / "report.html"))
