@@ -44,7 +44,7 @@ if mode == "bare":
 else:
     from stcstore.cli.main import main
     try:
-        main(sys.argv[2:])
+        main(sys.argv[1:])
     except SystemExit as e:
         if e.code:
             raise

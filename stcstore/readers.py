@@ -104,18 +104,27 @@ def _decode_lines(path: Path) -> Iterator[tuple[int, str, str]]:
                 yield n, raw.decode("utf-8", "replace").rstrip("\r\n"), f"invalid UTF-8 at byte {exc.start}"
 
 
-def _json_rows(path: Path, cfg: "IngestConfig") -> Iterator[Row]:
+def _json_objects(path: Path) -> Iterator[tuple[int, str, dict | None, str]]:
+    """(line number, line, parsed object or None, error) for each non-blank line; each line is parsed once."""
     for n, line, err in _decode_lines(path):
         if err:
-            yield Row(n, line, error=err)
+            yield n, line, None, err
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield Row(n, line, error=f"malformed JSON: {exc.msg} at column {exc.colno}")
+            yield n, line, None, f"malformed JSON: {exc.msg} at column {exc.colno}"
             continue
         if not isinstance(obj, dict):
-            yield Row(n, line, error=f"expected a JSON object, got {type(obj).__name__}")
+            yield n, line, None, f"expected a JSON object, got {type(obj).__name__}"
+            continue
+        yield n, line, obj, ""
+
+
+def _json_rows(path: Path, cfg: "IngestConfig") -> Iterator[Row]:
+    for n, line, obj, err in _json_objects(path):
+        if obj is None:
+            yield Row(n, line, error=err)
             continue
         yield Row(n, line, text=get_path(obj, cfg.text_field), label=get_path(obj, cfg.label_field),
                   id=get_path(obj, cfg.id_field), split=get_path(obj, cfg.split_field) if cfg.split_field else None)
@@ -142,11 +151,12 @@ def _unescape(text: Any) -> Any:
 
 def _tweet_rows(path: Path, cfg: "IngestConfig") -> Iterator[Row]:
     """Twitter API v1.1 tweet objects, one per line, or v2 response pages ({"data": [...], "includes": ...})."""
-    for row in _json_rows(path, cfg):
-        if row.error:
-            yield row
+    for n, line, obj, err in _json_objects(path):
+        if obj is None:
+            yield Row(n, line, error=err)
             continue
-        obj = json.loads(row.raw)
+        row = Row(n, line, label=get_path(obj, cfg.label_field), id=get_path(obj, cfg.id_field),
+                  split=get_path(obj, cfg.split_field) if cfg.split_field else None)
         label = row.label
         split = row.split
         if "data" in obj:  # v2 page (or a single-tweet lookup, where data is an object)
