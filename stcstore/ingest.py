@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from .errors import StcError
 from .readers import RAW_KEEP, READ_ERRORS, READERS, Row, detect_format, has_surrogates, strip_ext
 from .fsutil import commit, config_hash, file_sha256, remove_stale_temps, store_lock, tmp_name
+from .idindex import IdIndex, text_key
 from .store import REJECTS_SCHEMA, SOURCES_SCHEMA, TEXTS_SCHEMA, Store, check_name
 
 FORMATS = ("auto", "jsonl", "csv", "parquet", "tweets")
@@ -173,7 +174,7 @@ class _BatchWriter:
         pq.write_table(pa.Table.from_pylist([source_row], schema=SOURCES_SCHEMA), self.tmp / "source.parquet")
 
 
-def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: dict[str, tuple[str, str | None, str]],
+def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: IdIndex,
                  next_seq: int, batch_no: int, done: set[tuple[str, str]]) -> FileResult:
     if not path.is_file():
         raise StcError(f"{path}: no such file")
@@ -219,14 +220,14 @@ def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: dict[str, t
                 continue
             prior = known.get(rid)
             if prior is not None:
-                if prior[0] != h:
+                if prior[0] != text_key(h):
                     reject(row, "id already exists with a different text")
                 elif prior[1] != label or prior[2] != split:
                     reject(row, f"id already exists with label {prior[1]!r} / split {prior[2]!r}")
                 else:
                     result.duplicates += 1
                 continue
-            known[rid] = (h, label, split)
+            known.add(rid, h, label, split)
             writer.add_text({"id": rid, "text": row.text, "label": label, "split": split, "content_hash": h,
                              "source": str(path), "line": row.line, "seq": seq, "is_retweet": row.is_retweet,
                              "ingested_at": now})
@@ -266,8 +267,9 @@ def ingest(store_path: str | Path, sources: list[str | Path], cfg: IngestConfig)
         store.ensure()
         remove_stale_temps(store.root / "ingest")
         texts = store.texts(cfg.dataset, columns=["id", "content_hash", "label", "split", "seq"])
-        known = {i: (h, l, s) for i, h, l, s in zip(*(texts.column(c).to_pylist()
-                                                       for c in ("id", "content_hash", "label", "split")))}
+        known = IdIndex(row for batch in texts.to_batches(max_chunksize=65536)  # Python strings a slice at a time
+                        for row in zip(*(batch.column(c).to_pylist() for c in ("id", "content_hash", "label",
+                                                                                "split"))))
         next_seq = (max(texts.column("seq").to_pylist()) + 1) if texts.num_rows else 0
         del texts
         log = store.sources(cfg.dataset)

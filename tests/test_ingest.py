@@ -216,3 +216,40 @@ def test_parquet_int_labels_become_strings(tmp_path):
     ingest(tmp_path / "st", [src], IngestConfig("p"))
     texts = _texts(tmp_path / "st", "p")
     assert texts["a"]["label"] == "0" and texts["b"]["split"] == "train"
+
+
+def test_id_index_round_trips_and_tells_texts_apart():
+    from stcstore.idindex import IdIndex, text_key
+    from stcstore.ingest import content_hash
+
+    rows = [("1", content_hash("a"), "pos", "train"), ("2", content_hash("b"), None, "unlabeled"),
+            ("\ud800odd", content_hash("c"), "neg", "test"), ("", content_hash("d"), "pos", "train")]
+    rows += [(f"n{i}", content_hash(f"t{i}"), str(i % 3), "train") for i in range(1000)]
+    idx = IdIndex(rows + [("2", content_hash("b"), "late", "unlabeled")])  # the last row of an id wins
+    rows[1] = ("2", content_hash("b"), "late", "unlabeled")
+    assert len(idx) == len(rows)
+    added = [("m1", content_hash("e"), None, "test"), ("", content_hash("f"), "neg", "train")]
+    for r in added:
+        idx.add(*r)  # a run's own new ids (an add replaces what the store had)
+    rows[3] = added[1]
+    for rid, h, label, split in rows + added[:1]:
+        assert idx.get(rid) == (text_key(h), label, split)
+    assert idx.get("3") is None and idx.get("1 ") is None and idx.get("n1000") is None
+    assert idx.get("1")[0] != text_key(content_hash("a "))
+    assert IdIndex().get("x") is None
+
+
+def test_known_ids_across_runs_keep_their_text_label_and_split(tmp_path):
+    st = tmp_path / "st"
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": "x", "text": "one", "label": "pos"},
+                                           {"id": "y", "text": "two"}])
+    ingest(st, [a], IngestConfig("d"))
+    b = write_jsonl(tmp_path / "b.jsonl", [{"id": "x", "text": "one", "label": "pos"},   # duplicate
+                                           {"id": "x", "text": "one!", "label": "pos"},  # other text
+                                           {"id": "y", "text": "two"},                   # duplicate, no label
+                                           {"id": "y", "text": "two", "label": "neg"},   # label where none was
+                                           {"id": "z", "text": "three"}])
+    r = ingest(st, [b], IngestConfig("d"))
+    assert (r.totals()["ingested"], r.totals()["duplicates"], r.totals()["rejected"]) == (1, 2, 2)
+    reasons = [x["reason"] for x in _rejects(st, "d")]
+    assert reasons == ["id already exists with a different text", "id already exists with label None / split 'unlabeled'"]
