@@ -51,6 +51,7 @@ from .errors import StcError
 from .explain import EXPLAIN_POOLINGS, Explainer, token_spans
 from .featurize import Features, Featurizer
 from .fsutil import commit, eprint, remove_dead_temps, remove_stale_temps, store_lock, tmp_name
+from .idindex import IdIndex, text_key
 from .ingest import FORMATS, IngestConfig, content_hash, row_id, row_problem
 from .models import LoadedModel, load_model
 from .readers import RAW_KEEP, READ_ERRORS, READERS, detect_format
@@ -250,7 +251,7 @@ def _input_chunks(cfg: ScoreConfig, rejects: _Rejects, counts: dict[str, int]
     now = dt.datetime.now(dt.timezone.utc)
     ids: list[str] = []
     texts: list[str] = []
-    seen: dict[str, str] = {}
+    seen = IdIndex()  # id -> text hash of this file's rows (compact: a 128-bit digest per id)
 
     def reject(row, reason: str) -> None:
         key = reason.split(":")[0]
@@ -268,13 +269,14 @@ def _input_chunks(cfg: ScoreConfig, rejects: _Rejects, counts: dict[str, int]
                 continue
             h = content_hash(row.text)
             rid = row_id(row, h)
-            if rid in seen:
-                if seen[rid] != h:
+            prior = seen.get(rid)
+            if prior is not None:
+                if prior[0] != text_key(h):
                     reject(row, "id already seen in this file with a different text")
                 else:
                     counts["duplicates"] += 1
                 continue
-            seen[rid] = h
+            seen.add(rid, h, None, None)
             ids.append(rid)
             texts.append(row.text)
             if len(ids) == cfg.chunk_rows:
