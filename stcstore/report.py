@@ -316,8 +316,8 @@ code {{ background: #f3f3f3; padding: 0 .25em; border-radius: 3px; }}
 chosen state.</p>
 {_results_table(clf)}
 <h2 id="layers">Where the information is: per-layer probes and the aggregate</h2>
-<p>Each thin line is an L1 logistic probe on one layer's pooled {esc(m['kind'])} values (strength chosen on
-validation); the thick line aggregates the η-sparsified neurons of layers 0..L_temp (STC paper, Figure 2).
+<p>Each thin line is an L1 logistic probe on one layer's pooled values, for one kind and pooling (strength
+chosen on validation); the thick line aggregates the η-sparsified neurons of layers 0..L_temp (STC paper, Figure 2).
 The dashed line is the last-layer single-token baseline.</p>
 {_fig_layers(clf, data, metric)}
 <h2 id="grid">What, which, where: pooling, η and L_temp</h2>
