@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -29,7 +28,7 @@ from . import __version__
 from .blocks import BlockKey
 from .capture import blocks_needed
 from .errors import FingerprintMismatchError, StcError
-from .fsutil import commit, config_hash, file_sha256, sha256_hex, tmp_name, write_json_atomic
+from .fsutil import commit_replacing, config_hash, file_sha256, sha256_hex, tmp_name, write_json_atomic
 from .solver import decision, predict_index, probabilities
 
 if TYPE_CHECKING:
@@ -122,13 +121,7 @@ class Classifier:
             manifest["arrays"][name] = {"file": f"{name}.npy", "shape": list(arr.shape), "dtype": str(arr.dtype),
                                         "sha256": file_sha256(tmp / f"{name}.npy")}
         write_json_atomic(tmp / "manifest.json", manifest)
-        if final.exists():
-            old = tmp_name(final)
-            final.rename(old)
-            commit(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            commit(tmp, final)
+        commit_replacing(tmp, final)
         self.manifest = manifest
         self.path = final
         return final

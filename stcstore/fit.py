@@ -33,7 +33,7 @@ from tqdm import tqdm
 from .blocks import KINDS, POOLINGS, BlockKey, check_kinds_poolings
 from .classifier import Classifier, FeatureGroup
 from .errors import StcError
-from .fsutil import commit, eprint, tmp_name
+from .fsutil import commit_replacing, eprint, tmp_name
 from .metrics import METRICS, scores
 from .query import AGGREGATES_SCHEMA, PROBES_SCHEMA
 from .probe import PathConfig, PathResult, apply_standardization, fit_path, standardize_
@@ -486,13 +486,5 @@ def _write_tables(store: Store, cfg: FitConfig, fit_id: str, probes: pa.Table, a
     tmp.mkdir(parents=True)
     pq.write_table(probes, tmp / "probes.parquet")
     pq.write_table(aggs, tmp / "aggregates.parquet")
-    if final.exists():
-        import shutil
-
-        old = tmp_name(final)
-        final.rename(old)
-        commit(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+    if commit_replacing(tmp, final):
         messages.append(f"replaced the tables of the identical earlier fit {fit_id}")
-    else:
-        commit(tmp, final)

@@ -48,6 +48,19 @@ def commit(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def commit_replacing(tmp: Path, final: Path) -> bool:
+    """Commit a temp directory under `final`, replacing an existing one (moved aside, then deleted).
+    Returns whether something was replaced. Callers decide whether replacing is allowed."""
+    if not final.exists():
+        commit(tmp, final)
+        return False
+    old = tmp_name(final)
+    final.rename(old)
+    commit(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)

@@ -11,7 +11,6 @@ labels (section 5.3).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +24,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .classifier import Classifier, load_classifier
 from .errors import StcError
-from .fsutil import commit, eprint, tmp_name
+from .fsutil import commit_replacing, eprint, tmp_name
 from .query import StoreSQL, sql_dir
 from .svg import CSS, PALETTE, Series, bar_chart, esc, line_chart
 
@@ -352,13 +351,7 @@ def _write(out: Path, files: dict[str, bytes], force: bool) -> None:
     tmp.mkdir()
     for name, blob in files.items():
         (tmp / name).write_bytes(blob)
-    if out.exists():
-        old = tmp_name(out)
-        out.rename(old)
-        commit(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        commit(tmp, out)
+    commit_replacing(tmp, out)
 
 
 def report(cfg: ReportConfig) -> ReportResult:
