@@ -118,7 +118,8 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
                               force=True))
     seconds["report"] = time.perf_counter() - t0
     preds = pq.read_table(scored.output).to_pylist()
-    text_of = {json.loads(line)["id"]: json.loads(line)["text"] for line in new_texts_file().open(encoding="utf-8")}
+    with new_texts_file().open(encoding="utf-8") as f:
+        text_of = {r["id"]: r["text"] for r in map(json.loads, f)}
     predictions = [{"id": p["id"], "label": p["label"], "probabilities": p["probabilities"], "text": text_of[p["id"]]}
                    for p in preds]
     return DemoResult(str(out), DEMO_DATASET, n, rej, ext.feature_set, ext.texts_extracted, ext.texts_per_s,
