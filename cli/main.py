@@ -227,14 +227,17 @@ def score(classifiers, store, dataset, split, input_path, output, fmt, text_fiel
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for report.html, report.json and neurons.parquet.")
 @click.option("--top", default=30, show_default=True, help="Neurons listed in the page and the JSON.")
+@click.option("--histograms", default=8, show_default=True,
+              help="Top neurons whose per-label value distributions are drawn (read from the store; 0: none).")
 @click.option("--split", default=None, help="Split of the per-label neuron statistics [default: the fit's train split].")
 @click.option("--force", is_flag=True, help="Replace an existing, non-empty --out directory.")
 @JSON_OPTION
-def report(store, classifier, out, top, split, force, as_json) -> None:
+def report(store, classifier, out, top, histograms, split, force, as_json) -> None:
     """What a classifier learned and where: probe curves, the η/L_temp grid, its neurons (HTML + JSON)."""
     from stcstore.report import ReportConfig, report as run
 
-    cfg = ReportConfig(store=store, classifier=classifier, out=out, top=top, split=split, force=force)
+    cfg = ReportConfig(store=store, classifier=classifier, out=out, top=top, histograms=histograms, split=split,
+                       force=force)
     emit(run(cfg), as_json, lambda r: r.to_text())
 
 

@@ -2,10 +2,10 @@
 page, a JSON file and a neuron table.
 
 Everything comes from data already written: the classifier directory, the fit's `probes` and `aggregates`
-tables and the store's per-neuron statistics (no model is loaded, no feature is re-read). The figures
-follow the STC paper: layer-wise probes against the cross-layer aggregate (its Figure 2), the
-(pooling, η, L_temp) grid (Figure 3), and the neurons the classifier kept, with how they separate the
-labels (section 5.3).
+tables, the store's per-neuron statistics and, for the few top neurons drawn as histograms, their stored
+values (no model is loaded). The figures follow the STC paper: layer-wise probes against the cross-layer
+aggregate (its Figure 2), the (pooling, η, L_temp) grid (Figure 3), and the neurons the classifier kept,
+with how they separate the labels (section 5.3, Figure 4a).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .classifier import Classifier, load_classifier
 from .errors import StcError
 from .fsutil import commit_replacing, eprint, tmp_name
 from .query import StoreSQL, sql_dir
+from .store import Store, neuron_picks
 from .svg import CSS, PALETTE, Series, bar_chart, esc, line_chart
 
 NEURONS_SCHEMA = pa.schema([
@@ -43,12 +44,15 @@ class ReportConfig:
     classifier: str
     out: str
     top: int = 30          # neurons listed in the page and the JSON (neurons.parquet has all of them)
+    histograms: int = 8    # top neurons whose per-label value distributions are drawn (read from the store)
     split: str | None = None  # split of the neuron statistics [default: the fit's train split]
     force: bool = False    # replace an existing, non-empty out directory
 
     def __post_init__(self) -> None:
         if self.top < 1:
             raise StcError(f"--top {self.top}: give at least 1")
+        if self.histograms < 0:
+            raise StcError(f"--histograms {self.histograms}: give 0 or more")
 
 
 @dataclass
@@ -132,6 +136,48 @@ def _attach_stats(neurons: list[dict[str, Any]], stats: list[dict], gaps: list[d
         r["label_stats"] = by_label.get(key(r), [])
         e = effect.get(key(r))
         r["effect_size"] = None if e is None else float(e)
+
+
+HIST_BINS = 24
+
+
+def _histograms(store: Store, clf: Classifier, neurons: list[dict[str, Any]], split: str, k: int
+                ) -> list[dict[str, Any]]:
+    """Per-label distributions of the top-k neurons' stored values in one split (STC paper, Figure 4a):
+    shared bin edges over the 0.5-99.5 percentile range (outliers land in the end bins), and per label the
+    fraction of its texts in each bin."""
+    top = neurons[:k]
+    if not top:
+        return []
+    m = clf.manifest
+    fs = store.feature_set(m["features"]["dataset"], m["features"]["feature_set"])
+    blocks: dict[tuple[str, str, int], list[int]] = {}  # one pick per block: gather reads each block once
+    for r in top:
+        blocks.setdefault((r["kind"], r["pooling"], r["layer"]), []).append(r["neuron"])
+    _, X, y = store._gather(fs, split, neuron_picks(fs, [(*b, ns) for b, ns in blocks.items()]))
+    col, pos = {}, 0
+    for b, ns in blocks.items():
+        col.update({(*b, n): pos + i for i, n in enumerate(ns)})
+        pos += len(ns)
+    labelled = np.array([v is not None for v in y], dtype=bool)
+    X, y = X[labelled], y[labelled]
+    if len(y) == 0:
+        return []
+    labels = sorted({str(v) for v in y}, key=lambda s: (len(s), s))
+    out = []
+    for r in top:
+        x = X[:, col[(r["kind"], r["pooling"], r["layer"], r["neuron"])]].astype(np.float64)
+        lo, hi = np.percentile(x, [0.5, 99.5])
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, HIST_BINS + 1)
+        fractions = {}
+        for lab in labels:
+            v = np.clip(x[y == lab], lo, hi)
+            fractions[lab] = (np.histogram(v, edges)[0] / max(len(v), 1)).tolist()
+        out.append({"rank": r["rank"], "kind": r["kind"], "pooling": r["pooling"], "layer": r["layer"],
+                    "neuron": r["neuron"], "toward": r["toward"], "edges": edges.tolist(), "fractions": fractions})
+    return out
 
 
 def _layers(clf: Classifier, neurons: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -272,6 +318,22 @@ def _neuron_table(neurons: list[dict[str, Any]], classes: list[str], top: int) -
     return "<table>" + head + "".join(rows) + "</table>"
 
 
+def _fig_histograms(hists: list[dict[str, Any]]) -> str:
+    if not hists:
+        return ""
+    labels = list(hists[0]["fractions"])
+    colour = {lab: PALETTE[i % len(PALETTE)] for i, lab in enumerate(labels)}
+    figs = []
+    for h in hists:
+        mids = [(a + b) / 2 for a, b in zip(h["edges"], h["edges"][1:])]
+        series = [Series(f"label {lab}", list(zip(mids, fr)), colour[lab], marker=0) for lab, fr in h["fractions"].items()]
+        figs.append(line_chart(series, title=f"#{h['rank']} {h['kind']}.{h['pooling']}.{h['layer']} neuron "
+                               f"{h['neuron']} → {h['toward']}", x_label="stored value",
+                               y_label="share of label", width=330, height=190, legend=False))
+    key = " ".join(f'<span style="color:{colour[lab]}">&#9644; label {esc(lab)}</span>' for lab in labels)
+    return f'<p>{key}</p><div class="multiples">{"".join(figs)}</div>'
+
+
 def _predictions_table(preds: list[dict[str, Any]]) -> str:
     if not preds:
         return ("<p>No predictions of this classifier in the store's <code>predictions</code> table yet "
@@ -283,7 +345,7 @@ def _predictions_table(preds: list[dict[str, Any]]) -> str:
 
 
 def _page(clf: Classifier, data: dict[str, Any], neurons: list[dict[str, Any]], layers: list[dict[str, Any]],
-          split: str, top: int) -> str:
+          hists: list[dict[str, Any]], split: str, top: int) -> str:
     m = clf.manifest
     metric = m["fit"]["config"]["metric"]
     classes = [str(c) for c in clf.classes_]
@@ -330,6 +392,10 @@ and the effect size (largest gap between label means over the pooled within-labe
 <code>neurons.parquet</code>; the top {min(top, len(neurons))} are listed.</p>
 {_fig_neurons(layers)}
 {_neuron_table(neurons, classes, top)}
+<h3>How the top neurons separate the labels</h3>
+<p>Distribution of each top neuron's stored value per label, on the <b>{esc(split)}</b> split (STC paper,
+Figure 4a). A neuron can matter in combination with others without separating the labels on its own.</p>
+{_fig_histograms(hists)}
 <h2 id="predictions">Predictions in this store</h2>
 {_predictions_table(data['predictions'])}
 <p style="color:#777">stcstore {esc(__version__)}, {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p>
@@ -365,6 +431,7 @@ def report(cfg: ReportConfig) -> ReportResult:
     with StoreSQL(cfg.store) as db:
         data = _collect(db, clf, neurons, split)
     _attach_stats(neurons, data["stats"], data["gaps"])
+    hists = _histograms(Store(cfg.store), clf, neurons, split, cfg.histograms)
     if not data["stats"]:
         messages.append(f"no neuron statistics for split {split!r} of feature set {m['features']['feature_set']}; "
                         f"the per-label columns are empty")
@@ -377,13 +444,13 @@ def report(cfg: ReportConfig) -> ReportResult:
                           "eta": m["eta"], "l_temp": m["l_temp"], "blocks_run": m["blocks_run"],
                           "neurons": int(clf.coef_.shape[1]), "classes": [str(c) for c in clf.classes_]},
            "results": m["metrics"], "stats_split": split, "probes": data["probes"],
-           "aggregates": data["aggregates"], "layers": layers, "top_neurons": neurons[:cfg.top],
+           "aggregates": data["aggregates"], "layers": layers, "top_neurons": neurons[:cfg.top], "histograms": hists,
            "predictions": data["predictions"]}
     table = pa.Table.from_pylist([{k: r.get(k) for k in NEURONS_SCHEMA.names} for r in neurons],
                                  schema=NEURONS_SCHEMA)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    files = {"report.html": _page(clf, data, neurons, layers, split, cfg.top).encode("utf-8"),
+    files = {"report.html": _page(clf, data, neurons, layers, hists, split, cfg.top).encode("utf-8"),
              "report.json": (json.dumps(doc, indent=2, default=str) + "\n").encode("utf-8"),
              "neurons.parquet": sink.getvalue().to_pybytes()}
     out = Path(cfg.out)

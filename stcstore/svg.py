@@ -49,7 +49,7 @@ class _Frame:
     """Maps data to pixels inside a plot area, and draws its axes and grid."""
 
     def __init__(self, width: int, height: int, x_range: tuple[float, float], y_range: tuple[float, float],
-                 legend: bool) -> None:
+                 legend: bool) -> None:  # legend: leave room for one on the right
         self.w, self.h = width, height
         self.x0, self.x1 = _PAD_L, width - _PAD_R - (_LEGEND_W if legend else 0)
         self.y0, self.y1 = height - _PAD_B, _PAD_T
@@ -104,9 +104,9 @@ def _svg(width: int, height: int, title: str, body: list[str]) -> str:
 def line_chart(series: list[Series], *, title: str, x_label: str, y_label: str, width: int = 720,
                height: int = 330, x_ticks: list[float] | None = None, x_names: dict[float, str] | None = None,
                y_range: tuple[float, float] | None = None, marks: list[tuple[float, str]] = (),
-               rings: list[tuple[float, float, str]] = ()) -> str:
-    """Lines with point markers, a legend on the right, optional vertical marks (x, label) and rings
-    around chosen points (x, y, hover text)."""
+               rings: list[tuple[float, float, str]] = (), legend: bool = True) -> str:
+    """Lines with point markers, a legend on the right (unless legend=False), optional vertical marks
+    (x, label) and rings around chosen points (x, y, hover text)."""
     pts = [p for s in series for p in s.points if math.isfinite(p[1])]
     if not pts:
         return _svg(width, 60, title, ['<text x="56" y="40">no data</text>'])
@@ -114,7 +114,7 @@ def line_chart(series: list[Series], *, title: str, x_label: str, y_label: str, 
     if y_range is None:
         pad = (max(ys) - min(ys)) * 0.08 or 0.01
         y_range = (min(ys) - pad, max(ys) + pad)
-    frame = _Frame(width, height, (min(xs), max(xs)), y_range, legend=True)
+    frame = _Frame(width, height, (min(xs), max(xs)), y_range, legend=legend)
     y_ticks = [t for t in nice_ticks(*y_range) if y_range[0] <= t <= y_range[1]]
     if x_ticks is None:
         x_ticks = sorted(set(xs)) if len(set(xs)) <= 16 else nice_ticks(min(xs), max(xs), 8)
@@ -144,7 +144,8 @@ def line_chart(series: list[Series], *, title: str, x_label: str, y_label: str, 
     for x, y, tip in rings:
         body.append(f'<circle cx="{frame.x(x):.1f}" cy="{frame.y(y):.1f}" r="7" fill="none" stroke="#222" '
                     f'stroke-width="1.6"><title>{esc(tip)}</title></circle>')
-    body += _legend(frame, [(s.name, s.colour, s.dash) for s in series])
+    if legend:
+        body += _legend(frame, [(s.name, s.colour, s.dash) for s in series])
     return _svg(width, height, title, body)
 
 
@@ -175,5 +176,6 @@ CSS = """
 svg.chart { font: 12px system-ui, sans-serif; display: block; margin: .6em 0 1.2em; max-width: 100%; height: auto; }
 svg.chart .title { font-weight: 600; font-size: 13px; }
 svg.chart .grid { stroke: #e5e5e5; } svg.chart .axis { stroke: #888; }
+.multiples { display: flex; flex-wrap: wrap; gap: 0 8px; } .multiples svg.chart { margin: 0; }
 svg.chart .mark { stroke: #444; stroke-dasharray: 2 3; } svg.chart .marklabel { fill: #444; font-size: 11px; }
 """

@@ -100,6 +100,17 @@ def test_per_label_statistics_equal_the_stored_features(reported):
             np.testing.assert_allclose(s["mean"], col.mean(), rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(s["std"], col.std(ddof=1), rtol=1e-3, atol=1e-5)
         assert r["effect_size"] is None or r["effect_size"] >= 0
+    # the histograms of the top neurons are those of the same stored values
+    hists = json.loads((out / "report.json").read_text())["histograms"]
+    assert [(h["rank"], h["neuron"]) for h in hists] == [(r["rank"], r["neuron"]) for r in t[:8]]
+    for h, r in zip(hists, t):
+        x = X[:, r["column"]].astype(np.float64)
+        edges = np.asarray(h["edges"])
+        assert len(edges) == 25 and np.all(np.diff(edges) > 0)
+        for lab, fr in h["fractions"].items():
+            col = np.clip(x[labels == lab], edges[0], edges[-1])
+            np.testing.assert_allclose(fr, np.histogram(col, edges)[0] / len(col), atol=1e-12)
+            assert abs(sum(fr) - 1) < 1e-9
 
 
 def test_predictions_section_counts_the_store_predictions(reported):
@@ -118,8 +129,8 @@ def test_page_is_self_contained_with_well_formed_charts(reported):
     html = (out / "report.html").read_text()
     assert "<script" not in html and not re.search(r'(src|href)\s*=\s*"(https?:)?//', html)
     svgs = re.findall(r"<svg .*?</svg>", html, flags=re.S)
-    # layer curves, one grid per pooling, the neuron count grid, the layer bars
-    assert len(svgs) == 1 + 2 + 1 + 1
+    # layer curves, one grid per pooling, the neuron count grid, the layer bars, 8 neuron histograms
+    assert len(svgs) == 1 + 2 + 1 + 1 + 8
     for s in svgs:
         root = ET.fromstring(s)  # well-formed XML
         assert root.findall(".//{http://www.w3.org/2000/svg}path") or root.findall(".//{http://www.w3.org/2000/svg}rect")
@@ -160,6 +171,10 @@ def test_refusals_are_clear_and_replacing_needs_force(reported, tmp_path):
         report(ReportConfig(store=str(st), classifier=str(tmp_path), out=str(tmp_path / "r3")))
     with pytest.raises(StcError, match="--top 0"):
         ReportConfig(store=str(st), classifier=str(clf_dir), out=str(tmp_path / "r4"), top=0)
+    with pytest.raises(StcError, match="--histograms -1"):
+        ReportConfig(store=str(st), classifier=str(clf_dir), out=str(tmp_path / "r4"), histograms=-1)
+    none = report(ReportConfig(store=str(st), classifier=str(clf_dir), out=str(tmp_path / "r5"), histograms=0))
+    assert json.loads((Path(none.out) / "report.json").read_text())["histograms"] == []
 
 
 def test_cli_report_json_and_exit_codes(reported, tmp_path):
