@@ -426,12 +426,19 @@ def report(cfg: ReportConfig) -> ReportResult:
     clf = load_classifier(cfg.classifier)
     m = clf.manifest
     split = cfg.split or m["fit"]["config"].get("train_split", "train")
+    store = Store(cfg.store)
+    store.require()
+    if cfg.split is not None:
+        have = sorted(set(store.texts(m["features"]["dataset"], columns=["split"]).column("split").to_pylist()))
+        if split not in have:
+            raise StcError(f"--split {split!r}: dataset {m['features']['dataset']!r} has splits "
+                           f"{', '.join(have) or 'none'}")
     neurons = _neuron_rows(clf)
     messages = []
     with StoreSQL(cfg.store) as db:
         data = _collect(db, clf, neurons, split)
     _attach_stats(neurons, data["stats"], data["gaps"])
-    hists = _histograms(Store(cfg.store), clf, neurons, split, cfg.histograms)
+    hists = _histograms(store, clf, neurons, split, cfg.histograms)
     if not data["stats"]:
         messages.append(f"no neuron statistics for split {split!r} of feature set {m['features']['feature_set']}; "
                         f"the per-label columns are empty")

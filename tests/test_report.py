@@ -171,6 +171,8 @@ def test_refusals_are_clear_and_replacing_needs_force(reported, tmp_path):
         report(ReportConfig(store=str(st), classifier=str(tmp_path), out=str(tmp_path / "r3")))
     with pytest.raises(StcError, match="--top 0"):
         ReportConfig(store=str(st), classifier=str(clf_dir), out=str(tmp_path / "r4"), top=0)
+    with pytest.raises(StcError, match="--split 'valid': dataset 'd' has splits test, train, validation"):
+        report(ReportConfig(store=str(st), classifier=str(clf_dir), out=str(tmp_path / "r4"), split="valid"))
     with pytest.raises(StcError, match="--histograms -1"):
         ReportConfig(store=str(st), classifier=str(clf_dir), out=str(tmp_path / "r4"), histograms=-1)
     none = report(ReportConfig(store=str(st), classifier=str(clf_dir), out=str(tmp_path / "r5"), histograms=0))
