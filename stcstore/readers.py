@@ -155,21 +155,19 @@ def _tweet_rows(path: Path, cfg: "IngestConfig") -> Iterator[Row]:
         if obj is None:
             yield Row(n, line, error=err)
             continue
-        row = Row(n, line, label=get_path(obj, cfg.label_field), id=get_path(obj, cfg.id_field),
-                  split=get_path(obj, cfg.split_field) if cfg.split_field else None)
-        label = row.label
-        split = row.split
+        label = get_path(obj, cfg.label_field)
+        split = get_path(obj, cfg.split_field) if cfg.split_field else None
         if "data" in obj:  # v2 page (or a single-tweet lookup, where data is an object)
             data = obj["data"] if isinstance(obj["data"], list) else [obj["data"]]
             included = {t.get("id"): t for t in get_path(obj, "includes.tweets") or [] if isinstance(t, dict)}
             for t in data:
                 if not isinstance(t, dict):
-                    yield Row(row.line, json.dumps(t)[:RAW_KEEP], error="v2 data item is not an object")
+                    yield Row(n, json.dumps(t)[:RAW_KEEP], error="v2 data item is not an object")
                     continue
                 refs = [r for r in t.get("referenced_tweets") or [] if isinstance(r, dict)]
                 rt = next((r.get("id") for r in refs if r.get("type") == "retweeted"), None)
                 text = _tweet_v2_text(included[rt]) if rt in included else _tweet_v2_text(t)
-                yield Row(row.line, json.dumps(t, ensure_ascii=False), text=_unescape(text),
+                yield Row(n, json.dumps(t, ensure_ascii=False), text=_unescape(text),
                           label=get_path(t, cfg.label_field) if label is None else label,
                           id=t.get("id"), split=split, is_retweet=rt is not None)
             continue
@@ -179,8 +177,8 @@ def _tweet_rows(path: Path, cfg: "IngestConfig") -> Iterator[Row]:
         text = _tweet_v1_text(retweeted if is_rt else obj)
         tid = obj.get("id_str") if obj.get("id_str") is not None else obj.get("id")
         # id_str, not id: JSON numbers above 2**53 lose digits in many producers
-        yield Row(row.line, row.raw, text=_unescape(text), label=label,
-                  id=tid if cfg.id_field == "id" else row.id, split=split, is_retweet=is_rt)
+        yield Row(n, line, text=_unescape(text), label=label,
+                  id=tid if cfg.id_field == "id" else get_path(obj, cfg.id_field), split=split, is_retweet=is_rt)
 
 
 def _csv_rows(path: Path, cfg: "IngestConfig") -> Iterator[Row]:
