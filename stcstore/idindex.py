@@ -3,7 +3,8 @@
 A dict of id strings to tuples of strings costs about 300 bytes per id (measured), 3 GB for a 10M-tweet
 dataset. Here a key is the 128-bit BLAKE2b digest of the id (odds of any collision among 1e9 ids: about
 1e-21) and a value is one int packing 64 bits of the text hash with codes for the label and the split:
-about 130 bytes per id, as fast to build and to look up as the dict of strings.
+about 130 bytes per id. Hashing the id costs about 1 µs more per build and per lookup than the dict of
+strings (measured), about 5-15 % of ingest time.
 """
 
 from __future__ import annotations
