@@ -30,9 +30,9 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from stcstore.capture import length_batches, pad_batch  # noqa: E402
+from stcstore.features.compute import length_batches  # noqa: E402
 from stcstore.demo import demo_files  # noqa: E402
-from stcstore.extract import ExtractConfig, default_max_length, dir_bytes, extract  # noqa: E402
+from stcstore.features.stage import ExtractConfig, default_max_length, dir_bytes, extract  # noqa: E402
 from stcstore.ingest import IngestConfig, ingest  # noqa: E402
 from stcstore.models import load_model  # noqa: E402
 
@@ -59,8 +59,8 @@ def bare_forward(lm, texts: list[str], cfg: ExtractConfig, max_length: int) -> f
                         return_token_type_ids=False)["input_ids"]
     with torch.inference_mode():
         for rows in length_batches([len(s) for s in seqs], cfg.batch_size, cfg.max_tokens):
-            ids, mask = pad_batch([seqs[i] for i in rows], lm.tokenizer.pad_token_id, "right")
-            lm.model(input_ids=ids, attention_mask=mask)
+            enc = lm.tokenizer.pad({"input_ids": [seqs[i] for i in rows]}, return_tensors="pt")
+            lm.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     return time.perf_counter() - t0
 
 

@@ -25,10 +25,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from stcstore.blocks import BlockKey  # noqa: E402
-from stcstore.fit import FitConfig, plan_splits  # noqa: E402
-from stcstore.metrics import scores  # noqa: E402
-from stcstore.probe import PathConfig, apply_standardization, fit_path, standardize_  # noqa: E402
+from stcstore.core.names import FeatureBlock  # noqa: E402
+from stcstore.fit import FitConfig
+from stcstore.fit.splits import plan_splits  # noqa: E402
+from stcstore.fit.metrics import scores  # noqa: E402
+from stcstore.fit.probe import PathConfig, apply_standardization, fit_path, standardize_  # noqa: E402
 from stcstore.store import Store  # noqa: E402
 
 AUTHORS_C = (0.1, 0.2, 1.0, 10.0, 100.0)
@@ -64,7 +65,7 @@ def main() -> None:
         store_path = str(Path(os.environ.get("TMPDIR", "/tmp")) / "stcstore-bench-demo")
         if not (Path(store_path) / "store.json").exists():
             from stcstore.demo import DEMO_DATASET, demo_files
-            from stcstore.extract import ExtractConfig, extract
+            from stcstore.features import ExtractConfig, extract
             from stcstore.ingest import IngestConfig, ingest
 
             print(f"building the demo store in {store_path} ...", file=sys.stderr)
@@ -83,7 +84,7 @@ def main() -> None:
     t_ours = t_theirs = 0.0
     wins = 0
     acc_ours = acc_all = 0.0
-    blocks = [BlockKey.parse(b) for b in args.blocks.split(",")]
+    blocks = [FeatureBlock.parse(b) for b in args.blocks.split(",")]
     for b in blocks:
         Xtr = store.gather(fs, [(b.column, None)], splits.plans["train"])[1]
         mean, scale = standardize_(Xtr)

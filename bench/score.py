@@ -31,10 +31,11 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from stcstore import __version__  # noqa: E402
-from stcstore.capture import blocks_needed, length_batches, pad_batch  # noqa: E402
-from stcstore.classifier import CLASSIFIER_FORMAT, CLASSIFIER_VERSION, MODEL_CHECK_KEYS, Classifier  # noqa: E402
+from stcstore.core.names import blocks_to_run  # noqa: E402
+from stcstore.features.compute import length_batches  # noqa: E402
+from stcstore.classifier.classifier import CLASSIFIER_FORMAT, CLASSIFIER_VERSION, MODEL_CHECK_KEYS, Classifier  # noqa: E402
 from stcstore.demo import demo_files  # noqa: E402
-from stcstore.extract import default_max_length  # noqa: E402
+from stcstore.features import default_max_length  # noqa: E402
 from stcstore.models import load_model  # noqa: E402
 from stcstore.score import ScoreConfig, score  # noqa: E402
 
@@ -66,7 +67,7 @@ def make_classifier(lm, max_length: int, l_temp: int, path: Path, seed: int = 0)
         "features": {"feature_set": "bench", "dataset": "bench", "max_length": max_length, "dtype": "float16",
                      "torch_dtype": "float32", "feature_format": 1},
         "kind": "ffn", "pooling": "mean", "eta": 0.5, "l_temp": l_temp,
-        "blocks_run": blocks_needed([], [g["layer"] for g in groups]), "groups": groups, "classes": ["0", "1"],
+        "blocks_run": blocks_to_run([], [g["layer"] for g in groups]), "groups": groups, "classes": ["0", "1"],
         "metrics": {}, "fit": {},
     }
     arrays = {"coef": rng.normal(size=(1, n)), "intercept": np.zeros(1), "mean": np.zeros(n), "scale": np.ones(n)}
@@ -87,8 +88,8 @@ def bare_forward(lm, texts: list[str], max_length: int, n_blocks: int, batch_siz
                             return_token_type_ids=False)["input_ids"]
         with torch.inference_mode():
             for rows in length_batches([len(s) for s in seqs], batch_size, max_tokens):
-                ids, mask = pad_batch([seqs[i] for i in rows], lm.tokenizer.pad_token_id, "right")
-                lm.model(input_ids=ids, attention_mask=mask)
+                enc = lm.tokenizer.pad({"input_ids": [seqs[i] for i in rows]}, return_tensors="pt")
+                lm.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         return time.perf_counter() - t0
     finally:
         parent.layer = full

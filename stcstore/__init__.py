@@ -1,15 +1,14 @@
 """stcstore: Sparsify-then-Classify on a streaming feature store of pooled transformer neurons."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .errors import StcError  # noqa: E402
+from .core.errors import StcError  # noqa: E402
 from .store import Store  # noqa: E402
 
 
-
-def load_classifier(path, model=None, gguf_file=None):  # noqa: ANN001, ANN201 - see classifier.load_classifier
+def load_classifier(path, model=None, gguf_file=None):  # noqa: ANN001, ANN201 - see classifier.files.load_classifier
     """Load a saved classifier directory (lazy import: reading a store does not need torch)."""
-    from .classifier import load_classifier as _load
+    from .classifier.files import load_classifier as _load
 
     return _load(path, model=model, gguf_file=gguf_file)
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .extract import ExtractConfig, extract
+from .features import ExtractConfig, extract
 from .fit import FitConfig, FitResult, fit
 from .ingest import IngestConfig, ingest
-from .query import StoreSQL, named_query
 from .report import ReportConfig, report
 from .score import ScoreConfig, ScoreResult, score
+from .store.sql import StoreSQL, named_query
 
 DEMO_DATASET = "sst2-sample"
 

@@ -111,6 +111,13 @@ def tiny_gpt2_dir(tmp_path_factory, bert_tokenizer) -> Path:
     return d
 
 
+def pad(lm: LoadedModel, seqs: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists -> (input_ids, attention_mask) [B, T], padded on `side` with the tokenizer's own pad."""
+    enc = lm.tokenizer.pad({"input_ids": seqs}, padding=True, padding_side=side, return_tensors="pt",
+                           return_attention_mask=True)
+    return enc["input_ids"], enc["attention_mask"]
+
+
 def write_jsonl(path: Path, records: list) -> Path:
     with open(path, "w", encoding="utf-8") as f:
         for r in records:

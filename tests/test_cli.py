@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stcstore.ingest import IngestConfig, ingest
-from stcstore.query import named_queries
+from stcstore.store.sql import named_queries
 
 from .conftest import write_jsonl
 
@@ -99,13 +99,13 @@ def test_handled_failures_exit_1_with_a_clear_message(tmp_path, small, args, cod
 
 
 def test_unexpected_errors_exit_2(monkeypatch, tmp_path, capsys):
-    import stcstore.query
+    import stcstore.store.sql
     from stcstore.cli.main import main
 
     def boom(*a, **k):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(stcstore.query, "run_query", boom)
+    monkeypatch.setattr(stcstore.store.sql, "run_query", boom)
     with pytest.raises(SystemExit) as exc:
         main(["sql", "--store", str(tmp_path), "select 1", "--json"])
     assert exc.value.code == 2

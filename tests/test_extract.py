@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from stcstore import Store
-from stcstore.errors import FingerprintMismatchError, StcError, StoreLockedError
-from stcstore.extract import ExtractConfig, extract, parse_layers
-from stcstore.fsutil import store_lock
+from stcstore.core.errors import FingerprintMismatchError, StcError, StoreLockedError
+from stcstore.features import ExtractConfig, extract, parse_layers
+from stcstore.core.atomic import store_lock
 from stcstore.ingest import IngestConfig, ingest
-from stcstore.query import run_query
+from stcstore.store.sql import run_query
 
 from .conftest import TEXTS, build_tiny, sigkill_when, write_jsonl
 from .conftest import run_cli as _run_cli
@@ -153,7 +153,7 @@ def test_different_fingerprint_never_mixes_rows(tiny_store, bert_tokenizer):
     other = build_tiny("bert", bert_tokenizer)
     with __import__("torch").no_grad():
         other.model.embeddings.word_embeddings.weight.mul_(2)
-    from stcstore.models import state_dict_sha256
+    from stcstore.models.loading import state_dict_sha256
     other.weights_sha256 = state_dict_sha256(other.model)
     c = extract(tiny_store, ExtractConfig("d", max_length=8), lm=other)
     assert c.feature_set not in (a.feature_set, b.feature_set)
@@ -181,7 +181,7 @@ def test_lock_stops_a_second_writer(tiny_store, bert_tokenizer):
 
 def test_lock_held_by_another_process_via_cli(tiny_store):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from stcstore.fsutil import store_lock\n"
+        "import sys, time; from stcstore.core.atomic import store_lock\n"
         f"with store_lock(__import__('pathlib').Path({str(tiny_store)!r}), 'holder'):\n"
         "    print('locked', flush=True); time.sleep(30)")], stdout=subprocess.PIPE)
     try:

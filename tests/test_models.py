@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from stcstore.capture import Capturer, blocks_needed, pad_batch
-from stcstore.errors import StcError
+from stcstore.core.names import blocks_to_run
+from stcstore.features.hooks import PooledForward
+from stcstore.core.errors import StcError
 from stcstore.models import resolve_adapter, wrap_model
 
-from .conftest import FAMILIES, TEXTS, build_tiny
+from .conftest import FAMILIES, TEXTS, build_tiny, pad
 
 
 def _manual_ffn(family: str, block: nn.Module, h: torch.Tensor) -> torch.Tensor:
@@ -36,9 +37,9 @@ def _ffn_input_module(family: str, block: nn.Module) -> nn.Module:
     return block.mlp
 
 
-def _single(text: str, lm, capturer: Capturer):
+def _single(text: str, lm, capturer: PooledForward):
     ids = lm.tokenizer(text, return_token_type_ids=False)["input_ids"]
-    input_ids, mask = pad_batch([ids], lm.tokenizer.pad_token_id, "right")
+    input_ids, mask = pad(lm, [ids], "right")
     return ids, input_ids, capturer.run(input_ids, mask)
 
 
@@ -46,7 +47,7 @@ def _single(text: str, lm, capturer: Capturer):
 def test_hidden_states_match_output_hidden_states(family, bert_tokenizer):
     lm = build_tiny(family, bert_tokenizer)
     L = lm.adapter.n_layers
-    cap = Capturer(lm.adapter, list(range(L + 1)), [], ("mean", "max", "single"))
+    cap = PooledForward(lm.adapter, list(range(L + 1)), [], ("mean", "max", "single"))
     for text in TEXTS[:4]:
         _, input_ids, out = _single(text, lm, cap)
         ref = lm.model(input_ids=input_ids, output_hidden_states=True).hidden_states
@@ -83,7 +84,7 @@ def test_ffn_activations_match_manual_computation(family, bert_tokenizer):
     lm = build_tiny(family, bert_tokenizer)
     L = lm.adapter.n_layers
     assert lm.adapter.ffn_size == (48 if family in ("llama", "mistral", "qwen2", "gemma") else 64)
-    cap = Capturer(lm.adapter, [], list(range(L)), ("mean", "max", "single"))
+    cap = PooledForward(lm.adapter, [], list(range(L)), ("mean", "max", "single"))
     for text in TEXTS[:3]:
         _, input_ids, out = _single(text, lm, cap)
         inputs: dict[int, torch.Tensor] = {}
@@ -108,9 +109,9 @@ def test_ffn_activations_match_manual_computation(family, bert_tokenizer):
 def test_minilm_is_bert_with_documented_shapes(minilm):
     a = minilm.adapter
     assert (a.spec.family, a.n_layers, a.hidden_size, a.ffn_size, a.spec.encoder) == ("bert", 6, 384, 1536, True)
-    cap = Capturer(a, list(range(7)), list(range(6)), ("mean",))
+    cap = PooledForward(a, list(range(7)), list(range(6)), ("mean",))
     ids = minilm.tokenizer(TEXTS[0])["input_ids"]
-    input_ids, mask = pad_batch([ids], minilm.tokenizer.pad_token_id, "right")
+    input_ids, mask = pad(minilm, [ids], "right")
     out = cap.run(input_ids, mask)
     ref = minilm.model(input_ids=input_ids, output_hidden_states=True).hidden_states
     for layer in range(7):  # BERT has no final norm: every h matches HF exactly, the last one included
@@ -125,17 +126,17 @@ def test_forward_stops_after_the_deepest_needed_block(family, bert_tokenizer):
                for i, b in enumerate(lm.adapter.blocks)]
     try:
         ids = lm.tokenizer(TEXTS[1])["input_ids"]
-        input_ids, mask = pad_batch([ids], lm.tokenizer.pad_token_id, "right")
-        Capturer(lm.adapter, [0, 1], [], ("mean",)).run(input_ids, mask)  # h1 = output of block 0
+        input_ids, mask = pad(lm, [ids], "right")
+        PooledForward(lm.adapter, [0, 1], [], ("mean",)).run(input_ids, mask)  # h1 = output of block 0
         assert calls == [1, 0, 0]
-        Capturer(lm.adapter, [], [1], ("mean",)).run(input_ids, mask)  # a1 lives inside block 1
+        PooledForward(lm.adapter, [], [1], ("mean",)).run(input_ids, mask)  # a1 lives inside block 1
         assert calls == [2, 1, 0]
-        Capturer(lm.adapter, [0], [], ("mean",)).run(input_ids, mask)  # h0 = embeddings: no block runs to its end
+        PooledForward(lm.adapter, [0], [], ("mean",)).run(input_ids, mask)  # h0 = embeddings: no block runs to its end
         assert calls == [3, 1, 0]
     finally:
         for h in handles:
             h.remove()
-    assert blocks_needed([3], []) == 3 and blocks_needed([], [2]) == 3 and blocks_needed([0], []) == 0
+    assert blocks_to_run([3], []) == 3 and blocks_to_run([], [2]) == 3 and blocks_to_run([0], []) == 0
 
 
 def test_structural_fallback_and_clear_failure(bert_tokenizer):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stcstore.capture import Capturer, length_batches, pad_batch
-from stcstore.pooling import dense_span, pool, single_index
+from stcstore.features.compute import length_batches
+from stcstore.features.hooks import PooledForward
+from stcstore.features.pooling import dense_span, pool, single_index
 
-from .conftest import TEXTS, build_tiny
+from .conftest import TEXTS, build_tiny, pad
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "gpt2", "gpt_neox", "llama", "gemma"])
@@ -16,13 +17,13 @@ from .conftest import TEXTS, build_tiny
 def test_batched_padding_equals_unpadded(family, side, bert_tokenizer):
     lm = build_tiny(family, bert_tokenizer)
     L = lm.adapter.n_layers
-    cap = Capturer(lm.adapter, list(range(L + 1)), list(range(L)), ("mean", "max", "single"))
+    cap = PooledForward(lm.adapter, list(range(L + 1)), list(range(L)), ("mean", "max", "single"))
     seqs = [lm.tokenizer(t, return_token_type_ids=False)["input_ids"] for t in TEXTS]
     assert len({len(s) for s in seqs}) > 3  # the batch really has padding
-    ids, mask = pad_batch(seqs, lm.tokenizer.pad_token_id, side)
+    ids, mask = pad(lm, seqs, side)
     batched = cap.run(ids, mask)
     for i, s in enumerate(seqs):
-        one_ids, one_mask = pad_batch([s], lm.tokenizer.pad_token_id, side)
+        one_ids, one_mask = pad(lm, [s], side)
         alone = cap.run(one_ids, one_mask)
         for key, pooled in alone.items():
             for p, v in pooled.items():

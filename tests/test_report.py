@@ -16,12 +16,13 @@ import pytest
 
 from stcstore import Store, load_classifier
 from stcstore.classifier import FeatureGroup
-from stcstore.errors import StcError
+from stcstore.core.errors import StcError
 from stcstore.fit import FitConfig, fit
 from stcstore.ingest import IngestConfig, ingest
-from stcstore.report import ReportConfig, _neuron_rows, report
+from stcstore.report import ReportConfig, report
+from stcstore.report.stage import neuron_rows
 from stcstore.score import ScoreConfig, score
-from stcstore.svg import nice_ticks
+from stcstore.report.svg import nice_ticks
 
 from .conftest import run_cli, write_jsonl
 from .test_fit import FAST, _store
@@ -142,7 +143,7 @@ def test_binary_weights_point_to_the_class_they_favour():
     coef = np.array([[0.5, -2.0, 0.0]])
     clf = SimpleNamespace(classes_=np.array(["neg", "pos"]), coef_=coef,
                           groups=[FeatureGroup("ffn", "mean", 1, [7, 3]), FeatureGroup("ffn", "mean", 2, [4])])
-    rows = _neuron_rows(clf)
+    rows = neuron_rows(clf)
     assert [(r["layer"], r["neuron"], r["rank"], r["toward"]) for r in rows] == \
         [(1, 3, 1, "neg"), (1, 7, 2, "pos"), (2, 4, 3, None)]
     assert [round(r["importance"], 6) for r in rows] == [round(4 / 4.25, 6), round(0.25 / 4.25, 6), 0.0]

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from stcstore import Store, load_classifier
-from stcstore.capture import blocks_needed
+from stcstore.core.names import blocks_to_run
 from stcstore.classifier import Classifier, FeatureGroup
-from stcstore.errors import StcError
+from stcstore.core.errors import StcError
 from stcstore.fit import FitConfig, fit
 from stcstore.ingest import IngestConfig, ingest
 from stcstore.score import ScoreConfig, score
@@ -47,7 +47,7 @@ def _variant(base: Classifier, groups: list[FeatureGroup], path: Path, seed: int
         m["features"]["dtype"] = dtype
     m.update(groups=[asdict(g) for g in groups], kind=groups[0].kind, pooling=groups[0].pooling,
              l_temp=max(g.layer for g in groups),
-             blocks_run=blocks_needed([g.layer for g in groups if g.kind == "hidden"],
+             blocks_run=blocks_to_run([g.layer for g in groups if g.kind == "hidden"],
                                       [g.layer for g in groups if g.kind == "ffn"]))
     n = sum(len(g.neurons) for g in groups)
     rng = np.random.default_rng(seed)
@@ -83,7 +83,7 @@ def test_output_columns_and_labels(fitted, tmp_path):
     assert res.scored_texts == 4 and res.rejected == 0
 
 
-def test_early_exit_runs_only_the_blocks_needed(fitted, tmp_path):
+def test_early_exit_runs_only_the_blocks_to_run(fitted, tmp_path):
     st, lm, sent, _ = fitted
     base = load_classifier(sent)
     shallow = _variant(base, [FeatureGroup("hidden", "mean", 0, [1, 5]), FeatureGroup("hidden", "mean", 2, [3])],
@@ -135,7 +135,7 @@ def test_store_path_agrees_with_stored_features_and_input_path(fitted, tmp_path)
     assert res.scored_texts == 200
     got = _preds(st / "predictions")
     # inside the store, predictions are a SQL view
-    from stcstore.query import run_query
+    from stcstore.store.sql import run_query
 
     rows = run_query(st, "select classifier, count(*) as n, min(confidence) >= 0.5 as ok from predictions "
                          "group by 1 order by 1").rows
@@ -194,7 +194,7 @@ def test_incremental_second_run_is_a_noop_and_new_texts_only(fitted, tmp_path):
 def test_sigkill_then_resume_has_no_duplicates_or_holes(tmp_path, tiny_gpt2_dir):
     st = tmp_path / "st"
     ingest(st, [_learnable(tmp_path / "c.jsonl", 300, ("0", "1"))], IngestConfig("d", split_field="split"))
-    from stcstore.extract import ExtractConfig, extract
+    from stcstore.features import ExtractConfig, extract
 
     extract(st, ExtractConfig("d", model=str(tiny_gpt2_dir), batch_size=32))
     fit(st, FitConfig("d", model=str(tiny_gpt2_dir), kinds=("hidden",), poolings=("mean",), **FAST),
@@ -305,30 +305,30 @@ def test_pooling_only_chosen_neurons_equals_full_width_pooling(family, bert_toke
     """With `columns`, the hooks select neurons before pooling: the values equal the full-width pooled
     features at those neurons, for every pooling, for encoders and (left-padded) decoders, gated or not;
     per-token values are the unpooled ones of real tokens only."""
-    from stcstore.blocks import BlockKey
-    from stcstore.featurize import Featurizer
+    from stcstore.core.names import FeatureBlock
+    from stcstore.features.compute import FeatureComputer
 
     from .conftest import build_tiny
 
     lm = build_tiny(family, bert_tokenizer)
     texts = ["a", "a much longer text than the first one, with commas", "two words", "short again"]
-    blocks = [BlockKey(k, p, l) for k in ("hidden", "ffn") for p in ("mean", "max", "single") for l in (0, 2)]
+    blocks = [FeatureBlock(k, p, l) for k in ("hidden", "ffn") for p in ("mean", "max", "single") for l in (0, 2)]
     cols = {("hidden", 0): [3, 1, 30], ("hidden", 2): [0], ("ffn", 0): [5, 40], ("ffn", 2): [47, 2, 9]}
-    full = Featurizer(lm, blocks, 64, "float32", batch_size=3).run(texts)
-    part = Featurizer(lm, blocks, 64, "float32", batch_size=3, columns=cols, keep_tokens=True).run(texts)
+    full = FeatureComputer(lm, blocks, 64, "float32", batch_size=3).run(texts)
+    part = FeatureComputer(lm, blocks, 64, "float32", batch_size=3, columns=cols, keep_tokens=True).run(texts)
     for b in blocks:
         np.testing.assert_allclose(part.blocks[b], full.blocks[b][:, cols[(b.kind, b.layer)]], rtol=1e-5, atol=1e-6)
     for i, ids in enumerate(part.token_ids):
         for (kind, layer), idx in cols.items():
             tok = part.tokens[i][(kind, layer)]
             assert tok.shape == (len(ids), len(idx))
-            np.testing.assert_allclose(tok.mean(0), part.blocks[BlockKey(kind, "mean", layer)][i], rtol=1e-5,
+            np.testing.assert_allclose(tok.mean(0), part.blocks[FeatureBlock(kind, "mean", layer)][i], rtol=1e-5,
                                        atol=1e-6)
-            np.testing.assert_allclose(tok.max(0), part.blocks[BlockKey(kind, "max", layer)][i], rtol=1e-6)
+            np.testing.assert_allclose(tok.max(0), part.blocks[FeatureBlock(kind, "max", layer)][i], rtol=1e-6)
 
 
 def test_classifiers_of_different_models_get_one_pass_each(fitted, tmp_path, bert_tokenizer):
-    from stcstore.classifier import MODEL_CHECK_KEYS
+    from stcstore.classifier.classifier import MODEL_CHECK_KEYS
 
     from .conftest import build_tiny
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stcstore.errors import StcError
-from stcstore.sparsify import DEFAULT_ETAS, importance, select_all, select_neurons
+from stcstore.core.errors import StcError
+from stcstore.fit.sparsify import DEFAULT_ETAS, importance, select_all, select_neurons
 
 
 def test_fewest_neurons_reaching_the_threshold():

@@ -1,0 +1,66 @@
+"""Every CLI option, declared once, with its default and choices taken from the library (the config
+dataclasses' defaults and `stcstore.core.names`), so the CLI cannot drift from the Python API."""
+
+from __future__ import annotations
+
+import click
+
+from stcstore.core.names import (BATCH_SIZE, DEFAULT_MODEL, EXPLANATIONS, ID_FIELD, INPUT_FORMATS, KINDS, LABEL_FIELD,
+                                 MAX_TOKENS, METRICS, POOLINGS, STORED_DTYPES, TEXT_FIELD, TORCH_DTYPES)
+from stcstore.fit.sparsify import DEFAULT_ETAS
+
+
+def _csv(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _floats(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give numbers separated by commas, e.g. 0.1,0.5,0.8") from None
+
+
+def store(required: bool = True, exists: bool = False, help: str = "Store directory."):  # noqa: A002
+    return click.option("--store", required=required, default=None, help=help,
+                        type=click.Path(file_okay=False, exists=exists))
+
+
+def dataset(required: bool = True, help: str = "Dataset name inside the store."):  # noqa: A002
+    return click.option("--dataset", required=required, default=None, help=help)
+
+
+JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+FORCE = click.option("--force", is_flag=True, help="Replace an existing output.")
+THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
+                       help="torch threads [default: torch's choice].")
+DEVICE = click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda:0.")
+BATCH_SIZE_OPT = click.option("--batch-size", type=int, default=BATCH_SIZE, show_default=True,
+                              help="Most texts per forward batch.")
+MAX_TOKENS_OPT = click.option("--max-tokens", type=int, default=MAX_TOKENS, show_default=True,
+                              help="Token budget per batch (texts x longest text).")
+GGUF_FILE = click.option("--gguf-file", default=None, help="GGUF weights file inside the model directory.")
+KINDS_OPT = click.option("--kinds", default=",".join(KINDS), show_default=True, callback=_csv,
+                         help=f"Comma-separated, of: {', '.join(KINDS)}.")
+POOLINGS_OPT = click.option("--poolings", default=",".join(POOLINGS), show_default=True, callback=_csv,
+                            help=f"Comma-separated, of: {', '.join(POOLINGS)}.")
+FORMAT = click.option("--format", "fmt", default=INPUT_FORMATS[0], show_default=True,
+                      type=click.Choice(INPUT_FORMATS), help="Input format (auto: by extension and content).")
+TEXT_FIELD_OPT = click.option("--text-field", default=TEXT_FIELD, show_default=True,
+                              help="Field/column with the text (dotted path in JSON).")
+LABEL_FIELD_OPT = click.option("--label-field", default=LABEL_FIELD, show_default=True, help="Field/column with the label.")
+ID_FIELD_OPT = click.option("--id-field", default=ID_FIELD, show_default=True,
+                            help="Field/column with the id; without one, the id is a hash of the text.")
+MODEL = click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                     help="Hub name or local path; `default` is the packaged all-MiniLM-L6-v2.")
+STORED_DTYPE = click.option("--dtype", default=STORED_DTYPES[0], show_default=True, type=click.Choice(STORED_DTYPES),
+                            help="Stored feature dtype.")
+TORCH_DTYPE = click.option("--torch-dtype", default=TORCH_DTYPES[0], show_default=True,
+                           type=click.Choice(TORCH_DTYPES), help="Model compute dtype.")
+METRIC = click.option("--metric", default=METRICS[0], show_default=True, type=click.Choice(METRICS),
+                      help="Validation metric that every choice is made on.")
+ETAS = click.option("--etas", default=",".join(str(e) for e in DEFAULT_ETAS), show_default=True, callback=_floats,
+                    help="η grid of the sparsification.")
+EXPLAIN = click.option("--explain", default=None, type=click.Choice(EXPLANATIONS),
+                       help="Per-token class probabilities (JSON lines + an HTML page), for mean/max-pooled "
+                            "classifiers.")

@@ -1,0 +1,264 @@
+"""A fitted STC classifier: scikit-learn style scoring of texts or stored features, with early exit.
+
+Saved as plain data (files.py): `manifest.json` + `.npy` arrays, never a pickle.
+
+Directory layout (names are API)::
+
+    CLASSIFIER/manifest.json    format, model fingerprint, feature groups (kind, pooling, layer, neuron
+                                indices), classes, L_temp, η, metrics, fit options, array checksums
+    CLASSIFIER/coef.npy         [K, n_features] float64 (K = 1 for two classes)
+    CLASSIFIER/intercept.npy    [K] float64
+    CLASSIFIER/mean.npy         [n_features] float64, train mean of each selected neuron
+    CLASSIFIER/scale.npy        [n_features] float64, train standard deviation (1 for constant neurons)
+
+Arrays are read with `numpy.load(allow_pickle=False)` and checked against the manifest's SHA-256, so
+loading can never run code and a damaged file is refused. The feature vector is the concatenation of
+the groups' neurons, in manifest order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from .. import __version__
+from ..core.errors import FingerprintMismatchError, StcError
+from ..core.fingerprint import fingerprint, sha256_hex
+from ..core.names import FeatureBlock, blocks_to_run
+from .linear import decision, predict_index, probabilities
+
+if TYPE_CHECKING:
+    from ..features.compute import FeatureComputer
+    from ..models.loading import LoadedModel
+    from ..store.store import FeatureSet, Store
+
+CLASSIFIER_FORMAT = "stcstore-classifier"
+CLASSIFIER_VERSION = 1
+ARRAYS = ("coef", "intercept", "mean", "scale")
+# the fields of a model fingerprint that define what it computes (models.loading.IDENTITY_KEYS; repeated
+# here so that reading a classifier does not import torch)
+MODEL_CHECK_KEYS = ("model_type", "adapter", "weights_sha256", "tokenizer_sha256", "n_layers", "hidden_size",
+                    "ffn_size")
+
+
+@dataclass
+class FeatureGroup:
+    """Selected neurons of one (kind, pooling, layer) block, most important first."""
+
+    kind: str
+    pooling: str
+    layer: int
+    neurons: list[int]
+
+    @property
+    def block(self) -> FeatureBlock:
+        return FeatureBlock(self.kind, self.pooling, self.layer)
+
+
+class Classifier:
+    """Scikit-learn style classifier on texts (or on stored features) with early exit at L_temp.
+
+    classes_: [n_classes] label strings; coef_: [K, n_features]; intercept_: [K]."""
+
+    def __init__(self, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.manifest = manifest
+        self.groups = [FeatureGroup(g["kind"], g["pooling"], int(g["layer"]), [int(i) for i in g["neurons"]])
+                       for g in manifest["groups"]]
+        self.classes_ = np.asarray(manifest["classes"], dtype=object)
+        self.coef_ = arrays["coef"]
+        self.intercept_ = arrays["intercept"]
+        self.mean_ = arrays["mean"]
+        self.scale_ = arrays["scale"]
+        n = sum(len(g.neurons) for g in self.groups)
+        k = 1 if len(self.classes_) == 2 else len(self.classes_)
+        if self.coef_.shape != (k, n) or self.intercept_.shape != (k,) or self.mean_.shape != (n,) \
+                or self.scale_.shape != (n,):
+            raise StcError(f"classifier arrays do not match its manifest ({n} features, {len(self.classes_)} "
+                           f"classes): coef {self.coef_.shape}, intercept {self.intercept_.shape}")
+        self._lm: LoadedModel | None = None
+        self._computer: FeatureComputer | None = None
+        self.path: Path | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_fit(cls, *, fs: "FeatureSet", groups: list[FeatureGroup], classes: list[str], coef: np.ndarray,
+                 intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray, kind: str, pooling: str, eta: float,
+                 l_temp: int, metrics: dict[str, Any], fit: dict[str, Any]) -> "Classifier":
+        fp = fs.manifest["fingerprint"]
+        manifest = {
+            "format": CLASSIFIER_FORMAT, "version": CLASSIFIER_VERSION, "stcstore_version": __version__,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": {k: fp.get(k) for k in ("model", "model_source", "revision", *MODEL_CHECK_KEYS)},
+            "features": {"feature_set": fs.id, "dataset": fs.manifest.get("dataset"),
+                         "max_length": fp["max_length"], "dtype": fp["dtype"], "torch_dtype": fp["torch_dtype"],
+                         "feature_format": fp.get("feature_format")},
+            "kind": kind, "pooling": pooling, "eta": eta, "l_temp": l_temp,
+            "blocks_run": blocks_to_run([g.layer for g in groups if g.kind == "hidden"],
+                                        [g.layer for g in groups if g.kind == "ffn"]),
+            "groups": [asdict(g) for g in groups], "classes": list(classes),
+            "metrics": metrics, "fit": fit,
+        }
+        arrays = {"coef": np.asarray(coef, dtype=np.float64), "intercept": np.asarray(intercept, dtype=np.float64),
+                  "mean": np.asarray(mean, dtype=np.float64), "scale": np.asarray(scale, dtype=np.float64)}
+        return cls(manifest, arrays)
+
+    def save(self, path: str | Path, force: bool = False) -> Path:
+        """Write the directory atomically (temp directory + rename). An existing non-empty directory is
+        replaced only with force=True."""
+        from .files import save_classifier
+
+        self.manifest = save_classifier(self.manifest, {n: getattr(self, f"{n}_") for n in ARRAYS}, Path(path),
+                                        force)
+        self.path = Path(path)
+        return self.path
+
+    # ------------------------------------------------------------------ model
+    @property
+    def blocks(self) -> list[FeatureBlock]:
+        return [g.block for g in self.groups]
+
+    @property
+    def l_temp(self) -> int:
+        return int(self.manifest["l_temp"])
+
+    def check_model(self, lm: "LoadedModel") -> None:
+        """Refuse a model that computes something else than the one the classifier was fitted on."""
+        want = self.manifest["model"]
+        have = lm.fingerprint_fields()
+        diff = [k for k in MODEL_CHECK_KEYS if want.get(k) != have.get(k)]
+        if diff:
+            rows = "\n".join(f"  {k}: classifier {str(want.get(k))[:20]}  model {str(have.get(k))[:20]}" for k in diff)
+            raise FingerprintMismatchError(
+                f"classifier {self.path or ''} was fitted on model {want.get('model')!r} but the model given "
+                f"({have.get('model')!r}) differs in {', '.join(diff)}:\n{rows}\n"
+                f"Score with the model the classifier was fitted on, or fit a new classifier for this model.")
+
+    def attach(self, lm: "LoadedModel") -> "Classifier":
+        """Use this (already loaded) model for text scoring, after checking its fingerprint."""
+        self.check_model(lm)
+        self._lm, self._computer = lm, None
+        return self
+
+    def load_model(self, name: str | None = None, device: str = "cpu", gguf_file: str | None = None
+                   ) -> "LoadedModel":
+        """Load the model this classifier was fitted on: `name` (a path or hub name), else the directory it
+        was loaded from when that still exists, else its recorded name. Not checked: see `attach`."""
+        from ..core.console import eprint
+        from ..models.loading import load_model
+
+        want = self.manifest["model"]
+        source = want.get("model_source")
+        name = name or (source if source and Path(source).exists() else want.get("model"))
+        eprint(f"loading model {name} ...")
+        return load_model(name, torch_dtype=self.manifest["features"]["torch_dtype"], device=device,
+                          gguf_file=gguf_file)
+
+    def model(self) -> "LoadedModel":
+        """The attached model; the fitted one is loaded (and checked) on first use."""
+        if self._lm is None:
+            self.attach(self.load_model())
+        return self._lm  # type: ignore[return-value]
+
+    @property
+    def fingerprint(self) -> str:
+        """What the classifier computes: model identity, feature settings, neurons, classes and the exact
+        array contents (not its path, creation time or metrics). Predictions are keyed by it."""
+        m = self.manifest
+        ident = {k: m.get(k) for k in ("features", "kind", "pooling", "eta", "l_temp", "groups", "classes")}
+        ident["model"] = {k: m["model"].get(k) for k in MODEL_CHECK_KEYS}
+        ident["arrays"] = {n: sha256_hex(np.ascontiguousarray(getattr(self, f"{n}_")).tobytes()) for n in ARRAYS}
+        return fingerprint(ident)
+
+    @property
+    def name(self) -> str:
+        """The directory name, or the manifest's dataset for an unsaved classifier."""
+        return self.path.name if self.path is not None else str(self.manifest["features"].get("dataset"))
+
+    def neuron_columns(self) -> dict[tuple[str, int], list[int]]:
+        """{(kind, layer): sorted neuron indices this classifier reads} (union over its poolings)."""
+        return neuron_columns([self])
+
+    def positions(self, columns: dict[tuple[str, int], list[int]]) -> list[tuple[FeatureGroup, np.ndarray]]:
+        """Where each group's neurons sit among `columns` (a superset of `neuron_columns()`)."""
+        out = []
+        for g in self.groups:
+            where = {n: i for i, n in enumerate(columns[(g.kind, g.layer)])}
+            out.append((g, np.asarray([where[n] for n in g.neurons], dtype=np.int64)))
+        return out
+
+    def computer(self) -> "FeatureComputer":
+        """The feature path for this classifier alone: its blocks, pooling only its neurons."""
+        from ..features.compute import FeatureComputer
+
+        if self._computer is None:
+            f = self.manifest["features"]
+            self._computer = FeatureComputer(self.model(), self.blocks, int(f["max_length"]), f["dtype"],
+                                             columns=self.neuron_columns())
+        return self._computer
+
+    # ------------------------------------------------------------------ scoring
+    def features_from_blocks(self, blocks: dict[FeatureBlock, np.ndarray],
+                             columns: dict[tuple[str, int], list[int]] | None = None) -> np.ndarray:
+        """{block: [n, width]} -> the classifier's feature matrix [n, n_features] float32. Without `columns`
+        the blocks are full width; with them, block (kind, ., layer) holds the neurons columns[(kind, layer)]."""
+        if columns is None:
+            return np.concatenate([np.asarray(blocks[g.block], dtype=np.float32)[:, g.neurons] for g in self.groups],
+                                  axis=1)
+        return np.concatenate([np.asarray(blocks[g.block], dtype=np.float32)[:, pos]
+                               for g, pos in self.positions(columns)], axis=1)
+
+    def token_features(self, tokens: dict[tuple[str, int], np.ndarray],
+                       columns: dict[tuple[str, int], list[int]]) -> np.ndarray:
+        """One text's per-token values {(kind, layer): [T, len(columns)]} -> [T, n_features]: each token's
+        own neuron values in place of the pooled ones (paper section 5.3, token-level classification)."""
+        return np.concatenate([tokens[(g.kind, g.layer)][:, pos] for g, pos in self.positions(columns)], axis=1)
+
+    def decision_function_features(self, X: np.ndarray) -> np.ndarray:
+        """X: [n, n_features] raw (stored-dtype) feature values -> linear scores [n, K]."""
+        Z = (np.asarray(X, dtype=np.float32) - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
+        return decision(Z, self.coef_, self.intercept_)
+
+    def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
+        return probabilities(self.decision_function_features(X))
+
+    def features(self, texts: Iterable[str]) -> np.ndarray:
+        """Texts -> [n, n_features]; the model runs only through block L_temp, pooling only these neurons."""
+        return self.features_from_blocks(self.computer().run(list(texts)).blocks, self.neuron_columns())
+
+    def decision_function(self, texts: Iterable[str]) -> np.ndarray:
+        return self.decision_function_features(self.features(texts))
+
+    def predict_proba(self, texts: Iterable[str]) -> np.ndarray:
+        """[n, n_classes] probabilities in `classes_` order."""
+        return probabilities(self.decision_function(texts))
+
+    def predict(self, texts: Iterable[str]) -> np.ndarray:
+        return self.classes_[predict_index(self.decision_function(texts))]
+
+    def store_features(self, store: "Store", dataset: str, split: str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [n], X [n, n_features]) of texts already in a store, from the stored features."""
+        from ..store.store import neuron_picks
+
+        fs = store.feature_set(dataset, self.manifest["features"]["feature_set"])
+        picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in self.groups])
+        ids, X, _ = store.gather_split(fs, picks, split)
+        return ids, X
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return (f"Classifier({m['model'].get('model')}, {m['kind']}.{m['pooling']}, η {m['eta']}, "
+                f"L_temp {m['l_temp']}, {self.coef_.shape[1]} neurons, classes {list(self.classes_)})")
+
+
+def neuron_columns(classifiers: Iterable[Classifier]) -> dict[tuple[str, int], list[int]]:
+    """{(kind, layer): sorted neuron indices} any of the classifiers reads: what one shared pass pools."""
+    cols: dict[tuple[str, int], set[int]] = {}
+    for c in classifiers:
+        for g in c.groups:
+            cols.setdefault((g.kind, g.layer), set()).update(g.neurons)
+    return {k: sorted(v) for k, v in sorted(cols.items())}

@@ -1,0 +1,85 @@
+"""A classifier directory on disk: plain data, `manifest.json` + `.npy` arrays, never a pickle.
+
+Arrays are written with their SHA-256 in the manifest and read with `numpy.load(allow_pickle=False)`, then
+checked against it, so loading can never run code and a damaged or edited file is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..core.atomic import check_output_dir, commit_replacing, tmp_name, write_json_atomic
+from ..core.errors import StcError
+from ..core.fingerprint import file_sha256
+from .classifier import ARRAYS, CLASSIFIER_FORMAT, CLASSIFIER_VERSION, Classifier
+
+if TYPE_CHECKING:
+    from ..models.loading import LoadedModel
+
+
+def save_classifier(manifest: dict[str, Any], arrays: dict[str, np.ndarray], final: Path, force: bool
+                    ) -> dict[str, Any]:
+    """Write manifest + arrays into a temp directory renamed to `final` (replacing it only with force);
+    returns the manifest as written (with the arrays' shapes and checksums)."""
+    check_output_dir(final, force)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(final)
+    tmp.mkdir()
+    manifest = json.loads(json.dumps(manifest))
+    manifest["arrays"] = {}
+    for name in ARRAYS:
+        arr = arrays[name]
+        np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+        manifest["arrays"][name] = {"file": f"{name}.npy", "shape": list(arr.shape), "dtype": str(arr.dtype),
+                                    "sha256": file_sha256(tmp / f"{name}.npy")}
+    write_json_atomic(tmp / "manifest.json", manifest)
+    commit_replacing(tmp, final)
+    return manifest
+
+
+def load_classifier(path: str | Path, model: "str | LoadedModel | None" = None,
+                    gguf_file: str | None = None) -> Classifier:
+    """Load a classifier directory. `model`: a LoadedModel or a model name/path to score texts with; it is
+    checked against the classifier's model fingerprint now. Without it, the fitted model is loaded (and
+    checked) on the first text prediction; scoring stored features never loads a model."""
+    root = Path(path)
+    mpath = root / "manifest.json"
+    if not mpath.is_file():
+        raise StcError(f"{root} is not a classifier directory (no manifest.json); create one with `stcstore fit`")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as exc:
+        raise StcError(f"{mpath} is not valid JSON ({exc}); the classifier directory is damaged") from None
+    if manifest.get("format") != CLASSIFIER_FORMAT:
+        raise StcError(f"{mpath} is not an stcstore classifier manifest")
+    version = manifest.get("version")
+    if not isinstance(version, int) or version > CLASSIFIER_VERSION:
+        raise StcError(f"{root} has classifier format {version!r}; this stcstore reads format "
+                       f"{CLASSIFIER_VERSION} and older: upgrade stcstore")
+    arrays = {}
+    for name in ARRAYS:
+        spec = manifest.get("arrays", {}).get(name)
+        if spec is None or Path(spec["file"]).name != spec["file"]:
+            raise StcError(f"{mpath} does not describe array {name!r} properly")
+        f = root / spec["file"]
+        if not f.is_file():
+            raise StcError(f"{f} is missing; the classifier directory is incomplete")
+        if file_sha256(f) != spec["sha256"]:
+            raise StcError(f"{f} does not match the checksum in manifest.json; the file was changed or damaged")
+        try:
+            arr = np.load(f, allow_pickle=False)
+        except ValueError as exc:
+            raise StcError(f"{f} is not a plain numeric array ({exc})") from None
+        if arr.dtype != np.float64 or list(arr.shape) != spec["shape"]:
+            raise StcError(f"{f} has dtype {arr.dtype} and shape {arr.shape}; manifest says {spec['dtype']} "
+                           f"{spec['shape']}")
+        arrays[name] = arr
+    clf = Classifier(manifest, arrays)
+    clf.path = root
+    if model is not None:
+        clf.attach(clf.load_model(model, gguf_file=gguf_file) if isinstance(model, str) else model)
+    return clf

@@ -1,0 +1,34 @@
+"""Scoring a fitted linear model: linear scores, class probabilities and predicted classes.
+
+Shared by the solver's path evaluation (fit) and by classifiers (score), so both score identically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.special import expit
+
+
+def decision(X: np.ndarray | torch.Tensor, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """Linear scores [n, K] of standardised X [n, d] for coef [K, d], intercept [K]."""
+    Xt = torch.as_tensor(X)
+    Wt = torch.as_tensor(coef.T, dtype=Xt.dtype)
+    out = Xt @ Wt + torch.as_tensor(intercept, dtype=Xt.dtype)
+    return out.numpy().astype(np.float64)
+
+
+def probabilities(scores: np.ndarray) -> np.ndarray:
+    """[n, K] linear scores -> [n, n_classes] probabilities (K = 1: sigmoid, two columns)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape[1] == 1:
+        # expit never overflows, and expit(-s) keeps P(class 0) exact when it is tiny
+        return np.stack([expit(-s[:, 0]), expit(s[:, 0])], axis=1)
+    s = s - s.max(axis=1, keepdims=True)
+    e = np.exp(s)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict_index(scores: np.ndarray) -> np.ndarray:
+    s = np.asarray(scores)
+    return (s[:, 0] > 0).astype(np.int64) if s.shape[1] == 1 else s.argmax(axis=1)

@@ -1,0 +1,84 @@
+"""Names that are API, and the allowed values of options, declared once (the CLI builds its choices from
+here). Kept free of torch so reading a store and SQL start fast.
+
+Layer numbering: hidden state h0 is the embedding output (the input of block 0) and h{l+1} the output of
+block l; FFN activation a{l} lives inside block l. A feature block is named `kind.pooling.layer`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import StcError
+
+DEFAULT_MODEL = "default"  # the packaged all-MiniLM-L6-v2
+DEFAULT_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+KINDS = ("hidden", "ffn")
+POOLINGS = ("mean", "max", "single")
+STORED_DTYPES = ("float16", "float32")  # dtype of stored feature values
+TORCH_DTYPES = ("float32", "bfloat16", "float16")  # model compute dtype
+INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet", "tweets")
+METRICS = ("accuracy", "macro_f1")  # validation metrics every fit choice can be made on
+EXPLANATIONS = ("tokens",)
+SPLITS = ("train", "validation", "test")
+BATCH_SIZE = 64  # default most texts per forward batch (extract, score)
+MAX_TOKENS = 8192  # default token budget per forward batch: rows x longest row
+TEXT_FIELD, LABEL_FIELD, ID_FIELD = "text", "label", "id"  # default input fields
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_name(value: str, what: str) -> str:
+    """A dataset or split name: it becomes a directory name and a partition value."""
+    if not _NAME_RE.match(value or ""):
+        raise StcError(f"{what} {value!r} is not a valid name: use letters, digits, '_', '.' or '-' "
+                       f"(at most 128 characters, starting with a letter or digit)")
+    return value
+
+
+def check_choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise StcError(f"{option} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def check_kinds_poolings(kinds: tuple[str, ...], poolings: tuple[str, ...]) -> None:
+    """Validate --kinds / --poolings values (shared by the extract and fit configs)."""
+    for k in kinds:
+        check_choice(k, KINDS, "--kinds")
+    for p in poolings:
+        check_choice(p, POOLINGS, "--poolings")
+    if not kinds or not poolings:
+        raise StcError("--kinds and --poolings each need at least one value")
+
+
+def check_at_least(obj: object, names: tuple[str, ...], minimum: int = 1) -> None:
+    """Integer options of a config that must be >= minimum when set (None means: the default)."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and value < minimum:
+            raise StcError(f"--{name.replace('_', '-')} must be at least {minimum}")
+
+
+@dataclass(frozen=True, order=True)
+class FeatureBlock:
+    """One (kind, pooling, layer) block of pooled features: a column of the store, `kind.pooling.layer`."""
+
+    kind: str  # "hidden" | "ffn"
+    pooling: str  # "mean" | "max" | "single"
+    layer: int
+
+    @property
+    def column(self) -> str:
+        return f"{self.kind}.{self.pooling}.{self.layer}"
+
+    @classmethod
+    def parse(cls, column: str) -> "FeatureBlock":
+        kind, pooling, layer = column.split(".")
+        return cls(kind, pooling, int(layer))
+
+
+def blocks_to_run(hidden_layers: list[int], ffn_layers: list[int]) -> int:
+    """How many transformer blocks a forward pass must run: h{l} needs blocks 0..l-1, a{l} blocks 0..l."""
+    return max(list(hidden_layers) + [l + 1 for l in ffn_layers], default=0)

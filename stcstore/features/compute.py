@@ -1,0 +1,170 @@
+"""Texts -> pooled features in the stored dtype: the one feature path.
+
+`extract` (into store chunks), `score`, `Classifier.predict_proba` and token explanations all compute
+features here, so they cannot drift: the same tokenisation and truncation, the same length-bucketed
+batches under a token budget, the same padding (`tokenizer.pad`, on the tokenizer's side), the same
+forward pass that stops after the deepest block needed, the same pooling, and the same clip (counted)
+and cast to the stored dtype. With `columns` only the neurons a classifier reads are pooled at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..core.errors import StcError
+from ..core.names import BATCH_SIZE, MAX_TOKENS, STORED_DTYPES, FeatureBlock, check_choice
+from ..models.loading import LoadedModel
+from .hooks import PooledForward
+
+FLOAT16_MAX = 65504.0  # largest finite float16; stored float16 values are clipped to ±this (and counted)
+TORCH_STORED = {"float16": torch.float16, "float32": torch.float32}
+
+
+def length_batches(lengths: list[int], max_rows: int, max_tokens: int) -> Iterator[list[int]]:
+    """Group row indices into batches of similar length: longest first, rows * longest <= max_tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batch: list[int] = []
+    for i in order:
+        longest = lengths[batch[0]] if batch else lengths[i]
+        if batch and (len(batch) >= max_rows or (len(batch) + 1) * longest > max_tokens):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+@dataclass
+class Batch:
+    """One forward batch. rows: [B] indices into the texts; values: [B, total width] in the stored dtype
+    on the CPU, blocks side by side in `FeatureComputer.blocks` order; real: [B, T] bool, the real tokens;
+    tokens: with keep_tokens, {(kind, layer): [B, T, width]} per-token values in the stored dtype."""
+
+    rows: np.ndarray
+    values: torch.Tensor
+    real: torch.Tensor
+    tokens: dict[tuple[str, int], torch.Tensor] | None
+
+
+@dataclass
+class Features:
+    """The features of one list of texts.
+
+    blocks: {block: [n, width] float32 holding stored-dtype values}; width is the number of `columns` of the
+    block's (kind, layer) when columns were given, else the full width.
+    token_ids: [n] lists of the token ids each text ran with (after truncation).
+    tokens: with keep_tokens, [n] dicts {(kind, layer): [n_tokens, width] float32}: each real token's values
+    (stored dtype), in token order; None otherwise.
+    truncated: how many texts lost tokens to max_length."""
+
+    blocks: dict[FeatureBlock, np.ndarray]
+    token_ids: list[list[int]]
+    tokens: list[dict[tuple[str, int], np.ndarray]] | None
+    truncated: int
+
+
+class FeatureComputer:
+    """Pooled features of `blocks` for lists of texts, exactly as the store holds them.
+
+    columns: optional {(kind, layer): neuron indices}; only those neurons are pooled, in that order.
+    bucket: sort texts by length into batches (off only for benchmarks)."""
+
+    def __init__(self, lm: LoadedModel, blocks: Iterable[FeatureBlock], max_length: int, dtype: str = "float16",
+                 batch_size: int = BATCH_SIZE, max_tokens: int = MAX_TOKENS, device: str = "cpu",
+                 columns: Mapping[tuple[str, int], Sequence[int]] | None = None, keep_tokens: bool = False,
+                 bucket: bool = True) -> None:
+        self.lm = lm
+        self.blocks = sorted(set(blocks))
+        if not self.blocks:
+            raise StcError("no feature blocks to compute: give at least one (kind, pooling, layer)")
+        self.max_length = max_length
+        self.dtype = check_choice(dtype, STORED_DTYPES, "--dtype")
+        self.stored_torch = TORCH_STORED[dtype]
+        self.batch_size, self.max_tokens, self.bucket = batch_size, max_tokens, bucket
+        self.device = torch.device(device)
+        self.columns = {key: [int(i) for i in idx] for key, idx in (columns or {}).items()}
+        self.keep_tokens = keep_tokens
+        self.widths = [self.width(b.kind, b.layer) for b in self.blocks]
+        self.offsets = np.cumsum([0] + self.widths)
+        self.forward = PooledForward(
+            lm.adapter, [b.layer for b in self.blocks if b.kind == "hidden"],
+            [b.layer for b in self.blocks if b.kind == "ffn"], tuple(sorted({b.pooling for b in self.blocks})),
+            columns={k: torch.tensor(v, dtype=torch.long) for k, v in self.columns.items()}, keep_tokens=keep_tokens)
+        self.clipped = 0  # stored values clipped to the float16 range so far
+        self.forward_seconds = 0.0
+
+    @property
+    def n_blocks_run(self) -> int:
+        """Transformer blocks the forward pass runs (the rest are skipped)."""
+        return self.forward.n_blocks_run
+
+    def width(self, kind: str, layer: int) -> int:
+        cols = self.columns.get((kind, layer))
+        return len(cols) if cols is not None else self.lm.adapter.widths[kind]
+
+    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], int]:
+        """Token ids per text (truncated to max_length) and how many texts were truncated."""
+        if isinstance(texts, str):
+            raise StcError("pass a list of texts, not one string")
+        enc = self.lm.tokenizer(list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True,
+                                return_attention_mask=False, return_token_type_ids=False)
+        seqs = enc["input_ids"]
+        encodings = getattr(enc, "encodings", None)
+        if encodings:  # fast tokenizers say exactly which texts lost tokens
+            truncated = sum(1 for e in encodings if e.overflowing)
+        else:  # slow tokenizers: an upper bound
+            truncated = sum(1 for s in seqs if len(s) >= self.max_length)
+        return seqs, truncated
+
+    def batches(self, seqs: list[list[int]]) -> list[list[int]]:
+        if self.bucket:
+            return list(length_batches([len(s) for s in seqs], self.batch_size, self.max_tokens))
+        n = len(seqs)
+        return [list(range(i, min(i + self.batch_size, n))) for i in range(0, n, self.batch_size)]
+
+    def stored(self, x: torch.Tensor, count: bool = True) -> torch.Tensor:
+        """Cast to the stored dtype on the CPU; float16 values beyond ±65504 are clipped (and counted)."""
+        # two fast reductions instead of abs() (a full copy); count and clip only when needed
+        if self.stored_torch == torch.float16 and (float(x.amax()) > FLOAT16_MAX or float(x.amin()) < -FLOAT16_MAX):
+            if count:
+                self.clipped += int((x > FLOAT16_MAX).sum() + (x < -FLOAT16_MAX).sum())
+            x = x.clamp(-FLOAT16_MAX, FLOAT16_MAX)
+        return x.to("cpu", dtype=self.stored_torch)
+
+    def iter_batches(self, seqs: list[list[int]]) -> Iterator[Batch]:
+        """Forward every batch of `seqs` (token ids from `tokenize`) and yield its stored values."""
+        tok = self.lm.tokenizer
+        for rows in self.batches(seqs):
+            enc = tok.pad({"input_ids": [seqs[i] for i in rows]}, padding=True, return_tensors="pt",
+                          return_attention_mask=True)
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            t0 = time.perf_counter()
+            out = self.forward.run(ids.to(self.device), mask.to(self.device))
+            self.forward_seconds += time.perf_counter() - t0
+            # one [B, total_width] tensor per batch: a single clip, cast and copy for all blocks
+            values = self.stored(torch.cat([out[(b.kind, b.layer)][b.pooling] for b in self.blocks], dim=1))
+            tokens = ({key: self.stored(x, count=False) for key, x in self.forward.tokens.items()}
+                      if self.keep_tokens else None)
+            yield Batch(np.asarray(rows), values, mask.bool(), tokens)
+
+    def run(self, texts: list[str]) -> Features:
+        """texts [n] -> Features, rows in the given order."""
+        seqs, truncated = self.tokenize(texts)
+        n = len(seqs)
+        out = {b: np.empty((n, w), dtype=np.float32) for b, w in zip(self.blocks, self.widths)}
+        tokens: list[dict[tuple[str, int], np.ndarray]] | None = [{} for _ in seqs] if self.keep_tokens else None
+        for batch in self.iter_batches(seqs):
+            values = batch.values.float().numpy()
+            for b, c0, c1 in zip(self.blocks, self.offsets[:-1], self.offsets[1:]):
+                out[b][batch.rows] = values[:, c0:c1]
+            if tokens is not None and batch.tokens is not None:
+                for key, x in batch.tokens.items():
+                    x = x.float().numpy()
+                    for j, i in enumerate(batch.rows):
+                        tokens[i][key] = x[j][batch.real[j].numpy()]
+        return Features(out, seqs, tokens, truncated)

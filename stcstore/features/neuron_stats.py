@@ -1,0 +1,91 @@
+"""Sufficient statistics of every stored neuron, per chunk, grouped by (split, label).
+
+They are accumulated batch by batch from the values *as stored* (after the float16 cast), while the
+batch is still small and in cache, so the `neuron_stats` view only sums small per-chunk tables
+instead of unnesting every feature value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ..core.names import FeatureBlock
+from ..core.schemas import NEURON_STATS
+
+
+class NeuronStats:
+    """Per-group running count, sum, sum of squares, min, max and count > 0 over [*, total_width] rows."""
+
+    def __init__(self, blocks: list[FeatureBlock], widths: list[int], groups: list[tuple[str, str | None]]) -> None:
+        self.blocks, self.widths, self.groups = blocks, widths, groups
+        g, w = len(groups), sum(widths)
+        self.n = np.zeros(g, dtype=np.int64)
+        self.sum = torch.zeros(g, w, dtype=torch.float64)
+        self.sumsq = torch.zeros(g, w, dtype=torch.float64)
+        self.npos = torch.zeros(g, w, dtype=torch.float64)
+        self.min = torch.full((g, w), float("inf"))
+        self.max = torch.full((g, w), float("-inf"))
+
+    def add(self, x: torch.Tensor, group: torch.Tensor) -> None:
+        """x: [B, total_width] float32 stored values; group: [B] long index into `groups`.
+
+        Memory-bound, so only the fastest CPU reductions (measured: plain sum/amin/amax run 10-50x faster
+        than var_mean, aminmax or a bool sum). Within a batch float32 sums are exact enough (the positive
+        count is exact below 2**24 rows); running totals are float64."""
+        counts = torch.bincount(group, minlength=len(self.groups))
+        if int((counts > 0).sum()) > 1:
+            x = x[torch.argsort(group, stable=True)]
+        r0 = 0
+        for gi, c in enumerate(counts.tolist()):
+            if not c:
+                continue
+            rows = x[r0:r0 + c]
+            r0 += c
+            self.sum[gi] += rows.sum(dim=0)
+            self.sumsq[gi] += (rows * rows).sum(dim=0)
+            torch.minimum(self.min[gi], rows.amin(dim=0), out=self.min[gi])
+            torch.maximum(self.max[gi], rows.amax(dim=0), out=self.max[gi])
+            self.npos[gi] += torch.relu(rows).sign_().sum(dim=0)
+        self.n += counts.numpy()
+
+    def table(self) -> pa.Table:
+        """Long table (NEURON_STATS): one row per block, neuron and non-empty group.
+
+        String columns are built with Arrow `take` from small dictionaries (no Python objects per row)."""
+        live = [gi for gi in range(len(self.groups)) if self.n[gi] > 0]
+        if not live:
+            return NEURON_STATS.empty_table()
+        widths = np.asarray(self.widths)
+        g = len(live)
+        block_of = np.repeat(np.arange(len(self.blocks)), widths)  # [total]
+        neuron = np.concatenate([np.arange(w, dtype=np.int32) for w in self.widths])
+        # rows ordered by block, then group, then neuron: column and group index of each of total * g rows
+        starts = np.cumsum(widths) - widths
+        col_idx = np.concatenate([np.tile(np.arange(o, o + w), g) for o, w in zip(starts, widths)])
+        grp_idx = np.concatenate([np.repeat(np.asarray(live), w) for w in self.widths])
+        kinds = sorted({b.kind for b in self.blocks})
+        pools = sorted({b.pooling for b in self.blocks})
+        blk = block_of[col_idx]
+        kind_code = np.asarray([kinds.index(b.kind) for b in self.blocks])[blk]
+        pool_code = np.asarray([pools.index(b.pooling) for b in self.blocks])[blk]
+        layer = np.asarray([b.layer for b in self.blocks], dtype=np.int32)[blk]
+        splits = pa.array([self.groups[gi][0] for gi in range(len(self.groups))], pa.string())
+        labels = pa.array([self.groups[gi][1] for gi in range(len(self.groups))], pa.string())
+        vals = {k: getattr(self, k).numpy()[grp_idx, col_idx] for k in ("sum", "sumsq", "min", "max", "npos")}
+        columns = {
+            "kind": pa.array(kinds, pa.string()).take(pa.array(kind_code)),
+            "pooling": pa.array(pools, pa.string()).take(pa.array(pool_code)),
+            "layer": pa.array(layer, pa.int32()),
+            "neuron": pa.array(neuron[col_idx], pa.int32()),
+            "split": splits.take(pa.array(grp_idx)),
+            "label": labels.take(pa.array(grp_idx)),
+            "n": pa.array(self.n[grp_idx], pa.int64()),
+            "sum": pa.array(vals["sum"], pa.float64()),
+            "sumsq": pa.array(vals["sumsq"], pa.float64()),
+            "min": pa.array(vals["min"], pa.float32()),
+            "max": pa.array(vals["max"], pa.float32()),
+            "npos": pa.array(vals["npos"].astype(np.int64), pa.int64()),
+        }
+        return pa.Table.from_arrays([columns[f.name] for f in NEURON_STATS], schema=NEURON_STATS)

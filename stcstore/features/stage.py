@@ -1,0 +1,353 @@
+"""`stcstore extract`: pooled per-layer neuron features into resumable, atomic Arrow chunks.
+
+Plan: the dataset's texts in ingest order, minus those already in a committed chunk of this feature
+set, cut into chunks of `chunk_rows`. Each chunk goes through the feature path (`compute.py`: tokenize,
+length batches, forward only as deep as needed, pool, clip and cast) and is written as one directory
+(features.arrow + stats.parquet) that appears by an atomic rename. A killed run re-plans the same
+remaining texts into the same chunks, so the finished store is identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import torch
+
+from .. import __version__
+from ..core.atomic import commit, remove_stale_temps, store_lock, tmp_name, write_json_atomic
+from ..core.console import eprint, progress
+from ..core.errors import FingerprintMismatchError, StcError
+from ..core.fingerprint import fingerprint
+from ..core.names import (BATCH_SIZE, DEFAULT_MODEL, MAX_TOKENS, KINDS, POOLINGS, STORED_DTYPES, TORCH_DTYPES, FeatureBlock, check_at_least,
+                          check_choice, check_kinds_poolings, check_name)
+from ..core.schemas import chunk_schema
+from ..models.loading import IDENTITY_KEYS, LoadedModel, load_model
+from ..store.chunks import read_chunk_columns
+from ..store.store import FEATURE_FORMAT_VERSION, FeatureSet, Store
+from .compute import FeatureComputer
+from .neuron_stats import NeuronStats
+
+ARROW_TYPE = {"float16": pa.float16(), "float32": pa.float32()}
+# fingerprint fields that say where the model was loaded from, not what it computes: a feature set made
+# from the same weights loaded from another path (a moved venv, a hub cache) is extended, not duplicated
+LOCATION_KEYS = ("model", "model_source", "revision")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Options of one extract run; validated without I/O."""
+
+    dataset: str
+    model: str = DEFAULT_MODEL  # hub name, local path, or "default" (the packaged MiniLM)
+    layers: str = "all"  # "all", "A-B", ":B" (0..B) or "A,B,C"; applies to h{l} and a{l}
+    kinds: tuple[str, ...] = KINDS
+    poolings: tuple[str, ...] = POOLINGS
+    max_length: int | None = None  # tokens per text; None: min(model limit, 512)
+    batch_size: int = BATCH_SIZE  # most rows per forward batch
+    max_tokens: int = MAX_TOKENS  # token budget per batch (rows x longest row)
+    dtype: str = "float16"  # stored feature dtype
+    torch_dtype: str = "float32"  # model compute dtype
+    device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    chunk_rows: int | None = None  # rows per chunk; None: about `chunk_mb` per chunk
+    chunk_mb: int = 128
+    bucket: bool = True  # sort by length inside a chunk (off only for benchmarks)
+    gguf_file: str | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.dataset, "--dataset")
+        check_kinds_poolings(self.kinds, self.poolings)
+        check_choice(self.dtype, STORED_DTYPES, "--dtype")
+        check_choice(self.torch_dtype, TORCH_DTYPES, "--torch-dtype")
+        check_at_least(self, ("batch_size", "max_tokens", "chunk_mb", "chunk_rows", "threads"))
+        check_at_least(self, ("max_length",), 2)
+
+
+def parse_layers(spec: str, n_layers: int) -> tuple[list[int], list[int]]:
+    """Layer spec -> (hidden layers within 0..L, ffn layers within 0..L-1)."""
+    spec = spec.strip()
+    if spec in ("", "all"):
+        wanted = list(range(n_layers + 1))
+    else:
+        wanted = []
+        try:
+            for part in spec.split(","):
+                if "-" in part or ":" in part:
+                    a, b = part.replace(":", "-").split("-")
+                    wanted += list(range(int(a) if a else 0, int(b) + 1))
+                else:
+                    wanted.append(int(part))
+        except ValueError:
+            raise StcError(f"--layers {spec!r}: use all, A-B, :B or A,B,C (e.g. 0-6)") from None
+    bad = [l for l in wanted if l < 0 or l > n_layers]
+    if bad:
+        raise StcError(f"--layers {spec!r}: layer {bad[0]} is out of range; this model has hidden states "
+                       f"h0..h{n_layers} and FFN activations a0..a{n_layers - 1}")
+    wanted = sorted(set(wanted))
+    return wanted, [l for l in wanted if l < n_layers]
+
+
+def default_max_length(lm: LoadedModel) -> int:
+    cfg = lm.model.config
+    limits = [512]
+    tml = getattr(lm.tokenizer, "model_max_length", None)
+    if isinstance(tml, int) and tml < 1_000_000:
+        limits.append(tml)
+    for attr in ("max_position_embeddings", "n_positions"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int):
+            # RoBERTa-style position ids start after padding_idx
+            limits.append(v - (cfg.pad_token_id + 1) if lm.adapter.spec.family == "roberta" else v)
+    return min(limits)
+
+
+@dataclass
+class ExtractResult:
+    dataset: str
+    feature_set: str
+    model: str
+    texts_total: int
+    texts_present_before: int
+    texts_extracted: int
+    chunks_written: int
+    chunks_total: int
+    seconds: float
+    forward_seconds: float
+    texts_per_s: float
+    estimated_bytes: int
+    store_bytes: int
+    truncated: int
+    clipped_values: int
+    blocks: int
+    new_feature_set: bool
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        lines = list(self.messages)
+        if self.texts_extracted:
+            lines.append(f"extracted {self.texts_extracted} texts in {self.chunks_written} chunks, "
+                         f"{self.texts_per_s:.1f} texts/s; feature set {self.feature_set[:12]} now holds "
+                         f"{self.texts_total} texts, {self.store_bytes / 2**20:,.1f} MiB")
+        return "\n".join(lines)
+
+
+def feature_fingerprint(lm: LoadedModel, cfg: ExtractConfig, max_length: int, columns: list[str]) -> dict[str, Any]:
+    """Everything that defines the stored values (plus where the model came from, recorded only)."""
+    return {**lm.fingerprint_fields(), "max_length": max_length, "dtype": cfg.dtype,
+            "torch_dtype": cfg.torch_dtype, "columns": columns, "feature_format": FEATURE_FORMAT_VERSION}
+
+
+def _same_values(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two fingerprints define the same stored values (they may differ in where the model was loaded from)."""
+    keys = (set(a) | set(b)) - set(LOCATION_KEYS)
+    return all(a.get(k) == b.get(k) for k in keys) and all(k in a for k in IDENTITY_KEYS)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+@dataclass
+class _Plan:
+    """What one extract run does: the feature set, its blocks and widths, and the texts still missing."""
+
+    fs: FeatureSet
+    created: bool
+    blocks: list[FeatureBlock]
+    hidden: list[int]
+    ffn: list[int]
+    widths: dict[str, int]
+    max_length: int
+    chunk_rows: int
+    row_bytes: int
+    todo: list[int]  # row indices into the dataset's texts (ingest order)
+    total: int
+
+
+def _open_feature_set(store: Store, cfg: ExtractConfig, fp: dict, widths: dict[str, int],
+                      chunk_rows: int) -> tuple[FeatureSet, bool]:
+    """The feature set these values belong in: the one with this fingerprint, one whose fingerprint
+    differs only in where the model was loaded from, or a new one."""
+    fs_id = fingerprint(fp)
+    path = store.features_dir(cfg.dataset) / f"fs={fs_id}"
+    manifest_path = path / "featureset.json"
+    others = store.feature_sets(cfg.dataset)
+    if manifest_path.exists():
+        fs = next((s for s in others if s.path == path), None)
+        if fs is None or fs.manifest["fingerprint"] != fp:  # a hash collision or a hand-edited store
+            raise FingerprintMismatchError(f"{manifest_path} does not match this run's fingerprint; "
+                                           f"refusing to mix rows. Move that directory away.")
+        return fs, False
+    same = [s for s in others if _same_values(s.manifest["fingerprint"], fp)]
+    if same:
+        eprint(f"note: feature set {same[0].id[:12]} was extracted from the same model weights loaded from "
+               f"{same[0].manifest['fingerprint'].get('model_source')}; extending it")
+        return same[0], False
+    manifest = {
+        "id": fs_id, "dataset": cfg.dataset, "fingerprint": fp, "columns": fp["columns"], "widths": widths,
+        "chunk_rows": chunk_rows, "stcstore_version": __version__,
+        "created_with": {k: v for k, v in asdict(cfg).items() if k in ("batch_size", "max_tokens", "device",
+                                                                       "threads", "layers", "kinds", "poolings")},
+    }
+    write_json_atomic(manifest_path, manifest)
+    if others:
+        eprint(f"note: new feature set {fs_id[:12]} (its fingerprint differs from "
+               f"{', '.join(s.id[:12] for s in others)}); existing feature sets are left untouched")
+    return FeatureSet(path, manifest), True
+
+
+def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel, ids: list[str]) -> _Plan:
+    hidden, ffn = parse_layers(cfg.layers, lm.adapter.n_layers)
+    blocks = sorted(FeatureBlock(k, p, l) for k in cfg.kinds for p in cfg.poolings
+                    for l in (hidden if k == "hidden" else ffn))
+    if not blocks:
+        raise StcError(f"--layers {cfg.layers!r} with --kinds {','.join(cfg.kinds)} selects no features")
+    widths = lm.adapter.widths
+    max_length = cfg.max_length or default_max_length(lm)
+    itemsize = np.dtype(cfg.dtype).itemsize
+    row_bytes = sum(widths[b.kind] for b in blocks) * itemsize + 48  # + id/split/label, roughly
+    chunk_rows = cfg.chunk_rows or max(16, min(100_000, cfg.chunk_mb * 2**20 // row_bytes))
+    fp = feature_fingerprint(lm, cfg, max_length, [b.column for b in blocks])
+    fs, created = _open_feature_set(store, cfg, fp, widths, chunk_rows)
+    done: set[str] = set()
+    for chunk in fs.chunks():
+        done.update(read_chunk_columns(chunk, ["id"]).column("id").to_pylist())
+    todo = [i for i, x in enumerate(ids) if x not in done]
+    return _Plan(fs, created, blocks, hidden, ffn, widths, max_length, chunk_rows, row_bytes, todo, len(ids))
+
+
+def _chunk_features(computer: FeatureComputer, texts: list[str], keys: list[tuple[str, str | None]],
+                    stats: NeuronStats, bar: Any) -> tuple[dict[str, np.ndarray], int]:
+    """Features of one chunk: {column: [n, width]} in the stored dtype, rows in the given order, and the
+    number of truncated texts. keys: [n] (split, label) of each row, the groups of `stats`."""
+    seqs, truncated = computer.tokenize(texts)
+    group_of = {key: i for i, key in enumerate(stats.groups)}
+    group_t = torch.tensor([group_of[k] for k in keys], dtype=torch.long)
+    np_dtype = np.dtype(computer.dtype)
+    bufs = {b.column: np.empty((len(seqs), w), dtype=np_dtype) for b, w in zip(computer.blocks, computer.widths)}
+    for batch in computer.iter_batches(seqs):
+        stats.add(batch.values.float(), group_t[batch.rows])  # statistics of the values as stored
+        values = batch.values.numpy()
+        for b, c0, c1 in zip(computer.blocks, computer.offsets[:-1], computer.offsets[1:]):
+            bufs[b.column][batch.rows] = values[:, c0:c1]
+        if bar is not None:
+            bar.update(len(batch.rows))
+    return bufs, truncated
+
+
+def _write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.ndarray],
+                 blocks: list[FeatureBlock], dtype: str, stats: NeuronStats) -> Path:
+    final = fs.path / f"chunk-{index:06d}"
+    tmp = tmp_name(final)
+    tmp.mkdir()
+    value_type = ARROW_TYPE[dtype]
+    schema = chunk_schema([(b.column, bufs[b.column].shape[1]) for b in blocks], value_type)
+    arrays = [meta.column(c).combine_chunks() for c in ("id", "split", "label")]
+    for b in blocks:
+        buf = bufs[b.column]
+        arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(buf.reshape(-1), type=value_type), buf.shape[1]))
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    with pa.OSFile(str(tmp / "features.arrow"), "wb") as sink:
+        with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression=None)) as w:
+            w.write_table(table)
+    pq.write_table(stats.table(), tmp / "stats.parquet", compression="zstd")
+    commit(tmp, final)
+    return final
+
+
+def _run_chunks(plan: _Plan, texts: pa.Table, computer: FeatureComputer, cfg: ExtractConfig) -> tuple[int, int]:
+    """Extract and commit every missing chunk, in order; returns (chunks written, texts truncated).
+
+    One background writer: chunk k is written (stats, Arrow, fsync, rename) while chunk k+1 runs through
+    the model. At most one write is pending, so memory holds at most two chunks, and chunks still become
+    visible strictly in order (resume relies on that)."""
+    todo, size = plan.todo, plan.chunk_rows
+    first = len(plan.fs.chunks())
+    n_chunks = -(-len(todo) // size)
+    written = truncated = 0
+    t_run = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stcstore-writer") as writer, \
+            progress(len(todo), f"extract {cfg.dataset}", "text") as bar:
+        pending: Future | None = None
+        for k, c0 in enumerate(range(0, len(todo), size)):
+            rows = todo[c0:c0 + size]
+            meta = texts.take(rows).select(["id", "split", "label"])
+            keys = list(zip(meta.column("split").to_pylist(), meta.column("label").to_pylist()))
+            stats = NeuronStats(plan.blocks, computer.widths, list(dict.fromkeys(keys)))
+            bufs, trunc = _chunk_features(computer, texts.column("text").take(rows).to_pylist(), keys, stats, bar)
+            truncated += trunc
+            if pending is not None:
+                pending.result()  # re-raises a failed write here, before anything else is written
+                written += 1
+            pending = writer.submit(_write_chunk, plan.fs, first + k, meta, bufs, plan.blocks, cfg.dtype, stats)
+            if bar.disable:  # no TTY (a log file): one line per chunk instead of a bar
+                done_now = min(c0 + size, len(todo))
+                eprint(f"chunk {k + 1}/{n_chunks}: {done_now}/{len(todo)} texts, "
+                       f"{done_now / (time.perf_counter() - t_run):.1f} texts/s")
+        if pending is not None:
+            pending.result()
+            written += 1
+    return written, truncated
+
+
+def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None = None) -> ExtractResult:
+    """Extract the missing features of `cfg.dataset`. `lm` lets tests and notebooks pass a built model."""
+    t_start = time.perf_counter()
+    store = Store(store_path)
+    store.require()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    with store_lock(store.root, "stcstore extract"):
+        remove_stale_temps(store.root / "features")
+        texts = store.texts(cfg.dataset, columns=["id", "text", "split", "label"])
+        if texts.num_rows == 0:
+            raise StcError(f"dataset {cfg.dataset!r} has no texts in {store.root}; run `stcstore ingest` first")
+        if lm is None:
+            eprint(f"loading model {cfg.model} ...")
+            lm = load_model(cfg.model, torch_dtype=cfg.torch_dtype, device=cfg.device, gguf_file=cfg.gguf_file)
+        else:
+            lm.model.to(cfg.device)
+        plan = _plan(store, cfg, lm, texts.column("id").to_pylist())
+        est = len(plan.todo) * plan.row_bytes
+        if not plan.todo:
+            messages = [f"nothing to do: all {plan.total} texts of {cfg.dataset!r} already have features "
+                        f"in feature set {plan.fs.id[:12]}"]
+        else:
+            messages = [f"{len(plan.todo)}/{plan.total} texts missing in feature set {plan.fs.id[:12]}; "
+                        f"{len(plan.blocks)} blocks, {plan.row_bytes:,} bytes per text, estimated store size "
+                        f"{est / 2**20:,.1f} MiB in {-(-len(plan.todo) // plan.chunk_rows)} chunks of "
+                        f"{plan.chunk_rows} rows"]
+        for m in messages:
+            eprint(m)
+        computer = FeatureComputer(lm, plan.blocks, plan.max_length, cfg.dtype, cfg.batch_size, cfg.max_tokens,
+                                   cfg.device, bucket=cfg.bucket)
+        n_before = len(plan.fs.chunks())
+        t_run = time.perf_counter()
+        written, truncated = _run_chunks(plan, texts, computer, cfg)
+        seconds_run = time.perf_counter() - t_run
+        if truncated:
+            messages.append(f"{truncated} texts were longer than --max-length {plan.max_length} tokens and were "
+                            f"truncated")
+        if computer.clipped:
+            messages.append(f"{computer.clipped} values exceeded the float16 range and were clipped to ±65504; "
+                            f"use --dtype float32 to keep them")
+    n = len(plan.todo)
+    return ExtractResult(
+        dataset=cfg.dataset, feature_set=plan.fs.id, model=plan.fs.model, texts_total=plan.total,
+        texts_present_before=plan.total - n, texts_extracted=n, chunks_written=written,
+        chunks_total=n_before + written, seconds=time.perf_counter() - t_start,
+        forward_seconds=computer.forward_seconds, texts_per_s=(n / seconds_run) if n and seconds_run > 0 else 0.0,
+        estimated_bytes=est, store_bytes=dir_bytes(plan.fs.path), truncated=truncated,
+        clipped_values=computer.clipped, blocks=len(plan.blocks), new_feature_set=plan.created, messages=messages,
+    )

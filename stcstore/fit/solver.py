@@ -1,0 +1,234 @@
+"""L1-regularised logistic regression along a regularisation path (binary and multinomial).
+
+Objective, on standardised features X [n, d] and labels y [n]::
+
+    F(W, b) = mean_i loss(x_i W + b, y_i) + lam * sum_jk |W_jk|
+
+with the logistic loss for two classes (W: [d, 1]) and the multinomial (softmax) loss otherwise
+(W: [d, K], element-wise L1, as scikit-learn's saga with penalty="l1"). The intercept b is not
+penalised. scikit-learn's C is 1 / (n * lam).
+
+The solver follows glmnet's outer recipe, because n (texts) is large and the solution is sparse:
+
+* a path of lam values from lam_max (all weights zero) downwards, each warm-started from the last;
+* an active set per lam: the previous support plus the sequential strong rule, then a KKT check
+  over all features (one pass of X^T R), adding the violators and re-solving until none are left;
+* on the active set, OWL-QN (orthant-wise limited-memory quasi-Newton, Andrew & Gao 2007) over all
+  classes jointly: an L-BFGS direction from the pseudo-gradient, kept in the orthant of the current
+  signs, and a backtracking line search on the true objective. The smooth part of the objective is
+  the same at every lam, so the curvature pairs are carried along the path.
+
+Each iteration costs two float32 matrix products with the active columns (torch, every intra-op
+thread); the L-BFGS algebra on the [k+1, K] parameters is float64. An earlier proximal-Newton inner
+loop (exact Hessian blocks, Cholesky, coordinate descent) reached the same optima but spent 9x
+longer on the dense end of the path, where the active set nears the number of texts: its cost per
+step grew as n k^2 + k^3, OWL-QN's grows as n k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PathPoint:
+    """One solved point of the path. coef: [K, d] (K = 1 for two classes), intercept: [K]."""
+
+    lam: float
+    C: float  # scikit-learn's equivalent C = 1 / (n * lam)
+    coef: np.ndarray
+    intercept: np.ndarray
+    objective: float
+    n_nonzero: int  # features with a non-zero weight for any class
+    iterations: int  # OWL-QN iterations, summed over the KKT passes
+    kkt_passes: int
+
+
+class L1Logistic:
+    """Solver state for one training matrix. X: [n, d] float32 (standardised), y: [n] class indices."""
+
+    def __init__(self, X: torch.Tensor, y: np.ndarray, n_classes: int, *, tol: float = 1e-6,
+                 max_iter: int = 2000, memory: int = 10, window: int = 5) -> None:
+        if X.dtype != torch.float32 or X.dim() != 2:
+            raise ValueError("X must be a 2-d float32 tensor")
+        if n_classes < 2:
+            raise ValueError("need at least two classes")
+        self.X = X
+        self.n, self.d = X.shape
+        self.K = 1 if n_classes == 2 else n_classes
+        self.n_classes = n_classes
+        yi = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        self.yi = yi
+        if self.K == 1:
+            self.Y = yi.to(torch.float32)[:, None]
+        else:
+            self.Y = F.one_hot(yi, n_classes).to(torch.float32)
+        self.tol = tol  # converged when the objective fell by less than tol (relative) per iteration ...
+        self.window = window  # ... on average over this many iterations
+        self.max_iter = max_iter
+        self.memory = memory  # L-BFGS curvature pairs
+        self._memory: list[tuple[torch.Tensor, torch.Tensor]] = []
+        prior = self.Y.double().mean(0).clamp(1e-12, 1 - 1e-12)
+        self.b0 = torch.log(prior / (1 - prior)) if self.K == 1 else torch.log(prior) - torch.log(prior).mean()
+
+    # ------------------------------------------------------------------ loss pieces
+    def _terms(self, eta: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """eta: [n, K] -> (mean loss, P [n, K] probabilities, R = P - Y [n, K])."""
+        if self.K == 1:
+            e = eta[:, 0]
+            loss = (F.softplus(e) - self.Y[:, 0] * e).double().sum().item() / self.n
+            P = torch.sigmoid(eta)
+        else:
+            lse = torch.logsumexp(eta, dim=1)
+            loss = (lse - eta.gather(1, self.yi[:, None])[:, 0]).double().sum().item() / self.n
+            P = torch.softmax(eta, dim=1)
+        return loss, P, P - self.Y
+
+    def lambda_max(self) -> float:
+        """The smallest lam at which every weight is zero (intercept at the class prior)."""
+        eta = self.b0.to(torch.float32).expand(self.n, self.K)
+        _, _, R = self._terms(eta)
+        return float((R.T @ self.X).T.abs().max()) / self.n
+
+    # ------------------------------------------------------------------ restricted problem
+    def _loss(self, XA: torch.Tensor, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """theta: [k+1, K] float64 (active weights, then the intercept row) -> (mean loss, R = P - Y)."""
+        # F.linear and R^T X run 3-5x faster than X @ W and X^T R for a handful of classes (measured)
+        eta = F.linear(XA, theta[:-1].T.to(torch.float32).contiguous(), theta[-1].to(torch.float32))
+        loss, _, R = self._terms(eta)
+        return loss, R
+
+    def _grad(self, XA: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        """Gradient of the mean loss w.r.t. theta [k+1, K], float64."""
+        return torch.cat([(R.T.contiguous() @ XA).T.double(), R.double().sum(0, keepdim=True)]) / self.n
+
+    @staticmethod
+    def _pseudo_gradient(theta: torch.Tensor, G: torch.Tensor, lam: float) -> torch.Tensor:
+        """The minimum-norm subgradient of loss + lam |W|_1 (the intercept row is not penalised)."""
+        W, GW = theta[:-1], G[:-1]
+        at_zero = torch.where(GW + lam < 0, GW + lam, torch.where(GW - lam > 0, GW - lam, torch.zeros_like(GW)))
+        PW = torch.where(W != 0, GW + lam * torch.sign(W), at_zero)
+        return torch.cat([PW, G[-1:]])
+
+    def _direction(self, PG: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
+        """-H^-1 PG by the L-BFGS two-loop recursion over (s, y, 1/s.y) pairs."""
+        q = PG.clone()
+        alphas = []
+        for s, y, rho in reversed(pairs):
+            a = rho * float((s * q).sum())
+            alphas.append(a)
+            q -= a * y
+        if pairs:
+            s, y, _ = pairs[-1]
+            q *= float((s * y).sum()) / float((y * y).sum())
+        else:  # no curvature yet: a step of unit length
+            q /= max(float(q.norm()), 1e-12)
+        for (s, y, rho), a in zip(pairs, reversed(alphas)):
+            q += (a - rho * float((y * q).sum())) * s
+        return -q
+
+    def _solve_active(self, A: torch.Tensor, W: torch.Tensor, b: torch.Tensor, lam: float
+                      ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, int]:
+        """OWL-QN (orthant-wise L-BFGS, Andrew & Gao 2007) on the active columns A, all classes jointly.
+
+        W: [k, K] float64, b: [K] float64. The curvature pairs live in the full coordinate space and are
+        kept across calls: the smooth loss is the same at every lam, so they stay valid along the path.
+        Returns (W, b, objective, R [n, K] at the solution, iterations)."""
+        XA = self.X.index_select(1, A) if A.numel() < self.d else self.X
+        rows = torch.cat([A, torch.tensor([self.d])])
+        pairs = []
+        for s_full, y_full in self._memory:
+            s, y = s_full[rows], y_full[rows]
+            sy = float((s * y).sum())
+            if sy > 1e-12 * float(s.norm()) * float(y.norm()):
+                pairs.append((s, y, 1.0 / sy))
+        theta = torch.cat([W, b[None]])
+        loss, R = self._loss(XA, theta)
+        G = self._grad(XA, R)
+        obj = loss + lam * float(theta[:-1].abs().sum())
+        history = [obj]
+        it = 0
+        while it < self.max_iter:
+            it += 1
+            PG = self._pseudo_gradient(theta, G, lam)
+            D = self._direction(PG, pairs)
+            D[:-1] = torch.where(D[:-1] * PG[:-1] < 0, D[:-1], torch.zeros_like(D[:-1]))  # same orthant as -PG
+            if self.K > 1:  # softmax ignores a shift of every intercept: stay off that flat direction, where
+                D[-1] -= D[-1].mean()  # float32 noise over a tiny curvature pair would let them drift away
+            slope = float((PG * D).sum())
+            if slope >= 0:
+                if not pairs:
+                    break  # PG = 0: optimal
+                pairs = []  # the curvature model went bad: restart from steepest descent
+                continue
+            orthant = torch.where(theta[:-1] != 0, torch.sign(theta[:-1]), -torch.sign(PG[:-1]))
+            t = 1.0
+            while True:  # backtracking on the true objective, projected onto the orthant
+                new = theta + t * D
+                new[:-1] = torch.where(torch.sign(new[:-1]) == orthant, new[:-1], torch.zeros_like(new[:-1]))
+                loss_n, R_n = self._loss(XA, new)
+                obj_n = loss_n + lam * float(new[:-1].abs().sum())
+                if obj_n <= obj + 1e-4 * float((PG * (new - theta)).sum()) or t < 1e-10:
+                    break
+                t *= 0.5
+            if obj_n > obj:  # no descent left at float32 resolution
+                break
+            G_n = self._grad(XA, R_n)
+            s, y = new - theta, G_n - G
+            sy = float((s * y).sum())
+            if sy > 1e-12 * float(s.norm()) * float(y.norm()):
+                pairs.append((s, y, 1.0 / sy))
+                s_full = torch.zeros(self.d + 1, self.K, dtype=torch.float64)
+                y_full = torch.zeros(self.d + 1, self.K, dtype=torch.float64)
+                s_full[rows], y_full[rows] = s, y
+                self._memory.append((s_full, y_full))
+                if len(pairs) > self.memory:
+                    pairs.pop(0)
+                if len(self._memory) > self.memory:
+                    self._memory.pop(0)
+            theta, G, R, obj = new, G_n, R_n, obj_n
+            history.append(obj)
+            if len(history) > self.window and history[-1 - self.window] - obj <= \
+                    self.window * self.tol * max(abs(obj), 1e-3):
+                break
+        return theta[:-1], theta[-1], obj, R, it
+
+    # ------------------------------------------------------------------ one lam
+    def fit(self, lam: float, warm: PathPoint | None = None, lam_prev: float | None = None) -> PathPoint:
+        """Solve at `lam`, warm-started from `warm` (a point of this path) when given."""
+        K, d = self.K, self.d
+        if warm is None:
+            Wfull = torch.zeros(d, K, dtype=torch.float64)
+            b = self.b0.clone()
+        else:
+            Wfull = torch.as_tensor(warm.coef.T, dtype=torch.float64).clone()
+            b = torch.as_tensor(warm.intercept, dtype=torch.float64).clone()
+        # gradient at the warm start, for the strong rule
+        _, _, R = self._terms(F.linear(self.X, Wfull.T.to(torch.float32).contiguous(), b.to(torch.float32)))
+        G = (R.T @ self.X).T.abs().amax(dim=1) / self.n  # [d]
+        lp = lam_prev if lam_prev is not None else (warm.lam if warm is not None else self.lambda_max())
+        support = Wfull.abs().amax(dim=1) > 0
+        active = support | (G >= 2 * lam - lp)
+        if not bool(active.any()):
+            active[int(G.argmax())] = True
+        steps = passes = 0
+        while True:
+            A = torch.nonzero(active)[:, 0]
+            W, b, obj, R, s = self._solve_active(A, Wfull[A].clone(), b, lam)
+            steps += s
+            passes += 1
+            Wfull = torch.zeros(d, K, dtype=torch.float64)
+            Wfull[A] = W
+            G = (R.T @ self.X).T.abs().amax(dim=1) / self.n
+            violators = (~active) & (G > lam * (1 + 1e-3))
+            if not bool(violators.any()):
+                break
+            active |= violators
+        coef = Wfull.T.numpy().astype(np.float64)
+        return PathPoint(lam=lam, C=1.0 / (self.n * lam), coef=coef, intercept=b.numpy().copy(), objective=obj,
+                         n_nonzero=int((np.abs(coef).max(axis=0) > 0).sum()), iterations=steps,
+                         kkt_passes=passes)

@@ -1,0 +1,394 @@
+"""`stcstore fit`: per-layer L1 probes -> η-sparsify -> cross-layer aggregation -> choice on validation.
+
+Stages (STC paper, sections 3.2-3.4 and Algorithm 1):
+
+1. probes: every (kind, pooling, layer) block of the feature set, one dense block in memory at a time,
+   standardised with train statistics; the L1 strength of each probe is chosen on validation along a
+   regularisation path (`probe.fit_path`). Only the chosen point of each path is kept.
+2. sparsify: per probe and η, the fewest neurons whose squared weights reach η·‖w‖² (`sparsify`).
+3. aggregate: per (kind, pooling), the neurons the largest η keeps in every layer are read once
+   (`Store.gather` of just those columns); for every η and depth L_temp, the kept neurons of layers
+   0..L_temp are concatenated and another L1 path is fitted and chosen on validation.
+4. choose: the aggregate with the best validation score (ties: shallower L_temp, then fewer neurons).
+   Test rows are read only now, once, for the three reported states (baseline, best probe, STC), and
+   scored with exactly the fitted weights that were chosen.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..classifier.classifier import Classifier, FeatureGroup
+from ..core.atomic import check_output_dir, store_lock
+from ..core.console import eprint, progress
+from ..core.errors import StcError
+from ..core.fingerprint import fingerprint
+from ..core.names import KINDS, METRICS, POOLINGS, FeatureBlock, check_at_least, check_choice, check_kinds_poolings, \
+    check_name
+from ..store.store import FeatureSet, Store, neuron_picks
+from .metrics import scores
+from .probe import PathConfig, PathResult, apply_standardization, fit_path, standardize_
+from ..classifier.linear import decision, predict_index
+from .sparsify import DEFAULT_ETAS, check_eta, select_neurons
+from .splits import Splits, plan_splits
+from .tables import aggregate_rows, probe_rows, write_tables
+
+FIT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Options of one fit; validated without I/O."""
+
+    dataset: str
+    model: str = "default"  # as given to extract, its path, or a feature-set id prefix
+    etas: tuple[float, ...] = DEFAULT_ETAS
+    metric: str = "accuracy"  # selection metric: accuracy | macro_f1
+    kinds: tuple[str, ...] = KINDS
+    poolings: tuple[str, ...] = POOLINGS
+    mix_kinds: bool = False  # also aggregate hidden and ffn neurons together (not in the paper)
+    train_split: str = "train"
+    val_split: str = "validation"
+    test_split: str = "test"
+    val_fraction: float = 0.2  # carved from train (stratified, seeded) only when there is no validation split
+    seed: int = 0
+    threads: int | None = None
+    path: PathConfig = field(default_factory=PathConfig)
+
+    def __post_init__(self) -> None:
+        check_name(self.dataset, "--dataset")
+        check_choice(self.metric, METRICS, "--metric")
+        if not self.etas:
+            raise StcError("--etas needs at least one value")
+        for e in self.etas:
+            check_eta(e)
+        check_kinds_poolings(self.kinds, self.poolings)
+        if not (0.0 < self.val_fraction < 1.0):
+            raise StcError("--val-fraction must be between 0 and 1")
+        check_at_least(self, ("threads",))
+
+
+# ---------------------------------------------------------------------------------------------- results
+@dataclass
+class ProbeState:
+    """The chosen fitted state of one per-layer probe (standardisation + weights)."""
+
+    block: FeatureBlock
+    mean: np.ndarray
+    scale: np.ndarray
+    result: PathResult
+
+
+@dataclass
+class AggState:
+    kind: str  # "hidden" | "ffn" | "hidden+ffn"
+    pooling: str
+    eta: float
+    l_temp: int
+    groups: list[FeatureGroup]
+    mean: np.ndarray
+    scale: np.ndarray
+    result: PathResult
+
+    @property
+    def n_neurons(self) -> int:
+        return sum(len(g.neurons) for g in self.groups)
+
+
+@dataclass
+class FitResult:
+    dataset: str
+    feature_set: str
+    model: str
+    classes: list[str]
+    metric: str
+    baseline: dict[str, Any]
+    best_probe: dict[str, Any]
+    stc: dict[str, Any]
+    chosen: dict[str, Any]
+    n_train: int
+    n_validation: int
+    n_test: int
+    carved_validation: bool
+    seed: int
+    fit_id: str
+    classifier_dir: str | None
+    seconds: dict[str, float]
+    peak_rss_mb: float
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        def fmt(d: dict[str, Any]) -> str:
+            return "  ".join(f"{m} {d[m]:.4f}" if isinstance(d.get(m), float) and d[m] == d[m] else f"{m} -"
+                             for m in METRICS)
+        rows = [("baseline", self.baseline), ("best probe", self.best_probe), ("STC", self.stc)]
+        lines = [f"dataset {self.dataset}, feature set {self.feature_set[:12]} ({self.model}); classes "
+                 f"{', '.join(self.classes)}; train {self.n_train}, validation {self.n_validation}"
+                 f"{' (carved from train, seed ' + str(self.seed) + ')' if self.carved_validation else ''}, "
+                 f"test {self.n_test}; chosen on validation {self.metric}", "",
+                 f"{'':12s} {'configuration':44s} {'validation':34s} test"]
+        for name, r in rows:
+            if not r:
+                lines.append(f"{name:12s} (not available: {name} needs blocks this feature set lacks)")
+                continue
+            lines.append(f"{name:12s} {r['what']:44s} {fmt(r['validation']):34s} {fmt(r['test'])}")
+        c = self.chosen
+        lines += ["", f"chosen: kind {c['kind']}, pooling {c['pooling']}, η {c['eta']}, L_temp {c['l_temp']}, "
+                      f"{c['n_neurons']} neurons ({c['n_nonzero']} with non-zero weight), C {c['C']:.4g}",
+                  "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+                  + f"; peak RSS {self.peak_rss_mb:,.0f} MB"]
+        if self.classifier_dir:
+            lines.append(f"classifier: {self.classifier_dir}")
+        lines += self.messages
+        return "\n".join(lines)
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def _agg_key(a: AggState, metric: str) -> tuple:
+    r = a.result
+    # best validation metric, then validation log-loss; then the cheaper classifier (shallower, fewer neurons)
+    return (round(r.validation[metric], 12), -round(r.validation["log_loss"], 12), -a.l_temp, -a.n_neurons)
+
+
+def _probe_key(p: ProbeState, metric: str) -> tuple:
+    r = p.result
+    return (round(r.validation[metric], 12), -round(r.validation["log_loss"], 12), -p.block.layer)
+
+
+class _Fitter:
+    def __init__(self, store: Store, fs: FeatureSet, cfg: FitConfig, splits: Splits) -> None:
+        self.store, self.fs, self.cfg, self.splits = store, fs, cfg, splits
+        self.K = len(splits.classes)
+        self.tr, self.va, self.te = cfg.train_split, cfg.val_split, cfg.test_split
+
+    def read(self, picks: list[tuple[str, np.ndarray | None]], split: str) -> np.ndarray:
+        return self.store.gather(self.fs, picks, self.splits.plans[split])[1]
+
+    def probe(self, block: FeatureBlock) -> ProbeState:
+        Xtr = self.read([(block.column, None)], self.tr)
+        mean, scale = standardize_(Xtr)
+        Xva = apply_standardization(self.read([(block.column, None)], self.va), mean, scale)
+        res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K, self.cfg.metric,
+                       self.cfg.path)
+        return ProbeState(block, mean, scale, res)
+
+    def aggregate(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState],
+                  on_fit: Callable[[AggState], None]) -> list[AggState]:
+        """Every (η, L_temp) of one (kind, pooling); kind may be "hidden+ffn"."""
+        kinds = kind.split("+")
+        layers = sorted({b.layer for b in probes if b.kind in kinds and b.pooling == pooling})
+        eta_max = max(self.cfg.etas)
+        # per block: neurons kept at the largest η, most important first; smaller η keep a prefix
+        kept = {b: select_neurons(p.result.chosen.coef, eta_max) for b, p in probes.items()
+                if b.kind in kinds and b.pooling == pooling}
+        order = sorted(kept, key=lambda b: (b.layer, KINDS.index(b.kind)))
+        picks = neuron_picks(self.fs, [(b.kind, b.pooling, b.layer, kept[b]) for b in order])
+        Xtr_all = self.read(picks, self.tr)
+        Xva_all = self.read(picks, self.va)
+        offsets = np.cumsum([0] + [len(kept[b]) for b in order])
+        start = {b: int(offsets[i]) for i, b in enumerate(order)}  # first column of each block
+        mean_all = np.concatenate([probes[b].mean[kept[b]] for b in order])
+        scale_all = np.concatenate([probes[b].scale[kept[b]] for b in order])
+        apply_standardization(Xtr_all, mean_all, scale_all)
+        apply_standardization(Xva_all, mean_all, scale_all)
+        out: list[AggState] = []
+        seen: dict[tuple, AggState] = {}
+        for eta in sorted(self.cfg.etas):
+            n_keep = {b: len(select_neurons(probes[b].result.chosen.coef, eta)) for b in order}
+            for l_temp in layers:
+                blocks = [b for b in order if b.layer <= l_temp]
+                cols = np.concatenate([np.arange(start[b], start[b] + n_keep[b]) for b in blocks])
+                groups = [FeatureGroup(b.kind, b.pooling, b.layer, [int(i) for i in kept[b][:n_keep[b]]])
+                          for b in blocks]
+                sig = tuple(cols.tolist())
+                if sig in seen:  # this η keeps exactly the neurons a smaller η kept: same fit
+                    prev = seen[sig]
+                    state = AggState(kind, pooling, eta, l_temp, groups, prev.mean, prev.scale, prev.result)
+                else:
+                    Xtr = np.ascontiguousarray(Xtr_all[:, cols])
+                    Xva = np.ascontiguousarray(Xva_all[:, cols])
+                    res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K,
+                                   self.cfg.metric, self.cfg.path)
+                    del Xtr, Xva
+                    state = AggState(kind, pooling, eta, l_temp, groups, mean_all[cols], scale_all[cols], res)
+                    seen[sig] = state
+                out.append(state)
+                on_fit(state)
+        return out
+
+    def test_scores(self, picks: list[tuple[str, np.ndarray | None]], mean: np.ndarray, scale: np.ndarray,
+                    res: PathResult) -> dict[str, float]:
+        y = self.splits.y[self.te]
+        if len(y) == 0:
+            return {m: float("nan") for m in METRICS}
+        X = apply_standardization(self.read(picks, self.te), mean, scale)
+        return scores(y, predict_index(decision(X, res.chosen.coef, res.chosen.intercept)), self.K)
+
+
+def _notes(splits: Splits, cfg: FitConfig) -> list[str]:
+    messages = []
+    if splits.carved_validation:
+        messages.append(f"no {cfg.val_split!r} rows: validation is a stratified {cfg.val_fraction:.0%} of "
+                        f"{cfg.train_split!r}, seed {cfg.seed}")
+    for name, n in splits.unlabeled.items():
+        if n:
+            messages.append(f"{n} rows of split {name!r} have no label and were not used")
+    unseen = int((splits.y[cfg.val_split] < 0).sum() + (splits.y[cfg.test_split] < 0).sum())
+    if unseen:
+        messages.append(f"{unseen} validation/test rows have a label that train does not have (always wrong)")
+    return messages
+
+
+def _fit_probes(fitter: _Fitter, blocks: list[FeatureBlock], bar: Any) -> dict[FeatureBlock, ProbeState]:
+    """Stage 1: one L1 probe per block, its strength chosen on validation."""
+    metric = fitter.cfg.metric
+    probes: dict[FeatureBlock, ProbeState] = {}
+    for i, b in enumerate(blocks):
+        p = probes[b] = fitter.probe(b)
+        bar.update(1)
+        bar.set_postfix_str(f"probe {b.column} val {metric} {p.result.validation[metric]:.4f}")
+        if bar.disable:
+            eprint(f"probe {i + 1}/{len(blocks)} {b.column}: val {metric} {p.result.validation[metric]:.4f}, "
+                   f"{p.result.chosen.n_nonzero} neurons, {p.result.seconds:.1f}s")
+    return probes
+
+
+def _fit_aggregates(fitter: _Fitter, groups: list[tuple[str, str]], probes: dict[FeatureBlock, ProbeState],
+                    bar: Any) -> tuple[list[AggState], AggState]:
+    """Stages 2-3: sparsify every probe at every η and aggregate layers 0..L_temp; returns every
+    aggregate and the validation-best one."""
+    metric = fitter.cfg.metric
+    aggs: list[AggState] = []
+    for kind, pooling in groups:
+        if not any(b.kind in kind.split("+") and b.pooling == pooling for b in probes):
+            continue
+        states = fitter.aggregate(kind, pooling, probes, lambda _: bar.update(1))
+        aggs.extend(states)
+        if bar.disable:
+            top = max(states, key=lambda a: _agg_key(a, metric))
+            eprint(f"aggregate {kind}.{pooling}: best val {metric} {top.result.validation[metric]:.4f} "
+                   f"(η {top.eta}, L_temp {top.l_temp}, {top.n_neurons} neurons)")
+    best = max(aggs, key=lambda a: _agg_key(a, metric))  # max keeps the first of equals, as a strict > did
+    return aggs, best
+
+
+def _metrics(s: dict[str, float]) -> dict[str, float]:
+    return {m: s[m] for m in METRICS}
+
+
+def _test_reports(fitter: _Fitter, fs: FeatureSet, probes: dict[FeatureBlock, ProbeState], best: AggState
+                  ) -> dict[str, dict[str, Any]]:
+    """Stage 4: baseline, best probe and STC on validation and test; test is read here, once per state."""
+    metric = fitter.cfg.metric
+
+    def probe_report(p: ProbeState) -> dict[str, Any]:
+        test = fitter.test_scores([(p.block.column, None)], p.mean, p.scale, p.result)
+        c = p.result.chosen
+        return {"what": f"{p.block.column} ({c.n_nonzero} neurons, C {c.C:.3g})", "kind": p.block.kind,
+                "pooling": p.block.pooling, "layer": p.block.layer, "n_nonzero": c.n_nonzero, "C": c.C,
+                "validation": _metrics(p.result.validation), "test": test}
+
+    base_block = FeatureBlock("hidden", "single", fs.manifest["fingerprint"]["n_layers"])
+    if base_block in probes:
+        baseline = probe_report(probes[base_block])
+    elif fs.has(base_block.kind, base_block.pooling, base_block.layer):  # outside --kinds/--poolings: fit it anyway
+        baseline = probe_report(fitter.probe(base_block))
+    else:
+        baseline = {"what": f"unavailable: the feature set has no {base_block.column} block", "validation":
+                    {m: None for m in METRICS}, "test": {m: None for m in METRICS}}
+    best_probe = probe_report(max(probes.values(), key=lambda p: _probe_key(p, metric)))
+    picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in best.groups])
+    stc = {"what": f"{best.kind}.{best.pooling} η {best.eta} L_temp {best.l_temp} ({best.n_neurons} neurons)",
+           "validation": _metrics(best.result.validation),
+           "test": fitter.test_scores(picks, best.mean, best.scale, best.result)}
+    return {"baseline": baseline, "best_probe": best_probe, "stc": stc}
+
+
+def _classifier(fs: FeatureSet, splits: Splits, best: AggState, reports: dict[str, dict[str, Any]],
+                fit_id: str, fit_cfg: dict[str, Any], seed: int) -> Classifier:
+    c = best.result.chosen
+    return Classifier.from_fit(
+        fs=fs, groups=best.groups, classes=splits.classes, coef=c.coef, intercept=c.intercept,
+        mean=best.mean, scale=best.scale, kind=best.kind, pooling=best.pooling, eta=best.eta, l_temp=best.l_temp,
+        metrics={k: {f: v for f, v in r.items() if f in ("validation", "test", "what")} for k, r in reports.items()},
+        fit={"fit_id": fit_id, "config": fit_cfg, "data_fingerprint": splits.data_fingerprint,
+             "carved_validation": splits.carved_validation, "seed": seed, "lam": c.lam, "C": c.C})
+
+
+def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, force: bool = False) -> FitResult:
+    """Fit STC on one dataset of a store; save the chosen classifier to `out` (a new directory). Holds the
+    store's lock: the features it reads do not change under it, and its tables are written safely."""
+    t_start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    store = Store(store_path)
+    store.require()
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        check_output_dir(out_path, force)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    with store_lock(store.root, "stcstore fit"):
+        fs = store.feature_set(cfg.dataset, cfg.model)
+        blocks = [b for b in fs.blocks if b.kind in cfg.kinds and b.pooling in cfg.poolings]
+        if not blocks:
+            raise StcError(f"feature set {fs.id[:12]} has no blocks for --kinds {','.join(cfg.kinds)} and --poolings "
+                           f"{','.join(cfg.poolings)}; it holds {', '.join(fs.manifest['columns'][:6])} ...")
+        t0 = time.perf_counter()
+        splits = plan_splits(store, fs, cfg)
+        seconds["plan"] = time.perf_counter() - t0
+        messages = _notes(splits, cfg)
+        for m in messages:
+            eprint(m)
+        fitter = _Fitter(store, fs, cfg, splits)
+        groups = [(k, p) for k in cfg.kinds for p in cfg.poolings]
+        if cfg.mix_kinds and len(cfg.kinds) > 1:
+            groups += [("+".join(cfg.kinds), p) for p in cfg.poolings]
+        n_agg_fits = sum(len(cfg.etas) * len({b.layer for b in blocks if b.kind in k.split("+") and b.pooling == p})
+                         for k, p in groups)
+        with progress(len(blocks) + n_agg_fits, f"fit {cfg.dataset}", "fit") as bar:
+            t0 = time.perf_counter()
+            probes = _fit_probes(fitter, blocks, bar)
+            seconds["probes"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            aggs, best = _fit_aggregates(fitter, groups, probes, bar)
+            seconds["aggregate"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        reports = _test_reports(fitter, fs, probes, best)
+        seconds["test"] = time.perf_counter() - t0
+        fit_cfg = {k: v for k, v in asdict(cfg).items() if k != "threads"}
+        fit_id = fingerprint([fs.id, splits.data_fingerprint, fit_cfg, FIT_FORMAT_VERSION])
+        t0 = time.perf_counter()
+        if write_tables(store, cfg.dataset, fit_id, probe_rows(fit_id, fs, list(probes.values())),
+                        aggregate_rows(fit_id, fs, aggs, best)):
+            messages.append(f"replaced the tables of the identical earlier fit {fit_id}")
+    if out_path is not None:
+        _classifier(fs, splits, best, reports, fit_id, fit_cfg, cfg.seed).save(out_path, force=force)
+    seconds["write"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - t_start
+    c = best.result.chosen
+    return FitResult(
+        dataset=cfg.dataset, feature_set=fs.id, model=fs.model, classes=splits.classes, metric=cfg.metric,
+        baseline=reports["baseline"], best_probe=reports["best_probe"], stc=reports["stc"],
+        chosen={"kind": best.kind, "pooling": best.pooling, "eta": best.eta, "l_temp": best.l_temp,
+                "n_neurons": best.n_neurons, "n_nonzero": c.n_nonzero, "C": c.C, "lam": c.lam},
+        n_train=len(splits.y[cfg.train_split]), n_validation=len(splits.y[cfg.val_split]),
+        n_test=len(splits.y[cfg.test_split]), carved_validation=splits.carved_validation, seed=cfg.seed,
+        fit_id=fit_id, classifier_dir=str(out_path) if out_path is not None else None,
+        seconds={k: round(v, 2) for k, v in seconds.items()}, peak_rss_mb=round(peak_rss_mb(), 1),
+        messages=messages,
+    )

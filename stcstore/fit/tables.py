@@ -1,0 +1,50 @@
+"""The fit's tables in the store: every visited point of the probe paths and every aggregate tried
+(STORE/fits/dataset=NAME/fit=ID/{probes,aggregates}.parquet; schemas in core.schemas)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..core import schemas
+from ..core.atomic import commit_replacing, tmp_name
+from ..store.store import FeatureSet, Store
+
+if TYPE_CHECKING:
+    from .stage import AggState, ProbeState
+
+
+def probe_rows(fit_id: str, fs: FeatureSet, probes: list["ProbeState"]) -> pa.Table:
+    rows = []
+    for p in probes:
+        for r in p.result.rows:
+            rows.append({"fit_id": fit_id, "feature_set": fs.id, "kind": p.block.kind,
+                         "pooling": p.block.pooling, "layer": p.block.layer, **r})
+    return pa.Table.from_pylist(rows, schema=schemas.PROBES)
+
+
+def aggregate_rows(fit_id: str, fs: FeatureSet, aggs: list["AggState"], chosen: "AggState") -> pa.Table:
+    rows = []
+    for a in aggs:
+        c = a.result.chosen
+        rows.append({"fit_id": fit_id, "feature_set": fs.id, "kind": a.kind,
+                     "pooling": a.pooling, "eta": a.eta, "l_temp": a.l_temp, "n_neurons": a.n_neurons,
+                     "n_nonzero": c.n_nonzero, "lam": c.lam, "C": c.C,
+                     "val_accuracy": a.result.validation["accuracy"], "val_macro_f1": a.result.validation["macro_f1"],
+                     "val_log_loss": a.result.validation["log_loss"],
+                     "train_accuracy": a.result.train["accuracy"], "path_points": len(a.result.rows),
+                     "seconds": a.result.seconds, "chosen": a is chosen})
+    return pa.Table.from_pylist(rows, schema=schemas.AGGREGATES)
+
+
+def write_tables(store: Store, dataset: str, fit_id: str, probes: pa.Table, aggs: pa.Table) -> bool:
+    """Commit both tables by one rename. The same fit (same feature set, data and options) has the same id
+    and replaces its own earlier tables; returns whether it did."""
+    final = store.table_dir("fits", dataset) / f"fit={fit_id}"
+    tmp = tmp_name(final)
+    tmp.mkdir(parents=True)
+    pq.write_table(probes, tmp / "probes.parquet")
+    pq.write_table(aggs, tmp / "aggregates.parquet")
+    return commit_replacing(tmp, final)

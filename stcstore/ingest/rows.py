@@ -1,0 +1,110 @@
+"""The one row validator: what makes a candidate row a usable text, and the reject reason when it is not.
+
+Used by `ingest` (against every id already in the dataset) and by `score --input` (against the ids seen
+earlier in the same file), so both accept and refuse exactly the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..core.errors import StcError
+from ..core.fingerprint import text_hash
+from ..core.names import check_name
+from .idindex import IdIndex, text_key
+from .readers import RAW_KEEP, Row, has_surrogates
+
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation", "eval": "validation"}
+
+
+def normalize_split(value: str) -> str:
+    v = str(value).strip().lower()
+    return SPLIT_ALIASES.get(v, v)
+
+
+def as_str(value: Any) -> str | None:
+    """A field value as stored: numbers and booleans as their JSON spelling, objects as JSON, blank as None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    s = str(value)
+    return s if s.strip() else None
+
+
+@dataclass
+class Text:
+    """A usable row."""
+
+    id: str
+    text: str
+    label: str | None
+    split: str | None
+    content_hash: str
+
+
+class RowValidator:
+    """Checks candidate rows one by one and remembers the ids it accepted.
+
+    known: ids already accepted (ingest: the dataset's stored ids; score: an empty index).
+    default_split: split of a row without one (None: rows get no split, as in `score --input`).
+    where: how a conflicting earlier id is described in the reason ("exists", "seen in this file")."""
+
+    def __init__(self, text_field: str, known: IdIndex, default_split: str | None = None,
+                 with_splits: bool = True, where: str = "exists") -> None:
+        self.text_field, self.known, self.default_split = text_field, known, default_split
+        self.with_splits, self.where = with_splits, where
+
+    def problem(self, row: Row) -> str | None:
+        """Why a row cannot be used as a text at all (before ids are compared), or None."""
+        if row.error:
+            return row.error
+        if row.text is None:
+            return f"no text: field {self.text_field!r} missing or null"
+        if not isinstance(row.text, str):
+            return f"text field {self.text_field!r} is a {type(row.text).__name__}, not a string"
+        if has_surrogates(row.text):
+            return "invalid unicode in text (lone surrogate)"
+        if not row.text.strip():
+            return "empty text"
+        return None
+
+    def check(self, row: Row) -> Text | str | None:
+        """A usable row as a Text, its reject reason as a str, or None for an exact duplicate of an earlier row."""
+        problem = self.problem(row)
+        if problem:
+            return problem
+        h = text_hash(row.text)
+        label = as_str(row.label) if self.with_splits else None
+        rid = as_str(row.id) or f"h{h[:20]}"
+        split = None
+        if self.with_splits:
+            split_value = as_str(row.split)
+            split = normalize_split(split_value) if split_value else self.default_split or (
+                "train" if label else "unlabeled")
+            try:
+                check_name(split, "split")
+            except StcError:
+                return f"invalid split name {split!r}"
+        prior = self.known.get(rid)
+        if prior is not None:
+            if prior[0] != text_key(h):
+                return f"id already {self.where} with a different text"
+            if prior[1] != label or prior[2] != split:
+                return f"id already {self.where} with label {prior[1]!r} / split {prior[2]!r}"
+            return None
+        self.known.add(rid, h, label, split)
+        return Text(rid, row.text, label, split, h)
+
+
+def reject_row(row: Row, reason: str, source: str, now: datetime) -> dict[str, Any]:
+    """A rejects-table row (core.schemas.REJECTS)."""
+    return {"source": source, "line": row.line, "id": as_str(row.id), "reason": reason, "raw": row.raw[:RAW_KEEP],
+            "ingested_at": now}

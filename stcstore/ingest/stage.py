@@ -1,0 +1,246 @@
+"""`stcstore ingest`: read tweet dumps, JSONL, CSV or Parquet into the store's texts table.
+
+Each source file becomes one batch directory, renamed into place only when complete: a killed or
+failed ingest leaves nothing visible. Unusable rows go to the rejects table with a reason; re-ingesting
+a file already ingested with the same options adds nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..core import schemas
+from ..core.atomic import commit, remove_stale_temps, store_lock, tmp_name
+from ..core.errors import StcError
+from ..core.fingerprint import file_sha256, fingerprint
+from ..core.names import ID_FIELD, INPUT_FORMATS, LABEL_FIELD, SPLITS, TEXT_FIELD, check_choice, check_name
+from ..store.store import Store
+from .idindex import IdIndex
+from .readers import READ_ERRORS, ReadOptions, Row, detect_format, read_rows, strip_ext
+from .rows import RowValidator, Text, normalize_split, reject_row
+
+WRITE_ROWS = 50_000  # rows per Parquet row group while streaming a large file
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Options of one ingest run; validated without I/O. Recorded (hashed) with every batch."""
+
+    dataset: str
+    format: str = "auto"
+    text_field: str = TEXT_FIELD
+    label_field: str = LABEL_FIELD
+    id_field: str = ID_FIELD
+    split_field: str | None = None
+    split: str | None = None  # one split name for every row of the files
+
+    def __post_init__(self) -> None:
+        check_name(self.dataset, "--dataset")
+        check_choice(self.format, INPUT_FORMATS, "--format")
+        if self.split is not None and self.split_field is not None:
+            raise StcError("give either --split NAME (one split for the whole file) or --split-field F, not both")
+        if self.split is not None:
+            check_name(normalize_split(self.split), "--split")
+
+    def options_hash(self) -> str:
+        d = asdict(self)
+        d.pop("dataset")
+        return fingerprint(d)
+
+    def read_options(self) -> ReadOptions:
+        return ReadOptions(self.text_field, self.label_field, self.id_field, self.split_field)
+
+
+@dataclass
+class FileResult:
+    source: str
+    format: str
+    rows_read: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    skipped: bool = False  # already ingested with the same options
+    batch: int | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class IngestResult:
+    dataset: str
+    store: str
+    files: list[FileResult]
+    seconds: float
+
+    def totals(self) -> dict[str, int]:
+        keys = ("rows_read", "ingested", "duplicates", "rejected")
+        return {k: sum(getattr(f, k) for f in self.files) for k in keys}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "store": self.store, **self.totals(), "seconds": round(self.seconds, 3),
+                "files": [asdict(f) for f in self.files]}
+
+    def to_text(self) -> str:
+        lines = []
+        for f in self.files:
+            if f.skipped:
+                lines.append(f"{f.source}: already ingested with these options, nothing added")
+                continue
+            why = ", ".join(f"{k}: {v}" for k, v in sorted(f.reasons.items()))
+            lines.append(f"{f.source} [{f.format}]: {f.rows_read} rows read, {f.ingested} ingested, "
+                         f"{f.duplicates} duplicates, {f.rejected} rejected" + (f" ({why})" if why else ""))
+        t = self.totals()
+        lines.append(f"dataset {self.dataset}: {t['ingested']} texts added, {t['rejected']} rejects "
+                     f"(see `stcstore sql --store {self.store} --query rejects_by_reason`), {self.seconds:.1f}s")
+        return "\n".join(lines)
+
+
+def _default_split(path: Path) -> str | None:
+    stem = strip_ext(path).rsplit(".", 1)[0]
+    s = normalize_split(stem)
+    return s if s in SPLITS else None
+
+
+class _BatchWriter:
+    """Streams texts and rejects of one source file into a temp batch directory."""
+
+    def __init__(self, tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        self.tmp = tmp
+        self.texts: list[dict] = []
+        self.rejects: list[dict] = []
+        self._tw = pq.ParquetWriter(tmp / "texts.parquet", schemas.TEXTS, compression="zstd")
+        self._rw = pq.ParquetWriter(tmp / "rejects.parquet", schemas.REJECTS, compression="zstd")
+
+    def add_text(self, row: dict) -> None:
+        self.texts.append(row)
+        if len(self.texts) >= WRITE_ROWS:
+            self._flush()
+
+    def add_reject(self, row: dict) -> None:
+        self.rejects.append(row)
+        if len(self.rejects) >= WRITE_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.texts:
+            self._tw.write_table(pa.Table.from_pylist(self.texts, schema=schemas.TEXTS))
+            self.texts = []
+        if self.rejects:
+            self._rw.write_table(pa.Table.from_pylist(self.rejects, schema=schemas.REJECTS))
+            self.rejects = []
+
+    def close(self, source_row: dict) -> None:
+        self._flush()
+        self._tw.close()
+        self._rw.close()
+        pq.write_table(pa.Table.from_pylist([source_row], schema=schemas.SOURCES), self.tmp / "source.parquet")
+
+
+def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: IdIndex,
+                 next_seq: int, batch_no: int, done: set[tuple[str, str]]) -> FileResult:
+    if not path.is_file():
+        raise StcError(f"{path}: no such file")
+    fmt = detect_format(path) if cfg.format == "auto" else cfg.format
+    result = FileResult(source=str(path), format=fmt)
+    sha = file_sha256(path)
+    if (sha, cfg.options_hash()) in done:
+        result.skipped = True
+        return result
+    now = datetime.now(timezone.utc)
+    validator = RowValidator(cfg.text_field, known, normalize_split(cfg.split) if cfg.split else _default_split(path))
+    final = store.ingest_dir(cfg.dataset) / f"batch={batch_no:06d}"
+    tmp = tmp_name(final)
+    writer = _BatchWriter(tmp)
+    seq = next_seq
+    try:
+        missing_text_only = True
+        for row in read_rows(path, fmt, cfg.read_options()):
+            result.rows_read += 1
+            if row.error or row.text is not None:
+                missing_text_only = False
+            verdict = validator.check(row)
+            if verdict is None:
+                result.duplicates += 1
+            elif isinstance(verdict, str):
+                _count_reject(result, verdict)
+                writer.add_reject(reject_row(row, verdict, str(path), now))
+            else:
+                writer.add_text(_text_row(verdict, row, str(path), seq, now))
+                seq += 1
+                result.ingested += 1
+        if result.rows_read and result.ingested == 0 and result.duplicates == 0 and missing_text_only:
+            raise StcError(f"{path}: no row has the text field {cfg.text_field!r}; pass --text-field "
+                           f"(dotted paths like user.description work for JSON)")
+        writer.close({"source": str(path), "sha256": sha, "config_hash": cfg.options_hash(), "format": fmt,
+                      "rows_read": result.rows_read, "ingested": result.ingested,
+                      "duplicates": result.duplicates, "rejected": result.rejected,
+                      "seq_start": next_seq, "seq_end": seq - 1, "ingested_at": now})
+    except READ_ERRORS as exc:
+        _discard(tmp)
+        raise StcError(f"{path}: unreadable ({type(exc).__name__}: {exc}); nothing from it was ingested") from exc
+    except BaseException:
+        _discard(tmp)
+        raise
+    final.parent.mkdir(parents=True, exist_ok=True)
+    commit(tmp, final)
+    result.batch = batch_no
+    return result
+
+
+def _count_reject(result: FileResult, reason: str) -> None:
+    result.rejected += 1
+    key = reason.split(":")[0]
+    result.reasons[key] = result.reasons.get(key, 0) + 1
+
+
+def _text_row(t: Text, row: Row, source: str, seq: int, now: datetime) -> dict[str, Any]:
+    return {"id": t.id, "text": t.text, "label": t.label, "split": t.split, "content_hash": t.content_hash,
+            "source": source, "line": row.line, "seq": seq, "is_retweet": row.is_retweet, "ingested_at": now}
+
+
+def _discard(tmp: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ingest(store_path: str | Path, sources: list[str | Path], cfg: IngestConfig) -> IngestResult:
+    """Ingest files in order; each file is committed on its own. Raises StcError on an unreadable file
+    (files before it stay ingested and are listed in the message)."""
+    if not sources:
+        raise StcError("give at least one SOURCE file to ingest")
+    t0 = time.perf_counter()
+    store = Store(store_path)
+    with store_lock(store.root, "stcstore ingest"):
+        store.ensure()
+        remove_stale_temps(store.root / "ingest")
+        texts = store.texts(cfg.dataset, columns=["id", "content_hash", "label", "split", "seq"])
+        known = IdIndex(row for batch in texts.to_batches(max_chunksize=65536)  # Python strings a slice at a time
+                        for row in zip(*(batch.column(c).to_pylist() for c in ("id", "content_hash", "label",
+                                                                                "split"))))
+        next_seq = (max(texts.column("seq").to_pylist()) + 1) if texts.num_rows else 0
+        del texts
+        log = store.sources(cfg.dataset)
+        done = set(zip(log.column("sha256").to_pylist(), log.column("config_hash").to_pylist()))
+        batches = sorted(store.ingest_dir(cfg.dataset).glob("batch=*"))
+        batch_no = int(batches[-1].name.split("=")[1]) + 1 if batches else 0
+        results: list[FileResult] = []
+        for src in sources:
+            try:
+                r = _ingest_file(store, Path(src), cfg, known, next_seq, batch_no, done)
+            except StcError as exc:
+                if results:
+                    ok = ", ".join(f"{f.source} ({f.ingested} rows)" for f in results)
+                    raise StcError(f"{exc}\nalready committed before this file: {ok}") from exc
+                raise
+            results.append(r)
+            if not r.skipped:
+                next_seq += r.ingested
+                batch_no += 1
+    return IngestResult(cfg.dataset, str(store.root), results, time.perf_counter() - t0)

@@ -1,0 +1,210 @@
+"""The report's HTML page: the results table, the paper's figures as inline SVG, and the neuron table."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import __version__
+from ..classifier.classifier import Classifier
+from ..core.html import PALETTE, esc
+from .svg import CSS, Series, bar_chart, line_chart
+
+
+def _fig_layers(clf: Classifier, data: dict[str, Any], metric: str) -> str:
+    """Paper Figure 2: every probe's validation score by layer, and the chosen aggregate by L_temp."""
+    m = clf.manifest
+    col = f"val_{metric}"
+    series: list[Series] = []
+    curves: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for p in data["probes"]:
+        curves.setdefault((p["kind"], p["pooling"]), []).append((p["layer"], p[col]))
+    for i, ((kind, pooling), pts) in enumerate(sorted(curves.items())):
+        chosen = kind == m["kind"] and pooling == m["pooling"]
+        series.append(Series(f"probe {kind}.{pooling}", pts, PALETTE[(i + 2) % len(PALETTE)],
+                             width=2.0 if chosen else 1.1, marker=2.4 if chosen else 1.6))
+    agg = [(a["l_temp"], a[col]) for a in data["aggregates"]
+           if a["kind"] == m["kind"] and a["pooling"] == m["pooling"] and a["eta"] == m["eta"]]
+    series.append(Series(f"STC {m['kind']}.{m['pooling']} η {m['eta']:g}", agg, PALETTE[0], width=3.0, marker=3.2,
+                         titles=[f"aggregate of layers 0..{int(x)}: {y:.4f}" for x, y in agg]))
+    rings = [(x, y, f"chosen: L_temp {int(x)}, {y:.4f}") for x, y in agg if x == m["l_temp"]]
+    base = m["metrics"]["baseline"]["validation"].get(metric)
+    layers = [x for s in series for x, _ in s.points]
+    if base is not None and layers:
+        series.append(Series(f"baseline {m['metrics']['baseline']['what'].split(' ')[0]}",
+                             [(min(layers), base), (max(layers), base)], "#444444", width=1.2, dash="5 4",
+                             marker=0))
+    return line_chart(series, title=f"Validation {metric} by layer: per-layer probes and the STC aggregate",
+                      x_label="layer (probe: that layer alone; STC: layers 0..L_temp aggregated)",
+                      y_label=f"validation {metric}", marks=[(m["l_temp"], f"chosen L_temp {m['l_temp']}")],
+                      rings=rings)
+
+
+def _fig_grid(clf: Classifier, data: dict[str, Any], metric: str) -> list[str]:
+    """Paper Figure 3 ("what-which-where"): each pooling's validation score by L_temp, one line per η, and
+    the number of neurons the chosen pooling aggregates."""
+    m = clf.manifest
+    col = f"val_{metric}"
+    aggs = [a for a in data["aggregates"] if a["kind"] == m["kind"]]
+    etas = sorted({a["eta"] for a in aggs})
+    colour = {e: PALETTE[i % len(PALETTE)] for i, e in enumerate(etas)}
+    lo = min(a[col] for a in aggs)
+    hi = max(a[col] for a in aggs)
+    pad = (hi - lo) * 0.08 or 0.01
+    figs = []
+    for pooling in sorted({a["pooling"] for a in aggs}):
+        series = []
+        for e in etas:
+            pts = [a for a in aggs if a["pooling"] == pooling and a["eta"] == e]
+            series.append(Series(f"η {e:g}", [(a["l_temp"], a[col]) for a in pts], colour[e],
+                                 titles=[f"η {e:g}, L_temp {a['l_temp']}: {a[col]:.4f}, {a['n_neurons']} neurons"
+                                         + (" (chosen)" if a["chosen"] else "") for a in pts]))
+        rings = [(a["l_temp"], a[col], f"chosen: η {a['eta']:g}, L_temp {a['l_temp']}, {a['n_neurons']} neurons")
+                 for a in aggs if a["pooling"] == pooling and a["chosen"]]
+        figs.append(line_chart(series, title=f"{m['kind']}.{pooling}: validation {metric} of the aggregate by "
+                               "L_temp and η", x_label="L_temp (deepest layer aggregated)",
+                               y_label=f"validation {metric}", y_range=(lo - pad, hi + pad), height=280,
+                               rings=rings))
+    series = [Series(f"η {e:g}", [(a["l_temp"], a["n_neurons"]) for a in aggs
+                                  if a["pooling"] == m["pooling"] and a["eta"] == e], colour[e]) for e in etas]
+    figs.append(line_chart(series, title=f"{m['kind']}.{m['pooling']}: neurons aggregated by L_temp and η",
+                           x_label="L_temp", y_label="neurons", height=260,
+                           marks=[(m["l_temp"], "chosen")]))
+    return figs
+
+
+def _fig_neurons(layers: list[dict[str, Any]]) -> str:
+    cats = [f"{'h' if d['kind'] == 'hidden' else 'a'}{d['layer']}" + ("" if len({x['pooling'] for x in layers}) == 1 else f".{d['pooling']}")
+            for d in layers]
+    share = [100 * d["importance"] for d in layers]
+    kept = [100 * d["neurons"] / d["width"] if d["width"] else 0.0 for d in layers]
+    tips = [[f"{c}: {s:.1f} % of ‖w‖², {d['neurons']} neurons" for c, s, d in zip(cats, share, layers)],
+            [f"{c}: {d['neurons']} of {d['width']} neurons ({k:.1f} %)" for c, k, d in zip(cats, kept, layers)]]
+    return bar_chart(cats, [("share of ‖w‖² (%)", share, PALETTE[0]),
+                            ("neurons kept (%)", kept, PALETTE[2])],
+                     title="Where the classifier's weight sits, layer by layer", x_label="layer",
+                     y_label="percent", titles=tips)
+
+
+def _results_table(clf: Classifier) -> str:
+    m = clf.manifest["metrics"]
+    rows = []
+    for key, name in (("baseline", "last-layer single-token baseline"), ("best_probe", "best single-layer probe"),
+                      ("stc", "STC aggregate (this classifier)")):
+        r = m[key]
+        cells = "".join(f"<td>{r[s].get(k, float('nan')):.4f}</td>" for s in ("validation", "test")
+                        for k in ("accuracy", "macro_f1"))
+        rows.append(f"<tr><td>{esc(name)}</td><td>{esc(r['what'])}</td>{cells}</tr>")
+    return ("<table><tr><th></th><th>what</th><th>val accuracy</th><th>val macro-F1</th><th>test accuracy</th>"
+            "<th>test macro-F1</th></tr>" + "".join(rows) + "</table>")
+
+
+def _label_cell(r: dict[str, Any], labels: list[str]) -> str:
+    stats = {s["label"]: s for s in r["label_stats"]}
+    parts = []
+    for lab in labels:
+        s = stats.get(lab)
+        parts.append(f"{esc(lab)}: –" if s is None else
+                     f"{esc(lab)}: {s['mean']:.3g}" + ("" if s["std"] is None else f" ± {s['std']:.2g}"))
+    return "<br>".join(parts)
+
+
+def _neuron_table(neurons: list[dict[str, Any]], classes: list[str], top: int) -> str:
+    labels = sorted({s["label"] for r in neurons for s in r["label_stats"]}, key=lambda x: (len(x), x))
+    wcols = ["weight"] if len(neurons[0]["weights"]) == 1 else [f"w[{c}]" for c in classes]
+    head = ("<tr><th>#</th><th>block</th><th>neuron</th><th>share of ‖w‖²</th>"
+            + "".join(f"<th>{esc(c)}</th>" for c in wcols)
+            + "<th>toward</th><th>per-label mean ± std</th><th>effect size</th></tr>")
+    rows = []
+    for r in neurons[:top]:
+        es = "–" if r["effect_size"] is None else f"{r['effect_size']:.2f}"
+        rows.append(f"<tr><td>{r['rank']}</td><td>{r['kind']}.{r['pooling']}.{r['layer']}</td><td>{r['neuron']}</td>"
+                    f"<td>{100 * r['importance']:.2f} %</td>"
+                    + "".join(f"<td>{w:+.3f}</td>" for w in r["weights"])
+                    + f"<td>{esc(r['toward'] or '–')}</td><td>{_label_cell(r, labels)}</td><td>{es}</td></tr>")
+    return "<table>" + head + "".join(rows) + "</table>"
+
+
+def _fig_histograms(hists: list[dict[str, Any]]) -> str:
+    if not hists:
+        return ""
+    labels = list(hists[0]["fractions"])
+    colour = {lab: PALETTE[i % len(PALETTE)] for i, lab in enumerate(labels)}
+    figs = []
+    for h in hists:
+        mids = [(a + b) / 2 for a, b in zip(h["edges"], h["edges"][1:])]
+        series = [Series(f"label {lab}", list(zip(mids, fr)), colour[lab], marker=0) for lab, fr in h["fractions"].items()]
+        figs.append(line_chart(series, title=f"#{h['rank']} {h['kind']}.{h['pooling']}.{h['layer']} neuron "
+                               f"{h['neuron']} → {h['toward']}", x_label="stored value",
+                               y_label="share of label", width=330, height=190, legend=False))
+    key = " ".join(f'<span style="color:{colour[lab]}">&#9644; label {esc(lab)}</span>' for lab in labels)
+    return f'<p>{key}</p><div class="multiples">{"".join(figs)}</div>'
+
+
+def _predictions_table(preds: list[dict[str, Any]]) -> str:
+    if not preds:
+        return ("<p>No predictions of this classifier in the store's <code>predictions</code> table yet "
+                "(<code>stcstore score … --output STORE/predictions</code> writes them).</p>")
+    rows = "".join(f"<tr><td>{esc(p['run_date'])}</td><td>{esc(p['label'])}</td><td>{int(p['texts']):,}</td>"
+                   f"<td>{100 * p['share']:.1f} %</td><td>{p['mean_confidence']:.3f}</td></tr>" for p in preds)
+    return ("<table><tr><th>run date</th><th>label</th><th>texts</th><th>share</th><th>mean confidence</th></tr>"
+            + rows + "</table>")
+
+
+def page(clf: Classifier, data: dict[str, Any], neurons: list[dict[str, Any]], layers: list[dict[str, Any]],
+          hists: list[dict[str, Any]], split: str, top: int) -> str:
+    m = clf.manifest
+    metric = m["fit"]["config"]["metric"]
+    classes = [str(c) for c in clf.classes_]
+    model = m["model"]
+    n_blocks = model.get("n_layers")
+    facts = [("model", f"{model.get('model')} ({model.get('model_type')}, {n_blocks} blocks)"),
+             ("dataset / feature set", f"{m['features']['dataset']} / {m['features']['feature_set']}"),
+             ("fit", f"{m['fit']['fit_id']}, chosen on validation {metric}"),
+             ("classifier", f"{m['kind']}.{m['pooling']}, η {m['eta']:g}, L_temp {m['l_temp']}, "
+                            f"{clf.coef_.shape[1]} neurons, classes {', '.join(classes)}"),
+             ("early exit", f"scoring runs {m['blocks_run']} of {n_blocks} blocks"),
+             ("fingerprint", clf.fingerprint)]
+    facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+    chosen_weights = ("Weights apply to standardised neuron values (train mean and std), so their sizes compare "
+                      "across neurons.")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>stcstore report: {esc(clf.name)}</title>
+<style>
+body {{ font: 14px/1.5 system-ui, sans-serif; max-width: 64em; margin: 2em auto; color: #222; padding: 0 1em; }}
+table {{ border-collapse: collapse; margin: .6em 0 1.2em; }}
+th, td {{ border-bottom: 1px solid #e3e3e3; padding: .25em .7em; text-align: left; vertical-align: top; }}
+th {{ background: #f6f6f6; font-weight: 600; }} .facts th {{ width: 11em; }}
+code {{ background: #f3f3f3; padding: 0 .25em; border-radius: 3px; }}
+{CSS}</style></head><body>
+<h1>Classifier report: {esc(clf.name)}</h1>
+<table class="facts">{facts_html}</table>
+<h2 id="results">Results</h2>
+<p>Every choice (probe strength, pooling, η, L_temp) was made on validation; test was read once, for the
+chosen state.</p>
+{_results_table(clf)}
+<h2 id="layers">Where the information is: per-layer probes and the aggregate</h2>
+<p>Each thin line is an L1 logistic probe on one layer's pooled values, for one kind and pooling (strength
+chosen on validation); the thick line aggregates the η-sparsified neurons of layers 0..L_temp (STC paper, Figure 2).
+The dashed line is the last-layer single-token baseline.</p>
+{_fig_layers(clf, data, metric)}
+<h2 id="grid">What, which, where: pooling, η and L_temp</h2>
+<p>Every aggregate the fit tried for {esc(m['kind'])} (STC paper, Figure 3). Hover a point for its neuron
+count.</p>
+{"".join(_fig_grid(clf, data, metric))}
+<h2 id="neurons">Which neurons</h2>
+<p>{chosen_weights} The share of ‖w‖² is the sparsification criterion of the method. Per-label statistics
+and the effect size (largest gap between label means over the pooled within-label std) come from the
+<code>neuron_stats</code> view, on the <b>{esc(split)}</b> split. All {len(neurons)} neurons are in
+<code>neurons.parquet</code>; the top {min(top, len(neurons))} are listed.</p>
+{_fig_neurons(layers)}
+{_neuron_table(neurons, classes, top)}
+<h3>How the top neurons separate the labels</h3>
+<p>Distribution of each top neuron's stored value per label, on the <b>{esc(split)}</b> split (STC paper,
+Figure 4a). A neuron can matter in combination with others without separating the labels on its own.</p>
+{_fig_histograms(hists)}
+<h2 id="predictions">Predictions in this store</h2>
+{_predictions_table(data['predictions'])}
+<p style="color:#777">stcstore {esc(__version__)}, {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p>
+</body></html>
+"""

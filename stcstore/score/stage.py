@@ -1,0 +1,318 @@
+"""`stcstore score`: the nightly re-scoring job.
+
+Texts come from a store dataset (`--store/--dataset`) or from a file (`--input`, read and validated
+like ingest: unusable rows go to a rejects table with the reason). Classifiers that run on the same
+model (same weights, tokenizer, max length and dtypes) share one forward pass; it stops after the
+deepest block any of them needs (early exit), and only the neurons they read are pooled at all.
+
+Output (column names are API, core.schemas.PREDICTIONS): id, classifier, classifier_fingerprint, label,
+probabilities (one per class, in the classifier's `classes_` order), scored_at.
+
+Parts: sources.py (texts in), groups.py (one pass per model), sink.py (predictions out), explain.py.
+
+* `--output X.parquet`: one file, written to a temp name and renamed at the end (never overwritten
+  without --force).
+* any other `--output DIR`: a predictions table partitioned by run date,
+  `DIR/run_date=YYYY-MM-DD/part-RUN-NNNNNN.parquet`, one file per chunk of texts, each renamed into
+  place when complete. A run scores only the texts that have no prediction yet from each classifier
+  (by classifier fingerprint), so a second run is a no-op and a killed run resumes where its last
+  committed chunk ended, without duplicates or holes. Put it inside the store
+  (`--output STORE/predictions`) and `stcstore sql` shows it as the `predictions` view.
+
+Texts stream in chunks of `--chunk-rows`: each chunk goes through every model group that has texts in
+it without a prediction, then is written, so memory holds one chunk whatever the size of the input.
+
+`--explain tokens` applies each mean- or max-pooled classifier to every token's own neuron values
+(paper section 5.3) and writes the per-token class probabilities as JSON lines plus a self-contained
+HTML page that colours each token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+import uuid
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ..classifier.classifier import Classifier
+from ..classifier.linear import probabilities
+from ..core.atomic import remove_dead_temps, remove_stale_temps, store_lock
+from ..core.console import eprint, progress
+from ..core.errors import StcError
+from ..core.names import BATCH_SIZE, EXPLANATIONS, ID_FIELD, MAX_TOKENS, TEXT_FIELD, INPUT_FORMATS, check_at_least, check_choice, check_name
+from ..models.loading import LoadedModel
+from .explain import EXPLAIN_POOLINGS, Explainer, token_spans
+from .groups import Group, Models, load_classifiers, make_groups
+from .sink import PredictionsSink, existing
+from .sources import Chunks, Rejects, input_chunks, store_chunks
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Options of one score run; validated without I/O (except that classifier paths must exist)."""
+
+    classifiers: tuple[str, ...]
+    output: str
+    store: str | None = None
+    dataset: str | None = None
+    split: str | None = None  # store mode: only texts of this split
+    input: str | None = None
+    format: str = "auto"
+    text_field: str = TEXT_FIELD
+    id_field: str = ID_FIELD
+    explain: str | None = None  # None or "tokens"
+    explain_out: str | None = None  # path prefix of the .jsonl/.html pair
+    explain_limit: int = 200  # texts shown in the HTML page (the JSON lines hold all)
+    model: str | None = None  # a local path to use instead of the classifiers' recorded model
+    gguf_file: str | None = None
+    batch_size: int = BATCH_SIZE
+    max_tokens: int = MAX_TOKENS
+    chunk_rows: int = 4096  # texts per committed output file (the resume granularity)
+    threads: int | None = None
+    device: str = "cpu"
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.classifiers:
+            raise StcError("give at least one --classifier DIR")
+        store_mode = self.store is not None or self.dataset is not None
+        if store_mode == (self.input is not None):
+            raise StcError("give either --store DIR --dataset NAME (texts in a store) or --input FILE, not both")
+        if store_mode and (self.store is None or self.dataset is None):
+            raise StcError("--store and --dataset go together")
+        if self.dataset is not None:
+            check_name(self.dataset, "--dataset")
+        check_choice(self.format, INPUT_FORMATS, "--format")
+        if self.explain is not None:
+            check_choice(self.explain, EXPLANATIONS, "--explain")
+        check_at_least(self, ("batch_size", "max_tokens", "chunk_rows", "explain_limit", "threads"))
+
+    @property
+    def single_file(self) -> bool:
+        return self.output.endswith(".parquet")
+
+
+@dataclass
+class ClassifierRun:
+    name: str
+    path: str
+    fingerprint: str
+    model: str
+    l_temp: int
+    blocks_run: int
+    scored: int = 0
+    already: int = 0  # texts that had a prediction from this classifier before the run
+    explained: int = 0
+
+
+@dataclass
+class ScoreResult:
+    output: str
+    source: str
+    classifiers: list[ClassifierRun]
+    texts: int  # texts read (store: in the dataset/split; input: usable rows)
+    scored_texts: int  # texts that went through a model in this run
+    rejected: int
+    duplicates: int
+    files_written: int
+    seconds: float
+    forward_seconds: float
+    texts_per_s: float
+    groups: list[dict[str, Any]]
+    rejects_path: str | None = None
+    explain_jsonl: str | None = None
+    explain_html: str | None = None
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        lines = list(self.messages)
+        for g in self.groups:
+            lines.append(f"model {g['model']}: blocks 0..{g['blocks_run'] - 1} of {g['n_layers']} run "
+                         f"(early exit), {g['neurons']} neurons pooled, classifiers {', '.join(g['classifiers'])}")
+        for c in self.classifiers:
+            lines.append(f"{c.name} [{c.fingerprint[:12]}]: {c.scored} texts scored"
+                         + (f", {c.already} already had a prediction" if c.already else "")
+                         + (f", {c.explained} explained" if c.explained else ""))
+        if self.scored_texts:
+            lines.append(f"{self.scored_texts} texts in {self.seconds:.1f}s ({self.texts_per_s:.1f} texts/s "
+                         f"after loading the model); output {self.output}")
+        if self.rejected:
+            lines.append(f"{self.rejected} input rows rejected, with reasons, in {self.rejects_path}")
+        if self.explain_html:
+            lines.append(f"explanations: {self.explain_jsonl}\n              {self.explain_html}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Run:
+    """State of one score run."""
+
+    cfg: ScoreConfig
+    clfs: list[Classifier]
+    runs: list[ClassifierRun]
+    done: dict[str, set[str]]  # classifier fingerprint -> ids that already have a prediction
+    sink: PredictionsSink
+    explainer: Explainer | None
+    models: Models
+    texts: int = 0
+    scored_texts: int = 0
+    forward_seconds: float = 0.0
+    work_seconds: float = 0.0  # scoring proper: tokenize, forward, classify, write (not model loading)
+
+    def chunk(self, groups: list[Group], ids: list[str], texts: list[str]) -> int:
+        """Score one chunk with every group (only the texts some member has not scored yet) and commit it.
+        Returns the number of texts that went through a model."""
+        t0, load0 = time.perf_counter(), self.models.seconds
+        self.texts += len(ids)
+        todo = {}
+        for k, c in enumerate(self.clfs):
+            have = self.done.get(c.fingerprint, set())
+            todo[k] = np.fromiter((i not in have for i in ids), dtype=bool, count=len(ids))
+            self.runs[k].already += int(len(ids) - todo[k].sum())
+        parts, ran = [], np.zeros(len(ids), dtype=bool)
+        for g in groups:
+            sel = np.flatnonzero(np.logical_or.reduce([todo[k] for k in g.members]))
+            if len(sel) == 0:
+                continue
+            scorer = self.models.scorer(g, self.clfs, self.cfg.batch_size, self.cfg.max_tokens,
+                                        keep_tokens=self.explainer is not None)
+            sub = [texts[i] for i in sel]
+            f0 = scorer.computer.forward_seconds
+            scores, feats = scorer.run(sub)
+            self.forward_seconds += scorer.computer.forward_seconds - f0
+            g.info["texts"] += len(sel)
+            ran[sel] = True
+            for k, c, z in zip(g.members, scorer.classifiers, scores):
+                want = np.flatnonzero(todo[k][sel])  # this classifier's new rows among those run
+                if len(want) == 0:
+                    continue
+                parts.append(self.sink.table(c, [ids[sel[j]] for j in want], probabilities(z[want])))
+                self.runs[k].scored += len(want)
+                if self.explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS:
+                    for j in want:
+                        self.explainer.add(text_id=ids[sel[j]], text=sub[j], clf=c, scores=z[j],
+                                           spans=token_spans(scorer.lm, sub[j], feats.token_ids[j]),
+                                           token_scores=scorer.token_scores(c, feats.tokens[j]))  # type: ignore[index]
+                        self.runs[k].explained += 1
+        if parts:
+            self.sink.write(pa.concat_tables(parts))
+        n_run = int(ran.sum())
+        self.scored_texts += n_run
+        if n_run:
+            self.work_seconds += time.perf_counter() - t0 - (self.models.seconds - load0)
+        return n_run
+
+    def all_chunks(self, groups: list[Group], chunks: Chunks, total: int | None) -> None:
+        """Score every chunk and commit the output; on any failure nothing half-written stays visible."""
+        explainer = self.explainer
+        try:
+            with progress(total, "score", "text") as bar:
+                for j, (ids, texts) in enumerate(chunks):
+                    n_run = self.chunk(groups, ids, texts)
+                    bar.update(len(ids))
+                    if bar.disable and n_run:  # no TTY (a log file): one line per scored chunk
+                        eprint(f"chunk {j + 1}: {self.texts}" + (f"/{total}" if total else "") + " texts read, "
+                               f"{self.scored_texts} scored")
+            self.sink.close()
+            if explainer is not None:
+                explainer.close()
+        except BaseException as exc:
+            self.sink.abort()
+            if explainer is not None:
+                explainer.abort()
+            if isinstance(exc, StcError) and self.sink.files and not self.cfg.single_file:
+                raise StcError(f"{exc}\nthe predictions of the {self.scored_texts} texts before it are committed in "
+                               f"{self.cfg.output}; fix the input and run again to score the rest") from exc
+            raise
+
+
+def _check_output(cfg: ScoreConfig, output: Path) -> None:
+    if cfg.single_file and output.exists() and not cfg.force:
+        raise StcError(f"--output {output} exists; pick a new file, pass --force to replace it, or give a "
+                       f"directory (no .parquet suffix) to append predictions incrementally")
+    if not cfg.single_file and output.exists() and not output.is_dir():
+        raise StcError(f"--output {output} is a file; give a directory for a predictions table "
+                       f"or a path ending in .parquet for one file")
+
+
+def _explainer(cfg: ScoreConfig, output: Path, clfs: list[Classifier], scored_at: dt.datetime, run_id: str,
+               messages: list[str]) -> Explainer | None:
+    if not cfg.explain:
+        return None
+    prefix = Path(cfg.explain_out) if cfg.explain_out else (
+        output.with_name(output.name.removesuffix(".parquet")) if cfg.single_file
+        else output / "explain" / f"run_date={scored_at.date()}" / f"explain-{run_id}")
+    no = [c.name for c in clfs if c.manifest["pooling"] not in EXPLAIN_POOLINGS]
+    if no:
+        messages.append(f"no token explanation for {', '.join(no)}: single-token classifiers have no "
+                        f"per-token reading (only mean- and max-pooled ones do)")
+    return Explainer(prefix, cfg.explain_limit)
+
+
+def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> ScoreResult:
+    """Run one scoring job. `models` ({model name: LoadedModel}) lets tests and notebooks pass built models;
+    a classifier whose recorded model name is a key uses it (after the fingerprint check).
+
+    Texts stream in chunks of cfg.chunk_rows; each chunk runs through every model group that has texts in
+    it without a prediction, and is committed as one part file (directory output), so memory holds one
+    chunk and a killed run resumes at a chunk boundary."""
+    t_start = time.perf_counter()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    clfs = load_classifiers(cfg.classifiers)
+    output = Path(cfg.output)
+    _check_output(cfg, output)
+    messages: list[str] = []
+    rejects = Rejects(output.with_name(output.name.removesuffix(".parquet") + ".rejects.parquet")
+                      if cfg.single_file else output / "rejects" / f"rejects-{uuid.uuid4().hex[:8]}.parquet")
+    if cfg.input is not None:
+        total, chunks = None, input_chunks(Path(cfg.input), cfg.format, cfg.text_field, cfg.id_field,
+                                           cfg.chunk_rows, rejects)
+        source = str(cfg.input)
+    else:
+        total, chunks = store_chunks(cfg.store, cfg.dataset, cfg.split, cfg.chunk_rows, messages)  # type: ignore[arg-type]
+        source = f"{cfg.store} dataset {cfg.dataset}" + (f" split {cfg.split}" if cfg.split else "")
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    run_id = scored_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    runs = [ClassifierRun(c.name, str(c.path), c.fingerprint, str(c.manifest["model"].get("model")), c.l_temp,
+                          int(c.manifest.get("blocks_run") or 0)) for c in clfs]
+    groups = make_groups(clfs)
+    lock_root = output.parent if cfg.single_file else output
+    lock_root.mkdir(parents=True, exist_ok=True)
+    # a directory is a shared table: one writer at a time; a single file is private to its run
+    with nullcontext() if cfg.single_file else store_lock(lock_root, "stcstore score"):
+        if cfg.single_file:
+            for f in (output, rejects.path):
+                remove_dead_temps(f)  # left by a killed run
+            done: dict[str, set[str]] = {}
+        else:
+            remove_stale_temps(output)
+            done = existing(output)
+        explainer = _explainer(cfg, output, clfs, scored_at, run_id, messages)
+        run = _Run(cfg, clfs, runs, done, PredictionsSink(output, cfg.single_file, run_id, scored_at, asdict(cfg)),
+                   explainer, Models(dict(models or {}), cfg.model, cfg.device, cfg.gguf_file))
+        run.all_chunks(groups, chunks, total)
+        if run.texts and not run.scored_texts:
+            messages.append(f"nothing to score: all {run.texts} texts already have predictions from "
+                            + ", ".join(f"{c.name} [{c.fingerprint[:12]}]" for c in clfs) + f" in {output}")
+        rejects.write(source, messages)
+    return ScoreResult(
+        output=str(output), source=source, classifiers=runs, texts=run.texts, scored_texts=run.scored_texts,
+        rejected=len(rejects.rows), duplicates=rejects.duplicates, files_written=run.sink.files,
+        seconds=time.perf_counter() - t_start, forward_seconds=run.forward_seconds,
+        texts_per_s=run.scored_texts / run.work_seconds if run.scored_texts and run.work_seconds > 0 else 0.0,
+        groups=[g.info for g in groups if g.info], rejects_path=str(rejects.path) if rejects.rows else None,
+        explain_jsonl=str(explainer.jsonl) if explainer else None,
+        explain_html=str(explainer.html) if explainer else None, messages=messages,
+    )

@@ -1,0 +1,235 @@
+"""DuckDB over a store: the views of sql/views/*.sql and the named queries of sql/queries/*.sql.
+
+The store's files are registered as pyarrow datasets (so an empty store still has every view, with its
+columns), and every view is plain SQL read from the package's sql/ directory. User values reach
+DuckDB only as bound parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from ..core import schemas
+from ..core.errors import StcError
+from .chunks import chunk_rows
+from .store import Store
+
+if TYPE_CHECKING:
+    import polars
+
+_PARAM_RE = re.compile(r"^--\s*param\s+(\w+)\s+(.*?)\s*$", re.M)
+
+
+def sql_dir() -> Path:
+    return Path(str(resources.files("stcstore.sql")))
+
+
+def named_queries() -> dict[str, Path]:
+    return {p.stem: p for p in sorted((sql_dir() / "queries").glob("*.sql"))}
+
+
+def _hive(root: Path, pattern: str, schema: pa.Schema, keys: list[str]) -> pads.Dataset:
+    part_schema = pa.schema([(k, pa.string()) for k in keys])
+    full = pa.schema(list(schema) + list(part_schema))
+    files = sorted(str(p) for p in root.glob(pattern)) if root.exists() else []
+    if not files:
+        return pads.dataset(full.empty_table())
+    return pads.dataset(files, schema=full, format="parquet", partition_base_dir=str(root),
+                        partitioning=pads.partitioning(part_schema, flavor="hive"))
+
+
+
+
+def _feature_sets_table(store: Store) -> pa.Table:
+    rows = []
+    base = store.root / "features"
+    for d in sorted(base.glob("dataset=*")) if base.exists() else []:
+        for fs in store.feature_sets(d.name.split("=", 1)[1]):
+            fp = fs.manifest["fingerprint"]
+            chunks = fs.chunks()
+            n = sum(chunk_rows(c) for c in chunks)
+            rows.append({
+                "dataset": fs.manifest["dataset"], "feature_set": fs.id, "model": fp["model"],
+                "model_type": fp.get("model_type"), "adapter": fp.get("adapter"),
+                "weights_sha256": fp.get("weights_sha256"), "max_length": fp.get("max_length"),
+                "dtype": fp.get("dtype"), "torch_dtype": fp.get("torch_dtype"), "n_layers": fp.get("n_layers"),
+                "hidden_size": fp.get("hidden_size"), "ffn_size": fp.get("ffn_size"),
+                "n_columns": len(fs.manifest["columns"]), "chunks": len(chunks), "rows": n,
+                "bytes": sum(p.stat().st_size for c in chunks for p in c.iterdir()),
+                "stcstore_version": fs.manifest.get("stcstore_version"),
+            })
+    return pa.Table.from_pylist(rows, schema=schemas.FEATURE_SETS)
+
+
+class StoreSQL:
+    """A read-only DuckDB session over one store. Spills go to a private temp dir, removed on close."""
+
+    def __init__(self, store: str | Path, memory_limit: str | None = None, max_temp: str | None = None) -> None:
+        self.store = Store(store)
+        self.store.require()
+        self._tmp = tempfile.mkdtemp(prefix="stcstore-duckdb-")
+        self.con = duckdb.connect(config={
+            "temp_directory": self._tmp,
+            "memory_limit": memory_limit or os.environ.get("STCSTORE_DUCKDB_MEMORY", "4GB"),
+            "max_temp_directory_size": max_temp or os.environ.get("STCSTORE_DUCKDB_MAX_TEMP", "20GB"),
+        })
+        root = self.store.root
+        # Registered relations are pinned by the connection; keep references so they outlive this frame.
+        self._relations = {
+            "_texts": _hive(root / "ingest", "dataset=*/batch=*/texts.parquet", schemas.TEXTS, ["dataset", "batch"]),
+            "_rejects": _hive(root / "ingest", "dataset=*/batch=*/rejects.parquet", schemas.REJECTS,
+                              ["dataset", "batch"]),
+            "_sources": _hive(root / "ingest", "dataset=*/batch=*/source.parquet", schemas.SOURCES,
+                              ["dataset", "batch"]),
+            "_stats": _hive(root / "features", "dataset=*/fs=*/chunk-*/stats.parquet", schemas.NEURON_STATS,
+                            ["dataset", "fs"]),
+            "_feature_sets": _feature_sets_table(self.store),
+            "_probes": _hive(root / "fits", "dataset=*/fit=*/probes.parquet", schemas.PROBES, ["dataset", "fit"]),
+            "_aggregates": _hive(root / "fits", "dataset=*/fit=*/aggregates.parquet", schemas.AGGREGATES,
+                                 ["dataset", "fit"]),
+            # `stcstore score --output STORE/predictions`
+            "_predictions": _hive(root / "predictions", "run_date=*/part-*.parquet", schemas.PREDICTIONS,
+                                  ["run_date"]),
+        }
+        for name, rel in self._relations.items():
+            self.con.register(name, rel)
+        for view in sorted((sql_dir() / "views").glob("*.sql")):
+            self.con.execute(view.read_text())
+
+    def close(self) -> None:
+        self.con.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> "StoreSQL":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _execute(self, sql: str, params: dict[str, Any] | None) -> duckdb.DuckDBPyConnection:
+        try:
+            return self.con.execute(sql, params or None)
+        except duckdb.Error as exc:
+            raise StcError(f"query failed: {exc}") from exc
+
+    def frame(self, sql: str, params: dict[str, Any] | None = None) -> "polars.DataFrame":
+        """The query's result as a polars DataFrame (empty, with no columns, for a statement)."""
+        import polars as pl
+
+        cur = self._execute(sql, params)
+        if cur.description is None:
+            return pl.DataFrame()
+        try:
+            return cur.pl()
+        except duckdb.Error as exc:
+            raise StcError(f"query failed: {exc}") from exc
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> "QueryResult":
+        t0 = time.perf_counter()
+        cur = self._execute(sql, params)
+        if cur.description is None:
+            return QueryResult([], [], time.perf_counter() - t0)
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        return QueryResult(names, rows, time.perf_counter() - t0)
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": self.columns, "rows": self.rows, "row_count": len(self.rows),
+                "seconds": round(self.seconds, 4)}
+
+    def to_text(self, max_rows: int = 100) -> str:
+        if not self.columns:
+            return "(no result)"
+        shown = self.rows[:max_rows]
+        cells = [[_fmt(r[c]) for c in self.columns] for r in shown]
+        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(self.columns)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(self.columns, widths)),
+                 "  ".join("-" * w for w in widths)]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+        more = f" (showing {max_rows})" if len(self.rows) > max_rows else ""
+        lines.append(f"{len(self.rows)} rows{more}, {self.seconds * 1000:.0f} ms")
+        return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    s = "NULL" if v is None else str(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def query_list() -> dict[str, str]:
+    """{named query: its first comment line}, for `stcstore sql --list`."""
+    return {n: p.read_text().splitlines()[0].lstrip("- ") for n, p in named_queries().items()}
+
+
+def param_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`--param NAME=VALUE` values -> {NAME: VALUE}."""
+    bound = {}
+    for p in pairs:
+        if "=" not in p:
+            raise StcError(f"--param {p!r}: expected NAME=VALUE")
+        k, v = p.split("=", 1)
+        bound[k] = v
+    return bound
+
+
+def parse_param(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def named_query(name: str, given: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """SQL text and bound parameters of a named query; defaults come from its `-- param NAME DEFAULT` lines."""
+    queries = named_queries()
+    if name not in queries:
+        raise StcError(f"no named query {name!r}; available: {', '.join(queries)}")
+    sql = queries[name].read_text()
+    declared = dict(_PARAM_RE.findall(sql))
+    unknown = set(given) - set(declared)
+    if unknown:
+        raise StcError(f"query {name!r} has no parameter {sorted(unknown)[0]!r}; its parameters: "
+                       f"{', '.join(declared) or 'none'}")
+    params = {k: parse_param(given.get(k, v)) for k, v in declared.items()}
+    return sql, params
+
+
+def run_query(store: str | Path, sql: str | None = None, file: str | None = None, name: str | None = None,
+              params: dict[str, str] | None = None) -> QueryResult:
+    """Run exactly one of: SQL text, a .sql file, or a named query, against a store (read-only)."""
+    if sum(x is not None for x in (sql, file, name)) != 1:
+        raise StcError("give exactly one of QUERY, --file F or --query NAME")
+    bound = {k: parse_param(v) for k, v in (params or {}).items()}
+    if name is not None:
+        sql, bound = named_query(name, params or {})
+    elif file is not None:
+        try:
+            sql = Path(file).read_text()
+        except OSError as exc:
+            raise StcError(f"cannot read --file {file}: {exc}") from exc
+    with StoreSQL(store) as db:
+        return db.run(sql or "", bound)
+

@@ -1,0 +1,288 @@
+"""The on-disk store: texts, rejects and pooled features, and the Python read API.
+
+Layout (partition keys and column names are API, see README "Store layout"; schemas in core.schemas)::
+
+    STORE/store.json
+    STORE/ingest/dataset=NAME/batch=NNNNNN/texts.parquet     id, text, label, split, content_hash, source, line, ...
+    STORE/ingest/dataset=NAME/batch=NNNNNN/rejects.parquet   source, line, id, reason, raw, ingested_at
+    STORE/ingest/dataset=NAME/batch=NNNNNN/source.parquet    one row: the ingested file (the ingest log)
+    STORE/features/dataset=NAME/fs=FSID/featureset.json     fingerprint + config of one feature set
+    STORE/features/dataset=NAME/fs=FSID/chunk-NNNNNN/features.arrow   Arrow IPC, uncompressed:
+            id, split, label, then one FixedSizeList<float16>[width] column per block "kind.pooling.layer"
+    STORE/features/dataset=NAME/fs=FSID/chunk-NNNNNN/stats.parquet    per-chunk neuron sufficient statistics
+
+One ingested file is one batch directory and one feature chunk is one chunk directory; each appears
+only by an atomic rename once complete, so a reader (or a resumed run) never sees half of either.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from ..core import schemas
+from ..core.atomic import write_json_atomic
+from ..core.errors import StcError
+from ..core.names import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID, FeatureBlock, check_name
+from .chunks import fsl_to_numpy, read_chunk_columns
+
+if TYPE_CHECKING:
+    import polars
+
+STORE_FORMAT = "stcstore-store"
+STORE_VERSION = 1
+FEATURE_FORMAT_VERSION = 1  # of a feature set's stored values; bump when they would change for the same inputs
+# Tables `Store.table` returns; each is also a view of `stcstore sql`.
+TABLES = ("texts", "rejects", "sources", "predictions", "probes", "aggregates", "neuron_stats", "feature_sets")
+
+
+
+@dataclass
+class FeatureSet:
+    """One feature set: the features of one dataset under one fingerprint."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def id(self) -> str:
+        return self.manifest["id"]
+
+    @property
+    def model(self) -> str:
+        return self.manifest["fingerprint"]["model"]
+
+    @property
+    def blocks(self) -> list[FeatureBlock]:
+        return [FeatureBlock.parse(c) for c in self.manifest["columns"]]
+
+    def width(self, kind: str) -> int:
+        return int(self.manifest["widths"][kind])
+
+    def chunks(self) -> list[Path]:
+        return sorted(p for p in self.path.glob("chunk-*") if p.is_dir())
+
+    def has(self, kind: str, pooling: str, layer: int) -> bool:
+        return f"{kind}.{pooling}.{layer}" in self.manifest["columns"]
+
+
+class Store:
+    """A store directory. Reads never lock; writers (ingest, extract) take the store lock."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.root = Path(path)
+
+    # ------------------------------------------------------------------ layout
+    def ensure(self) -> None:
+        meta = self.root / "store.json"
+        if meta.exists():
+            self._check_manifest()
+            return
+        if self.root.exists() and any(p.name != ".lock" for p in self.root.iterdir()):
+            raise StcError(f"{self.root} exists, is not empty and is not an stcstore store; pick an empty or new --store")
+        write_json_atomic(meta, {"format": STORE_FORMAT, "version": STORE_VERSION})
+
+    def require(self) -> None:
+        """Refuse a directory that is not a store, or a store of a newer format than this stcstore reads."""
+        if not (self.root / "store.json").exists():
+            raise StcError(f"{self.root} is not an stcstore store (no store.json). Create one with `stcstore ingest`.")
+        self._check_manifest()
+
+    def _check_manifest(self) -> None:
+        meta = self.root / "store.json"
+        try:
+            info = json.loads(meta.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StcError(f"{meta} is not valid JSON ({exc}); the store's manifest is damaged") from None
+        if not isinstance(info, dict) or info.get("format") != STORE_FORMAT:
+            raise StcError(f"{self.root} holds a {meta.name} that is not an stcstore store; pick another --store")
+        if not isinstance(info.get("version"), int) or info["version"] > STORE_VERSION:
+            raise StcError(f"store {self.root} has format version {info.get('version')!r}; this stcstore reads "
+                           f"version {STORE_VERSION} and older: upgrade stcstore")
+
+    def table_dir(self, table: str, dataset: str) -> Path:
+        return self.root / table / f"dataset={check_name(dataset, 'dataset')}"
+
+    def ingest_dir(self, dataset: str) -> Path:
+        return self.table_dir("ingest", dataset)
+
+    def features_dir(self, dataset: str) -> Path:
+        return self.table_dir("features", dataset)
+
+    def datasets(self) -> list[str]:
+        base = self.root / "ingest"
+        return sorted(p.name.split("=", 1)[1] for p in base.glob("dataset=*")) if base.exists() else []
+
+    # ------------------------------------------------------------------ texts
+    def _parquet_table(self, table: str, dataset: str, schema: pa.Schema, columns: list[str] | None,
+                       filter_expr=None) -> pa.Table:
+        files = sorted(str(p) for p in self.ingest_dir(dataset).glob(f"batch=*/{table}.parquet"))
+        if not files:
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        return pads.dataset(files, schema=schema, format="parquet").to_table(columns=columns, filter=filter_expr)
+
+    def texts(self, dataset: str, columns: list[str] | None = None, filter_expr=None) -> pa.Table:
+        """The texts table of one dataset, in ingest order (by `seq`)."""
+        t = self._parquet_table("texts", dataset, schemas.TEXTS, columns if columns is None or "seq" in columns
+                                else columns + ["seq"], filter_expr)
+        t = t.sort_by("seq")
+        return t if columns is None else t.select(columns)
+
+    def rejects(self, dataset: str) -> pa.Table:
+        return self._parquet_table("rejects", dataset, schemas.REJECTS, None)
+
+    def sources(self, dataset: str) -> pa.Table:
+        return self._parquet_table("source", dataset, schemas.SOURCES, None)
+
+    # ------------------------------------------------------------------ features
+    def feature_sets(self, dataset: str) -> list[FeatureSet]:
+        out = []
+        for p in sorted(self.features_dir(dataset).glob("fs=*")):
+            manifest = p / "featureset.json"
+            if manifest.exists():
+                fs = FeatureSet(p, json.loads(manifest.read_text()))
+                version = fs.manifest.get("fingerprint", {}).get("feature_format")
+                if not isinstance(version, int) or version > FEATURE_FORMAT_VERSION:
+                    raise StcError(f"{manifest} has feature format {version!r}; this stcstore reads format "
+                                   f"{FEATURE_FORMAT_VERSION} and older: upgrade stcstore")
+                out.append(fs)
+        return out
+
+    def feature_set(self, dataset: str, model: str, kind: str | None = None, pooling: str | None = None,
+                    layer: int | None = None) -> FeatureSet:
+        """The one feature set of `dataset` for `model` (name as given to extract, its resolved path, or a
+        feature-set id prefix of at least 6 hex digits)
+        that holds the block (kind, pooling, layer). Ambiguity is an error, never a silent pick."""
+        sets = self.feature_sets(dataset)
+        if not sets:
+            raise StcError(f"dataset {dataset!r} in store {self.root} has no features yet; run `stcstore extract`")
+        wanted = DEFAULT_MODEL_HUB_ID if model == DEFAULT_MODEL else model
+        as_id = len(model) >= 6 and all(c in "0123456789abcdef" for c in model)
+        match = [s for s in sets if s.model == wanted or (as_id and s.id.startswith(model))
+                 or s.manifest["fingerprint"].get("model_source") == model]
+        if kind is not None:
+            match = [s for s in match if s.has(kind, pooling, layer)]  # type: ignore[arg-type]
+        if len(match) == 1:
+            return match[0]
+        listing = "\n".join(f"  {s.id[:12]}  model={s.model}  max_length={s.manifest['fingerprint']['max_length']}"
+                            f"  columns={len(s.blocks)}" for s in sets)
+        what = f"model {model!r}" + (f" with block {kind}.{pooling}.{layer}" if kind else "")
+        if not match:
+            raise StcError(f"no feature set of dataset {dataset!r} for {what}. Feature sets in the store:\n{listing}")
+        raise StcError(f"{len(match)} feature sets of dataset {dataset!r} match {what}; pass a feature-set id "
+                       f"(or a unique prefix of one) as the model:\n{listing}")
+
+    def chunk_meta(self, fs: FeatureSet) -> list[pa.Table]:
+        """Per chunk, in chunk order: the (id, split, label) columns. Row plans index into these."""
+        return [read_chunk_columns(c, ["id", "split", "label"]) for c in fs.chunks()]
+
+    def split_plan(self, fs: FeatureSet, split: str | None) -> list[np.ndarray | None]:
+        """Per chunk, the row indices of one split (None: every row)."""
+        plan: list[np.ndarray | None] = []
+        for meta in self.chunk_meta(fs):
+            plan.append(None if split is None else
+                        np.flatnonzero(meta.column("split").to_numpy(zero_copy_only=False) == split))
+        return plan
+
+    def gather(self, fs: FeatureSet, column_picks: list[tuple[str, np.ndarray | None]],
+               plan: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stream chunks; for each (column, neuron indices or None for all) copy the planned rows into
+        one preallocated float32 matrix. plan: per chunk, the row indices to take (None: all rows).
+
+        Returns (ids [n], X [n, sum of widths] float32, labels [n]). Peak heap = the output; chunk
+        columns are memory-mapped."""
+        chunks = fs.chunks()
+        if len(plan) != len(chunks):
+            raise StcError(f"feature set {fs.id[:12]} changed while being read (chunks {len(chunks)}, plan {len(plan)})")
+        metas = self.chunk_meta(fs)
+        sizes = [m.num_rows if r is None else len(r) for m, r in zip(metas, plan)]
+        n = sum(sizes)
+        widths = [len(idx) if idx is not None else fs.width(FeatureBlock.parse(col).kind) for col, idx in column_picks]
+        X = np.empty((n, sum(widths)), dtype=np.float32)
+        ids: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        r0 = 0
+        for chunk, meta, rows, size in zip(chunks, metas, plan, sizes):
+            if size == 0:
+                continue
+            r1 = r0 + size
+            table = read_chunk_columns(chunk, [c for c, _ in column_picks])
+            c0 = 0
+            for (col, idx), w in zip(column_picks, widths):
+                block = fsl_to_numpy(table.column(col))
+                if idx is None:
+                    X[r0:r1, c0:c0 + w] = block if rows is None else block[rows]
+                else:
+                    X[r0:r1, c0:c0 + w] = block[:, idx] if rows is None else block[np.ix_(rows, idx)]
+                c0 += w
+            sel = meta if rows is None else meta.take(rows)
+            ids.append(sel.column("id").to_numpy(zero_copy_only=False))
+            labels.append(sel.column("label").to_numpy(zero_copy_only=False))
+            r0 = r1
+        cat = (lambda parts: np.concatenate(parts) if parts else np.array([], dtype=object))
+        return cat(ids), X, cat(labels)
+
+    def gather_split(self, fs: FeatureSet, column_picks: list[tuple[str, np.ndarray | None]], split: str | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`gather` of one split's rows (None: all rows), in ingest order."""
+        return self.gather(fs, column_picks, self.split_plan(fs, split))
+
+    def matrix(self, dataset: str, model: str, kind: str, pooling: str, layer: int, split: str | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One (kind, pooling, layer) block of one split -> (ids [n], X [n, width] float32, y [n] labels).
+
+        Rows come in ingest order whatever the chunking. `split=None` returns every row."""
+        fs = self.feature_set(dataset, model, kind, pooling, layer)
+        return self.gather_split(fs, [(f"{kind}.{pooling}.{layer}", None)], split)
+
+    def columns(self, dataset: str, model: str, kind: str, pooling: str, neurons: dict[int, Iterable[int]],
+                split: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Chosen neurons of many layers -> (ids [n], X [n, sum of neurons] float32, y [n]).
+
+        Columns are ordered by layer, then by the given neuron order within a layer."""
+        if not neurons:
+            raise StcError("columns(): give at least one layer with neuron indices")
+        fs = self.feature_set(dataset, model, kind, pooling, min(neurons))
+        picks = neuron_picks(fs, [(kind, pooling, layer, neurons[layer]) for layer in sorted(neurons)])
+        return self.gather_split(fs, picks, split)
+
+    # ------------------------------------------------------------------ SQL, as polars DataFrames
+    def sql(self, query: str, params: dict[str, Any] | None = None) -> "polars.DataFrame":
+        """Run one query with DuckDB over the store's views (those of `stcstore sql`, with its read-only
+        session); `params` bind `$name` placeholders, like `stcstore sql --param`."""
+        from .sql import StoreSQL
+
+        with StoreSQL(self.root) as db:
+            return db.frame(query, params)
+
+    def table(self, name: str, dataset: str | None = None) -> "polars.DataFrame":
+        """One of the store's tables (`TABLES`) as a polars DataFrame, optionally of one dataset only
+        (for `predictions`: the predictions of that dataset's text ids)."""
+        if name not in TABLES:
+            raise StcError(f"no table {name!r}; the tables are {', '.join(TABLES)}")
+        if dataset is None:
+            return self.sql(f"SELECT * FROM {name}")  # name is one of TABLES, never user text
+        where = ("id IN (SELECT id FROM texts WHERE dataset = $dataset)" if name == "predictions"
+                 else "dataset = $dataset")
+        return self.sql(f"SELECT * FROM {name} WHERE {where}", {"dataset": dataset})
+
+
+def neuron_picks(fs: FeatureSet, groups: Iterable[tuple[str, str, int, Iterable[int]]]
+                 ) -> list[tuple[str, np.ndarray]]:
+    """[(kind, pooling, layer, neuron indices)] -> checked column picks for `Store.gather`."""
+    picks = []
+    for kind, pooling, layer, idx_list in groups:
+        if not fs.has(kind, pooling, layer):
+            raise StcError(f"feature set {fs.id[:12]} has no block {kind}.{pooling}.{layer}")
+        idx = np.asarray(list(idx_list), dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= fs.width(kind)):
+            raise StcError(f"neuron index out of range for {kind}.{pooling}.{layer} (width {fs.width(kind)})")
+        picks.append((f"{kind}.{pooling}.{layer}", idx))
+    return picks
