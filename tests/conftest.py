@@ -8,16 +8,23 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import contextlib  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
+import random  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from stcstore.features import ExtractConfig, extract  # noqa: E402
+from stcstore.fit.probe import PathConfig  # noqa: E402
+from stcstore.ingest import IngestConfig, ingest  # noqa: E402
 from stcstore.models import LoadedModel, default_model_path, load_model, wrap_model  # noqa: E402
 
 torch.set_num_threads(1)
@@ -136,8 +143,27 @@ def corpus(tmp_path) -> Path:
     return write_jsonl(tmp_path / "corpus.jsonl", recs)
 
 
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str) -> CliResult:
+    """`stcstore ARGS` in this process (no interpreter start, no torch import per call): its exit code and
+    what it printed on stdout and stderr."""
+    from stcstore.cli.main import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run([str(a) for a in args])
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
 def run_cli(args: list[str]) -> subprocess.Popen:
-    """`stcstore ARGS` in a subprocess, offline, unbuffered (stdout and stderr piped)."""
+    """`stcstore ARGS` in a subprocess, offline, unbuffered (stdout and stderr piped): for tests where a
+    real process is the point (SIGKILL, the lock, the installed script)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "stcstore.cli.main", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -156,3 +182,39 @@ def sigkill_when(proc, ready, timeout: float = 120) -> bool:
     proc.wait(timeout=60)
     return killed
 
+
+# ------------------------------------------------------------------ learnable corpora and fitted stores
+WORDS = {
+    "0": ["awful", "boring", "dull", "terrible", "waste", "bad"],
+    "1": ["great", "wonderful", "brilliant", "moving", "superb", "good"],
+    "2": ["rain", "monday", "train", "office", "queue", "bus"],
+}
+FILLER = "the a film it was and this story really so".split()
+
+
+def learnable_corpus(path: Path, n: int, classes: tuple[str, ...], seed: int = 0, splits=True) -> Path:
+    rng = random.Random(seed)
+    recs = []
+    for i in range(n):
+        label = classes[i % len(classes)]
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 8))] + [rng.choice(WORDS[label])
+                                                                        for _ in range(rng.randint(1, 2))]
+        rng.shuffle(words)
+        rec = {"id": f"r{i}", "text": " ".join(words), "label": label}
+        if splits:
+            rec["split"] = ("train", "train", "train", "validation", "test")[i % 5]
+        recs.append(rec)
+    return write_jsonl(path, recs)
+
+
+def tiny_bert_store(tmp: Path, tokenizer, classes=("0", "1"), n=200, splits=True) -> tuple[Path, object]:
+    """A store of a learnable corpus with tiny-BERT features (dataset "d", model "tiny-bert")."""
+    st = tmp / "st"
+    src = learnable_corpus(tmp / "c.jsonl", n, classes, splits=splits)
+    ingest(st, [src], IngestConfig("d", split_field="split" if splits else None))
+    lm = build_tiny("bert", tokenizer)
+    extract(st, ExtractConfig("d", model="tiny-bert", batch_size=16), lm=lm)
+    return st, lm
+
+
+FAST = dict(etas=(0.3, 0.8), path=PathConfig(n_lambdas=10, min_ratio=1e-3))

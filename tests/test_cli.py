@@ -1,4 +1,5 @@
-"""The CLI contract: --json is pure JSON on stdout, exit codes 0/1/2, read-only SQL, the demo."""
+"""The CLI contract: --json is pure JSON on stdout, exit codes 0/1/2, read-only SQL, the demo. Commands run
+in-process (`cli`); a subprocess only where the real process is the point."""
 
 from __future__ import annotations
 
@@ -13,13 +14,7 @@ import pytest
 from stcstore.ingest import IngestConfig, ingest
 from stcstore.store.sql import named_queries
 
-from .conftest import write_jsonl
-
-
-def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "stcstore.cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+from .conftest import cli, write_jsonl
 
 
 @pytest.fixture
@@ -98,20 +93,29 @@ def test_handled_failures_exit_1_with_a_clear_message(tmp_path, small, args, cod
     assert json.loads(r.stdout)["exit_code"] == code  # still pure JSON on stdout
 
 
-def test_unexpected_errors_exit_2(monkeypatch, tmp_path, capsys):
+def test_unexpected_errors_exit_2(monkeypatch, tmp_path):
     import stcstore.store.sql
-    from stcstore.cli.main import main
 
     def boom(*a, **k):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(stcstore.store.sql, "run_query", boom)
-    with pytest.raises(SystemExit) as exc:
-        main(["sql", "--store", str(tmp_path), "select 1", "--json"])
-    assert exc.value.code == 2
-    captured = capsys.readouterr()
-    assert "Traceback" in captured.err and "a bug" in captured.err
-    assert json.loads(captured.out) == {"error": "unexpected error (RuntimeError): a bug", "exit_code": 2}
+    r = cli("sql", "--store", str(tmp_path), "select 1", "--json")
+    assert r.returncode == 2
+    assert "Traceback" in r.stderr and "a bug" in r.stderr
+    assert json.loads(r.stdout) == {"error": "unexpected error (RuntimeError): a bug", "exit_code": 2}
+
+
+def test_installed_script_exit_codes_and_json(tmp_path, small):
+    """The console script itself (a real process): exit 0 with pure JSON, exit 1 with a JSON error."""
+    script = Path(sys.executable).with_name("stcstore")
+    st = tmp_path / "st"
+    r = subprocess.run([str(script), "ingest", str(small), "--store", str(st), "--dataset", "s", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and json.loads(r.stdout)["ingested"] == 18, r.stderr
+    r = subprocess.run([str(script), "sql", "--store", str(tmp_path), "select 1", "--json"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 1 and json.loads(r.stdout)["exit_code"] == 1 and "not an stcstore store" in r.stderr
 
 
 def test_named_queries_are_listed():

@@ -24,46 +24,13 @@ from stcstore.store.sql import run_query
 from stcstore.classifier.linear import decision, probabilities
 from stcstore.fit.solver import L1Logistic
 
-from .conftest import build_tiny, write_jsonl
+from .conftest import FAST, build_tiny, learnable_corpus, tiny_bert_store, write_jsonl
 
-WORDS = {
-    "0": ["awful", "boring", "dull", "terrible", "waste", "bad"],
-    "1": ["great", "wonderful", "brilliant", "moving", "superb", "good"],
-    "2": ["rain", "monday", "train", "office", "queue", "bus"],
-}
-FILLER = "the a film it was and this story really so".split()
-
-
-def _learnable(path: Path, n: int, classes: tuple[str, ...], seed: int = 0, splits=True) -> Path:
-    rng = random.Random(seed)
-    recs = []
-    for i in range(n):
-        label = classes[i % len(classes)]
-        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 8))] + [rng.choice(WORDS[label])
-                                                                        for _ in range(rng.randint(1, 2))]
-        rng.shuffle(words)
-        rec = {"id": f"r{i}", "text": " ".join(words), "label": label}
-        if splits:
-            rec["split"] = ("train", "train", "train", "validation", "test")[i % 5]
-        recs.append(rec)
-    return write_jsonl(path, recs)
-
-
-def _store(tmp: Path, tokenizer, classes=("0", "1"), n=200, splits=True) -> tuple[Path, object]:
-    st = tmp / "st"
-    src = _learnable(tmp / "c.jsonl", n, classes, splits=splits)
-    ingest(st, [src], IngestConfig("d", split_field="split" if splits else None))
-    lm = build_tiny("bert", tokenizer)
-    extract(st, ExtractConfig("d", model="tiny-bert", batch_size=16), lm=lm)
-    return st, lm
-
-
-FAST = dict(etas=(0.3, 0.8), path=PathConfig(n_lambdas=10, min_ratio=1e-3))
 
 
 @pytest.fixture(scope="module")
 def binary_store(tmp_path_factory, bert_tokenizer):
-    return _store(tmp_path_factory.mktemp("bin"), bert_tokenizer)
+    return tiny_bert_store(tmp_path_factory.mktemp("bin"), bert_tokenizer)
 
 
 # ------------------------------------------------------------------------------------------- solver
@@ -181,7 +148,7 @@ def test_selection_never_reads_test(binary_store, tmp_path):
 
 
 def test_multiclass_end_to_end_and_saved_classifier(tmp_path, bert_tokenizer):
-    st, lm = _store(tmp_path, bert_tokenizer, classes=("0", "1", "2"), n=240)
+    st, lm = tiny_bert_store(tmp_path, bert_tokenizer, classes=("0", "1", "2"), n=240)
     res = fit(st, FitConfig("d", model="tiny-bert", metric="macro_f1", **FAST), out=tmp_path / "clf")
     assert res.classes == ["0", "1", "2"]
     assert res.stc["validation"]["macro_f1"] > 0.6
@@ -242,7 +209,7 @@ def test_load_refuses_mismatched_model_and_tampered_files(binary_store, tmp_path
 
 
 def test_no_validation_split_is_carved_with_a_recorded_seed(tmp_path, bert_tokenizer):
-    st, _ = _store(tmp_path, bert_tokenizer, n=150, splits=False)  # every row: split "train"
+    st, _ = tiny_bert_store(tmp_path, bert_tokenizer, n=150, splits=False)  # every row: split "train"
     res = fit(st, FitConfig("d", model="tiny-bert", kinds=("hidden",), poolings=("mean",), seed=3, **FAST),
               out=tmp_path / "clf")
     assert res.carved_validation and res.n_validation == 30 and res.n_train == 120
@@ -322,3 +289,24 @@ def test_peak_memory_of_fit_does_not_grow_with_depth(tmp_path):
     # pages the aggregation touches (file-backed, 18-24 MB more for 6 more layers, measured with 0.1.0 and now),
     # so allow 1.5 blocks: still a tenth of what holding the blocks would add
     assert deep - shallow < 1.5 * block_mb, (shallow, deep)
+
+
+def test_metrics_equal_scikit_learn():
+    """fit's own metrics (kept for speed) equal scikit-learn's, with labels unseen in train (-1) included."""
+    from sklearn.metrics import accuracy_score, f1_score, log_loss as sk_log_loss
+
+    from stcstore.fit.metrics import log_loss, scores
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 5):
+        for n in (1, 7, 200):
+            y = rng.integers(-1, k, n)
+            pred = rng.integers(0, k, n)
+            proba = rng.dirichlet(np.ones(k), n)
+            s = scores(y, pred, k)
+            assert s["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+            assert s["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0), abs=1e-12)
+            seen = y >= 0
+            if seen.any():
+                assert log_loss(y, proba) == pytest.approx(sk_log_loss(y[seen], proba[seen], labels=range(k)),
+                                                           rel=1e-9)

@@ -24,8 +24,7 @@ from stcstore.report.stage import neuron_rows
 from stcstore.score import ScoreConfig, score
 from stcstore.report.svg import nice_ticks
 
-from .conftest import run_cli, write_jsonl
-from .test_fit import FAST, _store
+from .conftest import FAST, cli, tiny_bert_store, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def reported(tmp_path_factory, bert_tokenizer):
     """A 3-class tiny-BERT store, a classifier fitted on it (ffn, max and mean), its predictions in
     STORE/predictions, and its report."""
     tmp = tmp_path_factory.mktemp("report")
-    st, lm = _store(tmp, bert_tokenizer, classes=("0", "1", "2"), n=240)
+    st, lm = tiny_bert_store(tmp, bert_tokenizer, classes=("0", "1", "2"), n=240)
     fit(st, FitConfig("d", model="tiny-bert", kinds=("ffn",), poolings=("max", "mean"), **FAST), out=tmp / "clf")
     score(ScoreConfig((str(tmp / "clf"),), str(st / "predictions"), store=str(st), dataset="d", chunk_rows=100),
           models={"tiny-bert": lm})
@@ -182,15 +181,12 @@ def test_refusals_are_clear_and_replacing_needs_force(reported, tmp_path):
 
 def test_cli_report_json_and_exit_codes(reported, tmp_path):
     st, clf_dir, _, _ = reported
-    p = run_cli(["report", "--store", str(st), "--classifier", str(clf_dir), "--out", str(tmp_path / "r"),
-                 "--json"])
-    stdout, stderr = p.communicate(timeout=300)
-    assert p.returncode == 0, stderr.decode()
-    doc = json.loads(stdout)
+    p = cli("report", "--store", st, "--classifier", clf_dir, "--out", tmp_path / "r", "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
     assert Path(doc["out"]) == tmp_path / "r" and len(doc["files"]) == 3
-    p = run_cli(["report", "--store", str(st), "--classifier", str(clf_dir), "--out", str(tmp_path / "r")])
-    _, stderr = p.communicate(timeout=300)
-    assert p.returncode == 1 and b"--force" in stderr
+    p = cli("report", "--store", st, "--classifier", clf_dir, "--out", tmp_path / "r")
+    assert p.returncode == 1 and "--force" in p.stderr
 
 
 def test_nice_ticks_cover_the_range_with_round_steps():

@@ -22,8 +22,7 @@ from stcstore.ingest import IngestConfig, ingest
 from stcstore.score import ScoreConfig, score
 
 from .conftest import run_cli as _run_cli
-from .conftest import sigkill_when, write_jsonl
-from .test_fit import FAST, _learnable, _store
+from .conftest import FAST, cli, learnable_corpus, tiny_bert_store, sigkill_when, write_jsonl
 
 NEW_TEXTS = ["a great superb film", "so dull and boring", "the film was a waste", "wonderful and moving story"]
 
@@ -32,7 +31,7 @@ NEW_TEXTS = ["a great superb film", "so dull and boring", "the film was a waste"
 def fitted(tmp_path_factory, bert_tokenizer):
     """A tiny-BERT store (3 blocks) and two classifiers fitted on it: hidden/mean and ffn/max."""
     tmp = tmp_path_factory.mktemp("score")
-    st, lm = _store(tmp, bert_tokenizer)
+    st, lm = tiny_bert_store(tmp, bert_tokenizer)
     fit(st, FitConfig("d", model="tiny-bert", kinds=("hidden",), poolings=("mean",), **FAST), out=tmp / "sent")
     fit(st, FitConfig("d", model="tiny-bert", kinds=("ffn",), poolings=("max",), **FAST), out=tmp / "topic")
     return st, lm, tmp / "sent", tmp / "topic"
@@ -193,7 +192,7 @@ def test_incremental_second_run_is_a_noop_and_new_texts_only(fitted, tmp_path):
 
 def test_sigkill_then_resume_has_no_duplicates_or_holes(tmp_path, tiny_gpt2_dir):
     st = tmp_path / "st"
-    ingest(st, [_learnable(tmp_path / "c.jsonl", 300, ("0", "1"))], IngestConfig("d", split_field="split"))
+    ingest(st, [learnable_corpus(tmp_path / "c.jsonl", 300, ("0", "1"))], IngestConfig("d", split_field="split"))
     from stcstore.features import ExtractConfig, extract
 
     extract(st, ExtractConfig("d", model=str(tiny_gpt2_dir), batch_size=32))
@@ -237,6 +236,12 @@ def test_bad_input_rows_go_to_rejects_and_the_run_completes(fitted, tmp_path):
     assert reasons[2] == "empty text" and reasons[3].startswith("malformed JSON")
     assert "missing" in reasons[4] and "not a string" in reasons[5] and "different text" in reasons[7]
     assert pq.read_table(tmp_path / "p.parquet").num_rows == 2
+    # ingest accepts and refuses exactly the same rows, for the same reasons (one validator)
+    ing = ingest(tmp_path / "st2", [src], IngestConfig("x")).files[0]
+    assert (ing.ingested, ing.duplicates, ing.rejected) == (2, 1, 5)
+    ing_rej = Store(tmp_path / "st2").rejects("x")
+    ing_reasons = dict(zip(ing_rej.column("line").to_pylist(), ing_rej.column("reason").to_pylist()))
+    assert {k: v.replace("seen in this file", "exists") for k, v in reasons.items()} == ing_reasons
     # a temp file of a killed run (dead pid) is cleaned up, one of a live writer is left alone
     dead, live = tmp_path / ".tmp-q.parquet-999999999-abcd1234", tmp_path / f".tmp-q.parquet-{os.getpid()}-abcd1234"
     dead.write_text("half"), live.write_text("half")
@@ -259,10 +264,9 @@ def test_bad_options_are_clear(fitted, tmp_path):
         score(ScoreConfig((str(tmp_path),), str(tmp_path / "o"), store=str(st), dataset="d"))
     with pytest.raises(StcError, match="same classifier twice"):
         score(ScoreConfig((str(sent), str(sent)), str(tmp_path / "o"), store=str(st), dataset="d"))
-    p = _run_cli(["score", "--classifier", str(sent), "--input", "x.jsonl", "--store", str(st), "--dataset", "d",
-                  "--output", str(tmp_path / "o")])
-    _, err = p.communicate(timeout=120)
-    assert p.returncode == 1 and b"either --store" in err
+    p = cli("score", "--classifier", sent, "--input", "x.jsonl", "--store", st, "--dataset", "d",
+            "--output", tmp_path / "o")
+    assert p.returncode == 1 and "either --store" in p.stderr
 
 
 def test_token_explanations(fitted, tmp_path):
@@ -325,6 +329,33 @@ def test_pooling_only_chosen_neurons_equals_full_width_pooling(family, bert_toke
             np.testing.assert_allclose(tok.mean(0), part.blocks[FeatureBlock(kind, "mean", layer)][i], rtol=1e-5,
                                        atol=1e-6)
             np.testing.assert_allclose(tok.max(0), part.blocks[FeatureBlock(kind, "max", layer)][i], rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_scoring_features_equal_stored_features_bit_for_bit(family, tmp_path, bert_tokenizer):
+    """The one feature path: for the same texts in the same batches, the features a classifier computes
+    for scoring (only its neurons pooled, early exit at its deepest block) are exactly the stored ones."""
+    from stcstore.core.names import FeatureBlock
+    from stcstore.features import ExtractConfig, FeatureComputer, extract
+
+    from .conftest import build_tiny
+
+    lm = build_tiny(family, bert_tokenizer)
+    st = tmp_path / "st"
+    ingest(st, [learnable_corpus(tmp_path / "c.jsonl", 90, ("0", "1"))], IngestConfig("d", split_field="split"))
+    extract(st, ExtractConfig("d", batch_size=8, chunk_rows=30, max_length=64), lm=lm)
+    store = Store(st)
+    texts = store.texts("d", columns=["text"]).column("text").to_pylist()
+    cols = {("hidden", 1): [3, 1, 30, 17], ("ffn", 0): [5, 40, 11], ("ffn", 1): [47, 2]}
+    blocks = [FeatureBlock(k, p, l) for (k, l) in cols for p in ("mean", "max", "single")]
+    computer = FeatureComputer(lm, blocks, 64, "float16", batch_size=8, columns=cols)
+    assert computer.n_blocks_run == 2  # stops after block 1 of 3
+    for c0 in range(0, 90, 30):  # extract's chunks: the same texts in the same length-bucketed batches
+        got = computer.run(texts[c0:c0 + 30])
+        for b in blocks:
+            _, stored, _ = store.columns("d", lm.name, b.kind, b.pooling, {b.layer: cols[(b.kind, b.layer)]}, None)
+            assert stored.dtype == got.blocks[b].dtype == np.float32
+            np.testing.assert_array_equal(got.blocks[b], stored[c0:c0 + 30], err_msg=str(b))
 
 
 def test_classifiers_of_different_models_get_one_pass_each(fitted, tmp_path, bert_tokenizer):

@@ -125,14 +125,12 @@ class StoreSQL:
             raise StcError(f"query failed: {exc}") from exc
 
     def frame(self, sql: str, params: dict[str, Any] | None = None) -> "polars.DataFrame":
-        """The query's result as a polars DataFrame (empty, with no columns, for a statement)."""
+        """The query's result as a polars DataFrame (through a DuckDB relation: `.pl()`)."""
         import polars as pl
 
-        cur = self._execute(sql, params)
-        if cur.description is None:
-            return pl.DataFrame()
         try:
-            return cur.pl()
+            rel = self.con.sql(sql, params=params or None)
+            return pl.DataFrame() if rel is None else rel.pl()
         except duckdb.Error as exc:
             raise StcError(f"query failed: {exc}") from exc
 
