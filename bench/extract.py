@@ -30,8 +30,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from stcstore.features.compute import length_batches  # noqa: E402
 from stcstore.demo import demo_files  # noqa: E402
+from stcstore.features.compute import length_batches  # noqa: E402
 from stcstore.features.stage import ExtractConfig, default_max_length, dir_bytes, extract  # noqa: E402
 from stcstore.ingest import IngestConfig, ingest  # noqa: E402
 from stcstore.models import load_model  # noqa: E402

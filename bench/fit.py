@@ -27,9 +27,9 @@ import torch  # noqa: E402
 
 from stcstore.core.names import FeatureBlock  # noqa: E402
 from stcstore.fit import FitConfig
-from stcstore.fit.splits import plan_splits  # noqa: E402
 from stcstore.fit.metrics import scores  # noqa: E402
 from stcstore.fit.probe import PathConfig, apply_standardization, fit_path, standardize_  # noqa: E402
+from stcstore.fit.splits import plan_splits  # noqa: E402
 from stcstore.store import Store  # noqa: E402
 
 AUTHORS_C = (0.1, 0.2, 1.0, 10.0, 100.0)

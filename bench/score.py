@@ -31,11 +31,11 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from stcstore import __version__  # noqa: E402
-from stcstore.core.names import blocks_to_run  # noqa: E402
-from stcstore.features.compute import length_batches  # noqa: E402
 from stcstore.classifier.classifier import CLASSIFIER_FORMAT, CLASSIFIER_VERSION, MODEL_CHECK_KEYS, Classifier  # noqa: E402
+from stcstore.core.names import blocks_to_run  # noqa: E402
 from stcstore.demo import demo_files  # noqa: E402
 from stcstore.features import default_max_length  # noqa: E402
+from stcstore.features.compute import length_batches  # noqa: E402
 from stcstore.models import load_model  # noqa: E402
 from stcstore.score import ScoreConfig, score  # noqa: E402
 

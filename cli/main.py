@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from stcstore.core.errors import StcError
+from stcstore.core.names import DEFAULT_MODEL
 
 from . import params as P
 
@@ -47,7 +48,8 @@ def cli() -> None:
 @P.JSON
 def ingest(sources, store, dataset, fmt, text_field, label_field, id_field, split_field, split, as_json) -> None:
     """Read tweet dumps, JSONL(.gz), CSV or Parquet into the store's texts table."""
-    from stcstore.ingest import IngestConfig, ingest as run
+    from stcstore.ingest import IngestConfig
+    from stcstore.ingest import ingest as run
 
     cfg = IngestConfig(dataset=dataset, format=fmt, text_field=text_field, label_field=label_field,
                        id_field=id_field, split_field=split_field, split=split)
@@ -74,7 +76,8 @@ def ingest(sources, store, dataset, fmt, text_field, label_field, id_field, spli
 def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_size, max_tokens, dtype,
             torch_dtype, device, threads, chunk_rows, gguf_file, as_json) -> None:
     """Extract pooled hidden states and FFN activations of every text that has none yet (resumable)."""
-    from stcstore.features import ExtractConfig, extract as run
+    from stcstore.features import ExtractConfig
+    from stcstore.features import extract as run
 
     cfg = ExtractConfig(dataset=dataset, model=model, layers=layers, kinds=kinds, poolings=poolings,
                         max_length=max_length, batch_size=batch_size, max_tokens=max_tokens, dtype=dtype,
@@ -107,7 +110,7 @@ def sql(query, store, file, name, params, list_queries, max_rows, as_json) -> No
 @cli.command()
 @P.store(exists=True)
 @P.dataset()
-@click.option("--model", default="default", show_default=True,
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Model as given to extract (or its path, or a feature-set id prefix).")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Classifier directory to write (must be new or empty unless --force).")
@@ -116,8 +119,7 @@ def sql(query, store, file, name, params, list_queries, max_rows, as_json) -> No
 @P.KINDS_OPT
 @P.POOLINGS_OPT
 @click.option("--mix-kinds", is_flag=True, help="Also aggregate hidden and ffn neurons together.")
-@click.option("--val-fraction", default=0.2, show_default=True,
-              help="Share of train carved as validation when the dataset has no validation split.")
+@P.VAL_FRACTION_OPT
 @click.option("--seed", default=0, show_default=True, help="Seed of that carve.")
 @P.THREADS
 @P.FORCE
@@ -125,7 +127,8 @@ def sql(query, store, file, name, params, list_queries, max_rows, as_json) -> No
 def fit(store, dataset, model, out, etas, metric, kinds, poolings, mix_kinds, val_fraction, seed, threads, force,
         as_json) -> None:
     """Per-layer L1 probes, η-sparsification and cross-layer aggregation, all chosen on validation."""
-    from stcstore.fit import FitConfig, fit as run
+    from stcstore.fit import FitConfig
+    from stcstore.fit import fit as run
 
     cfg = FitConfig(dataset=dataset, model=model, etas=etas, metric=metric, kinds=kinds, poolings=poolings,
                     mix_kinds=mix_kinds, val_fraction=val_fraction, seed=seed, threads=threads)
@@ -147,13 +150,12 @@ def fit(store, dataset, model, out, etas, metric, kinds, poolings, mix_kinds, va
 @P.ID_FIELD_OPT
 @P.EXPLAIN
 @click.option("--explain-out", default=None, help="Path prefix of the explanation files [default: beside --output].")
-@click.option("--explain-limit", default=200, show_default=True, help="Texts shown in the HTML page.")
+@P.EXPLAIN_LIMIT_OPT
 @click.option("--model", default=None, help="Local path of the classifiers' model, if not where it was fitted.")
 @P.GGUF_FILE
 @P.BATCH_SIZE_OPT
 @P.MAX_TOKENS_OPT
-@click.option("--chunk-rows", type=int, default=4096, show_default=True,
-              help="Texts per committed output file (a killed run resumes after the last one).")
+@P.SCORE_CHUNK_ROWS_OPT
 @P.THREADS
 @P.DEVICE
 @click.option("--force", is_flag=True, help="Replace an existing --output FILE.parquet.")
@@ -162,7 +164,8 @@ def score(classifiers, store, dataset, split, input_path, output, fmt, text_fiel
           explain_limit, model, gguf_file, batch_size, max_tokens, chunk_rows, threads, device, force,
           as_json) -> None:
     """Score texts with fitted classifiers: early exit, one pass per model, incremental, explanations."""
-    from stcstore.score import ScoreConfig, score as run
+    from stcstore.score import ScoreConfig
+    from stcstore.score import score as run
 
     cfg = ScoreConfig(classifiers=tuple(classifiers), output=output, store=store, dataset=dataset, split=split,
                       input=input_path, format=fmt, text_field=text_field, id_field=id_field, explain=explain,
@@ -178,15 +181,15 @@ def score(classifiers, store, dataset, split, input_path, output, fmt, text_fiel
               help="Classifier directory from `stcstore fit`.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for report.html, report.json and neurons.parquet.")
-@click.option("--top", default=30, show_default=True, help="Neurons listed in the page and the JSON.")
-@click.option("--histograms", default=8, show_default=True,
-              help="Top neurons whose per-label value distributions are drawn (read from the store; 0: none).")
+@P.TOP
+@P.HISTOGRAMS
 @click.option("--split", default=None, help="Split of the per-label neuron statistics [default: the fit's train split].")
 @click.option("--force", is_flag=True, help="Replace an existing, non-empty --out directory.")
 @P.JSON
 def report(store, classifier, out, top, histograms, split, force, as_json) -> None:
     """What a classifier learned and where: probe curves, the η/L_temp grid, its neurons (HTML + JSON)."""
-    from stcstore.report import ReportConfig, report as run
+    from stcstore.report import ReportConfig
+    from stcstore.report import report as run
 
     emit(run(ReportConfig(store=store, classifier=classifier, out=out, top=top, histograms=histograms, split=split,
                           force=force)), as_json)

@@ -5,16 +5,34 @@ from __future__ import annotations
 
 import click
 
-from stcstore.core.names import (BATCH_SIZE, DEFAULT_MODEL, EXPLANATIONS, ID_FIELD, INPUT_FORMATS, KINDS, LABEL_FIELD,
-                                 MAX_TOKENS, METRICS, POOLINGS, STORED_DTYPES, TEXT_FIELD, TORCH_DTYPES)
-from stcstore.fit.sparsify import DEFAULT_ETAS
+from stcstore.core.names import (
+    BATCH_SIZE,
+    DEFAULT_ETAS,
+    DEFAULT_MODEL,
+    EXPLAIN_LIMIT,
+    EXPLANATIONS,
+    ID_FIELD,
+    INPUT_FORMATS,
+    KINDS,
+    LABEL_FIELD,
+    MAX_TOKENS,
+    METRICS,
+    POOLINGS,
+    REPORT_HISTOGRAMS,
+    REPORT_TOP,
+    SCORE_CHUNK_ROWS,
+    STORED_DTYPES,
+    TEXT_FIELD,
+    TORCH_DTYPES,
+    VAL_FRACTION,
+)
 
 
 def _csv(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-def _floats(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+def _floats(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in value.split(",") if v.strip())
     except ValueError:
@@ -64,3 +82,12 @@ ETAS = click.option("--etas", default=",".join(str(e) for e in DEFAULT_ETAS), sh
 EXPLAIN = click.option("--explain", default=None, type=click.Choice(EXPLANATIONS),
                        help="Per-token class probabilities (JSON lines + an HTML page), for mean/max-pooled "
                             "classifiers.")
+VAL_FRACTION_OPT = click.option("--val-fraction", default=VAL_FRACTION, show_default=True,
+                                help="Share of train carved as validation when the dataset has no validation split.")
+SCORE_CHUNK_ROWS_OPT = click.option("--chunk-rows", type=int, default=SCORE_CHUNK_ROWS, show_default=True,
+                                    help="Texts per committed output file (a killed run resumes after the last one).")
+EXPLAIN_LIMIT_OPT = click.option("--explain-limit", default=EXPLAIN_LIMIT, show_default=True,
+                                 help="Texts shown in the HTML page.")
+TOP = click.option("--top", default=REPORT_TOP, show_default=True, help="Neurons listed in the page and the JSON.")
+HISTOGRAMS = click.option("--histograms", default=REPORT_HISTOGRAMS, show_default=True,
+                          help="Top neurons whose per-label value distributions are drawn (read from the store; 0: none).")

@@ -44,8 +44,17 @@ TEXTS = [
 
 def tiny_config(family: str):
     """A 3-block random-init config of each family, small enough to run in milliseconds."""
-    from transformers import (BertConfig, DistilBertConfig, GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig,
-                              MistralConfig, Qwen2Config, RobertaConfig)
+    from transformers import (
+        BertConfig,
+        DistilBertConfig,
+        GemmaConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+        RobertaConfig,
+    )
 
     common = dict(vocab_size=30522)
     if family == "bert":

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from stcstore import Store
+from stcstore.core.atomic import store_lock
 from stcstore.core.errors import FingerprintMismatchError, StcError, StoreLockedError
 from stcstore.features import ExtractConfig, extract, parse_layers
-from stcstore.core.atomic import store_lock
 from stcstore.ingest import IngestConfig, ingest
 from stcstore.store.sql import run_query
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import subprocess
 import sys
@@ -15,17 +14,13 @@ import pytest
 import torch
 
 from stcstore import Store, load_classifier
-from stcstore.core.errors import FingerprintMismatchError, StcError
-from stcstore.features import ExtractConfig, extract
-from stcstore.fit import FitConfig, fit
-from stcstore.ingest import IngestConfig, ingest
-from stcstore.fit.probe import PathConfig
-from stcstore.store.sql import run_query
 from stcstore.classifier.linear import decision, probabilities
+from stcstore.core.errors import FingerprintMismatchError, StcError
+from stcstore.fit import FitConfig, fit
 from stcstore.fit.solver import L1Logistic
+from stcstore.store.sql import run_query
 
-from .conftest import FAST, build_tiny, learnable_corpus, tiny_bert_store, write_jsonl
-
+from .conftest import FAST, build_tiny, tiny_bert_store
 
 
 @pytest.fixture(scope="module")
@@ -232,11 +227,11 @@ def test_bad_options_are_clear(binary_store):
 def _synthetic_store(root: Path, n_layers: int, n: int = 6000, width: int = 1024, seed: int = 0) -> None:
     """A store written without a model: n rows, hidden.mean.0..n_layers-1 of `width`, 2 informative
     neurons per layer. Enough for fit (chunk metadata + features)."""
-    from stcstore.features.stage import _write_chunk
     from stcstore.core.atomic import write_json_atomic
-    from stcstore.core.schemas import NEURON_STATS as STATS_SCHEMA
-    from stcstore.store import FeatureSet
     from stcstore.core.names import FeatureBlock
+    from stcstore.core.schemas import NEURON_STATS as STATS_SCHEMA
+    from stcstore.features.stage import _write_chunk
+    from stcstore.store import FeatureSet
 
     class _NoStats:
         def table(self):
@@ -293,7 +288,8 @@ def test_peak_memory_of_fit_does_not_grow_with_depth(tmp_path):
 
 def test_metrics_equal_scikit_learn():
     """fit's own metrics (kept for speed) equal scikit-learn's, with labels unseen in train (-1) included."""
-    from sklearn.metrics import accuracy_score, f1_score, log_loss as sk_log_loss
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import log_loss as sk_log_loss
 
     from stcstore.fit.metrics import log_loss, scores
 

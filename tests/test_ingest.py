@@ -219,8 +219,8 @@ def test_parquet_int_labels_become_strings(tmp_path):
 
 
 def test_id_index_round_trips_and_tells_texts_apart():
-    from stcstore.ingest.idindex import IdIndex, text_key
     from stcstore.core.fingerprint import text_hash as content_hash
+    from stcstore.ingest.idindex import IdIndex, text_key
 
     rows = [("1", content_hash("a"), "pos", "train"), ("2", content_hash("b"), None, "unlabeled"),
             ("\ud800odd", content_hash("c"), "neg", "test"), ("", content_hash("d"), "pos", "train")]

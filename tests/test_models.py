@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from stcstore.core.errors import StcError
 from stcstore.core.names import blocks_to_run
 from stcstore.features.hooks import PooledForward
-from stcstore.core.errors import StcError
 from stcstore.models import resolve_adapter, wrap_model
 
 from .conftest import FAMILIES, TEXTS, build_tiny, pad

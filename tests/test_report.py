@@ -21,8 +21,8 @@ from stcstore.fit import FitConfig, fit
 from stcstore.ingest import IngestConfig, ingest
 from stcstore.report import ReportConfig, report
 from stcstore.report.stage import neuron_rows
-from stcstore.score import ScoreConfig, score
 from stcstore.report.svg import nice_ticks
+from stcstore.score import ScoreConfig, score
 
 from .conftest import FAST, cli, tiny_bert_store, write_jsonl
 

@@ -14,15 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from stcstore import Store, load_classifier
-from stcstore.core.names import blocks_to_run
 from stcstore.classifier import Classifier, FeatureGroup
 from stcstore.core.errors import StcError
+from stcstore.core.names import blocks_to_run
 from stcstore.fit import FitConfig, fit
 from stcstore.ingest import IngestConfig, ingest
 from stcstore.score import ScoreConfig, score
 
+from .conftest import FAST, cli, learnable_corpus, sigkill_when, tiny_bert_store, write_jsonl
 from .conftest import run_cli as _run_cli
-from .conftest import FAST, cli, learnable_corpus, tiny_bert_store, sigkill_when, write_jsonl
 
 NEW_TEXTS = ["a great superb film", "so dull and boring", "the film was a waste", "wonderful and moving story"]
 

@@ -22,6 +22,12 @@ INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet", "tweets")
 METRICS = ("accuracy", "macro_f1")  # validation metrics every fit choice can be made on
 EXPLANATIONS = ("tokens",)
 SPLITS = ("train", "validation", "test")
+# defaults shared by the configs and the CLI
+DEFAULT_ETAS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)  # the authors' η grid
+VAL_FRACTION = 0.2  # share of train carved as validation when a dataset has none
+SCORE_CHUNK_ROWS = 4096  # texts per committed predictions file (score's unit of resume)
+EXPLAIN_LIMIT = 200  # texts shown on a token-explanation page
+REPORT_TOP, REPORT_HISTOGRAMS = 30, 8  # neurons listed / drawn as histograms in a report
 BATCH_SIZE = 64  # default most texts per forward batch (extract, score)
 MAX_TOKENS = 8192  # default token budget per forward batch: rows x longest row
 TEXT_FIELD, LABEL_FIELD, ID_FIELD = "text", "label", "id"  # default input fields

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 
-
 def single_index(mask: torch.Tensor, encoder: bool) -> torch.Tensor:
     """Position of the token `single` reads: first real token (encoders, CLS) or last real token (decoders).
 

@@ -26,8 +26,20 @@ from ..core.atomic import commit, remove_stale_temps, store_lock, tmp_name, writ
 from ..core.console import eprint, progress
 from ..core.errors import FingerprintMismatchError, StcError
 from ..core.fingerprint import fingerprint
-from ..core.names import (BATCH_SIZE, DEFAULT_MODEL, MAX_TOKENS, KINDS, POOLINGS, STORED_DTYPES, TORCH_DTYPES, FeatureBlock, check_at_least,
-                          check_choice, check_kinds_poolings, check_name)
+from ..core.names import (
+    BATCH_SIZE,
+    DEFAULT_MODEL,
+    KINDS,
+    MAX_TOKENS,
+    POOLINGS,
+    STORED_DTYPES,
+    TORCH_DTYPES,
+    FeatureBlock,
+    check_at_least,
+    check_choice,
+    check_kinds_poolings,
+    check_name,
+)
 from ..core.schemas import chunk_schema
 from ..models.loading import IDENTITY_KEYS, LoadedModel, load_model
 from ..store.chunks import read_chunk_columns

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from ..classifier.linear import decision, predict_index, probabilities
 from ..core.errors import StcError
 from .metrics import log_loss, scores
-from ..classifier.linear import decision, predict_index, probabilities
 from .solver import L1Logistic, PathPoint
 
 

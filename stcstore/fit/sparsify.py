@@ -14,9 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import StcError
-
-# The authors' default η grid.
-DEFAULT_ETAS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
+from ..core.names import DEFAULT_ETAS
 
 
 def importance(coef: np.ndarray) -> np.ndarray:

@@ -19,23 +19,31 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 
-from ..classifier.classifier import Classifier, FeatureGroup
+from ..classifier.classifier import Classifier
 from ..core.atomic import check_output_dir, store_lock
 from ..core.console import eprint, progress
 from ..core.errors import StcError
 from ..core.fingerprint import fingerprint
-from ..core.names import KINDS, METRICS, POOLINGS, FeatureBlock, check_at_least, check_choice, check_kinds_poolings, \
-    check_name
+from ..core.names import (
+    DEFAULT_ETAS,
+    KINDS,
+    METRICS,
+    POOLINGS,
+    VAL_FRACTION,
+    FeatureBlock,
+    check_at_least,
+    check_choice,
+    check_kinds_poolings,
+    check_name,
+)
 from ..store.store import FeatureSet, Store, neuron_picks
-from .metrics import scores
-from .probe import PathConfig, PathResult, apply_standardization, fit_path, standardize_
-from ..classifier.linear import decision, predict_index
-from .sparsify import DEFAULT_ETAS, check_eta, select_neurons
+from .probe import PathConfig
+from .search import AggState, Fitter, ProbeState, agg_key, probe_key
+from .sparsify import check_eta
 from .splits import Splits, plan_splits
 from .tables import aggregate_rows, probe_rows, write_tables
 
@@ -56,7 +64,7 @@ class FitConfig:
     train_split: str = "train"
     val_split: str = "validation"
     test_split: str = "test"
-    val_fraction: float = 0.2  # carved from train (stratified, seeded) only when there is no validation split
+    val_fraction: float = VAL_FRACTION  # carved from train (stratified, seeded) only when there is no validation split
     seed: int = 0
     threads: int | None = None
     path: PathConfig = field(default_factory=PathConfig)
@@ -72,33 +80,6 @@ class FitConfig:
         if not (0.0 < self.val_fraction < 1.0):
             raise StcError("--val-fraction must be between 0 and 1")
         check_at_least(self, ("threads",))
-
-
-# ---------------------------------------------------------------------------------------------- results
-@dataclass
-class ProbeState:
-    """The chosen fitted state of one per-layer probe (standardisation + weights)."""
-
-    block: FeatureBlock
-    mean: np.ndarray
-    scale: np.ndarray
-    result: PathResult
-
-
-@dataclass
-class AggState:
-    kind: str  # "hidden" | "ffn" | "hidden+ffn"
-    pooling: str
-    eta: float
-    l_temp: int
-    groups: list[FeatureGroup]
-    mean: np.ndarray
-    scale: np.ndarray
-    result: PathResult
-
-    @property
-    def n_neurons(self) -> int:
-        return sum(len(g.neurons) for g in self.groups)
 
 
 @dataclass
@@ -158,88 +139,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-# ---------------------------------------------------------------------------------------------- stages
-def _agg_key(a: AggState, metric: str) -> tuple:
-    r = a.result
-    # best validation metric, then validation log-loss; then the cheaper classifier (shallower, fewer neurons)
-    return (round(r.validation[metric], 12), -round(r.validation["log_loss"], 12), -a.l_temp, -a.n_neurons)
-
-
-def _probe_key(p: ProbeState, metric: str) -> tuple:
-    r = p.result
-    return (round(r.validation[metric], 12), -round(r.validation["log_loss"], 12), -p.block.layer)
-
-
-class _Fitter:
-    def __init__(self, store: Store, fs: FeatureSet, cfg: FitConfig, splits: Splits) -> None:
-        self.store, self.fs, self.cfg, self.splits = store, fs, cfg, splits
-        self.K = len(splits.classes)
-        self.tr, self.va, self.te = cfg.train_split, cfg.val_split, cfg.test_split
-
-    def read(self, picks: list[tuple[str, np.ndarray | None]], split: str) -> np.ndarray:
-        return self.store.gather(self.fs, picks, self.splits.plans[split])[1]
-
-    def probe(self, block: FeatureBlock) -> ProbeState:
-        Xtr = self.read([(block.column, None)], self.tr)
-        mean, scale = standardize_(Xtr)
-        Xva = apply_standardization(self.read([(block.column, None)], self.va), mean, scale)
-        res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K, self.cfg.metric,
-                       self.cfg.path)
-        return ProbeState(block, mean, scale, res)
-
-    def aggregate(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState],
-                  on_fit: Callable[[AggState], None]) -> list[AggState]:
-        """Every (η, L_temp) of one (kind, pooling); kind may be "hidden+ffn"."""
-        kinds = kind.split("+")
-        layers = sorted({b.layer for b in probes if b.kind in kinds and b.pooling == pooling})
-        eta_max = max(self.cfg.etas)
-        # per block: neurons kept at the largest η, most important first; smaller η keep a prefix
-        kept = {b: select_neurons(p.result.chosen.coef, eta_max) for b, p in probes.items()
-                if b.kind in kinds and b.pooling == pooling}
-        order = sorted(kept, key=lambda b: (b.layer, KINDS.index(b.kind)))
-        picks = neuron_picks(self.fs, [(b.kind, b.pooling, b.layer, kept[b]) for b in order])
-        Xtr_all = self.read(picks, self.tr)
-        Xva_all = self.read(picks, self.va)
-        offsets = np.cumsum([0] + [len(kept[b]) for b in order])
-        start = {b: int(offsets[i]) for i, b in enumerate(order)}  # first column of each block
-        mean_all = np.concatenate([probes[b].mean[kept[b]] for b in order])
-        scale_all = np.concatenate([probes[b].scale[kept[b]] for b in order])
-        apply_standardization(Xtr_all, mean_all, scale_all)
-        apply_standardization(Xva_all, mean_all, scale_all)
-        out: list[AggState] = []
-        seen: dict[tuple, AggState] = {}
-        for eta in sorted(self.cfg.etas):
-            n_keep = {b: len(select_neurons(probes[b].result.chosen.coef, eta)) for b in order}
-            for l_temp in layers:
-                blocks = [b for b in order if b.layer <= l_temp]
-                cols = np.concatenate([np.arange(start[b], start[b] + n_keep[b]) for b in blocks])
-                groups = [FeatureGroup(b.kind, b.pooling, b.layer, [int(i) for i in kept[b][:n_keep[b]]])
-                          for b in blocks]
-                sig = tuple(cols.tolist())
-                if sig in seen:  # this η keeps exactly the neurons a smaller η kept: same fit
-                    prev = seen[sig]
-                    state = AggState(kind, pooling, eta, l_temp, groups, prev.mean, prev.scale, prev.result)
-                else:
-                    Xtr = np.ascontiguousarray(Xtr_all[:, cols])
-                    Xva = np.ascontiguousarray(Xva_all[:, cols])
-                    res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K,
-                                   self.cfg.metric, self.cfg.path)
-                    del Xtr, Xva
-                    state = AggState(kind, pooling, eta, l_temp, groups, mean_all[cols], scale_all[cols], res)
-                    seen[sig] = state
-                out.append(state)
-                on_fit(state)
-        return out
-
-    def test_scores(self, picks: list[tuple[str, np.ndarray | None]], mean: np.ndarray, scale: np.ndarray,
-                    res: PathResult) -> dict[str, float]:
-        y = self.splits.y[self.te]
-        if len(y) == 0:
-            return {m: float("nan") for m in METRICS}
-        X = apply_standardization(self.read(picks, self.te), mean, scale)
-        return scores(y, predict_index(decision(X, res.chosen.coef, res.chosen.intercept)), self.K)
-
-
 def _notes(splits: Splits, cfg: FitConfig) -> list[str]:
     messages = []
     if splits.carved_validation:
@@ -254,7 +153,7 @@ def _notes(splits: Splits, cfg: FitConfig) -> list[str]:
     return messages
 
 
-def _fit_probes(fitter: _Fitter, blocks: list[FeatureBlock], bar: Any) -> dict[FeatureBlock, ProbeState]:
+def _fit_probes(fitter: Fitter, blocks: list[FeatureBlock], bar: Any) -> dict[FeatureBlock, ProbeState]:
     """Stage 1: one L1 probe per block, its strength chosen on validation."""
     metric = fitter.cfg.metric
     probes: dict[FeatureBlock, ProbeState] = {}
@@ -268,7 +167,7 @@ def _fit_probes(fitter: _Fitter, blocks: list[FeatureBlock], bar: Any) -> dict[F
     return probes
 
 
-def _fit_aggregates(fitter: _Fitter, groups: list[tuple[str, str]], probes: dict[FeatureBlock, ProbeState],
+def _fit_aggregates(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[FeatureBlock, ProbeState],
                     bar: Any) -> tuple[list[AggState], AggState]:
     """Stages 2-3: sparsify every probe at every η and aggregate layers 0..L_temp; returns every
     aggregate and the validation-best one."""
@@ -280,10 +179,10 @@ def _fit_aggregates(fitter: _Fitter, groups: list[tuple[str, str]], probes: dict
         states = fitter.aggregate(kind, pooling, probes, lambda _: bar.update(1))
         aggs.extend(states)
         if bar.disable:
-            top = max(states, key=lambda a: _agg_key(a, metric))
+            top = max(states, key=lambda a: agg_key(a, metric))
             eprint(f"aggregate {kind}.{pooling}: best val {metric} {top.result.validation[metric]:.4f} "
                    f"(η {top.eta}, L_temp {top.l_temp}, {top.n_neurons} neurons)")
-    best = max(aggs, key=lambda a: _agg_key(a, metric))  # max keeps the first of equals, as a strict > did
+    best = max(aggs, key=lambda a: agg_key(a, metric))  # max keeps the first of equals, as a strict > did
     return aggs, best
 
 
@@ -291,7 +190,7 @@ def _metrics(s: dict[str, float]) -> dict[str, float]:
     return {m: s[m] for m in METRICS}
 
 
-def _test_reports(fitter: _Fitter, fs: FeatureSet, probes: dict[FeatureBlock, ProbeState], best: AggState
+def _test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, ProbeState], best: AggState
                   ) -> dict[str, dict[str, Any]]:
     """Stage 4: baseline, best probe and STC on validation and test; test is read here, once per state."""
     metric = fitter.cfg.metric
@@ -311,7 +210,7 @@ def _test_reports(fitter: _Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Pr
     else:
         baseline = {"what": f"unavailable: the feature set has no {base_block.column} block", "validation":
                     {m: None for m in METRICS}, "test": {m: None for m in METRICS}}
-    best_probe = probe_report(max(probes.values(), key=lambda p: _probe_key(p, metric)))
+    best_probe = probe_report(max(probes.values(), key=lambda p: probe_key(p, metric)))
     picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in best.groups])
     stc = {"what": f"{best.kind}.{best.pooling} η {best.eta} L_temp {best.l_temp} ({best.n_neurons} neurons)",
            "validation": _metrics(best.result.validation),
@@ -354,7 +253,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         messages = _notes(splits, cfg)
         for m in messages:
             eprint(m)
-        fitter = _Fitter(store, fs, cfg, splits)
+        fitter = Fitter(store, fs, cfg, splits)
         groups = [(k, p) for k in cfg.kinds for p in cfg.poolings]
         if cfg.mix_kinds and len(cfg.kinds) > 1:
             groups += [("+".join(cfg.kinds), p) for p in cfg.poolings]

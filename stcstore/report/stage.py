@@ -27,6 +27,7 @@ from ..classifier.files import load_classifier
 from ..core.atomic import write_dir
 from ..core.console import eprint
 from ..core.errors import StcError
+from ..core.names import REPORT_HISTOGRAMS, REPORT_TOP
 from ..core.schemas import REPORT_NEURONS
 from ..store.sql import StoreSQL, sql_dir
 from ..store.store import Store, neuron_picks
@@ -38,8 +39,8 @@ class ReportConfig:
     store: str
     classifier: str
     out: str
-    top: int = 30          # neurons listed in the page and the JSON (neurons.parquet has all of them)
-    histograms: int = 8    # top neurons whose per-label value distributions are drawn (read from the store)
+    top: int = REPORT_TOP  # neurons listed in the page and the JSON (neurons.parquet has all of them)
+    histograms: int = REPORT_HISTOGRAMS  # top neurons whose per-label value distributions are drawn (read from the store)
     split: str | None = None  # split of the neuron statistics [default: the fit's train split]
     force: bool = False    # replace an existing, non-empty out directory
 

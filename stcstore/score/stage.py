@@ -30,7 +30,6 @@ HTML page that colours each token.
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import time
 import uuid
 from contextlib import nullcontext
@@ -47,7 +46,19 @@ from ..classifier.linear import probabilities
 from ..core.atomic import remove_dead_temps, remove_stale_temps, store_lock
 from ..core.console import eprint, progress
 from ..core.errors import StcError
-from ..core.names import BATCH_SIZE, EXPLANATIONS, ID_FIELD, MAX_TOKENS, TEXT_FIELD, INPUT_FORMATS, check_at_least, check_choice, check_name
+from ..core.names import (
+    BATCH_SIZE,
+    EXPLAIN_LIMIT,
+    EXPLANATIONS,
+    ID_FIELD,
+    INPUT_FORMATS,
+    MAX_TOKENS,
+    SCORE_CHUNK_ROWS,
+    TEXT_FIELD,
+    check_at_least,
+    check_choice,
+    check_name,
+)
 from ..models.loading import LoadedModel
 from .explain import EXPLAIN_POOLINGS, Explainer, token_spans
 from .groups import Group, Models, load_classifiers, make_groups
@@ -70,12 +81,12 @@ class ScoreConfig:
     id_field: str = ID_FIELD
     explain: str | None = None  # None or "tokens"
     explain_out: str | None = None  # path prefix of the .jsonl/.html pair
-    explain_limit: int = 200  # texts shown in the HTML page (the JSON lines hold all)
+    explain_limit: int = EXPLAIN_LIMIT  # texts shown in the HTML page (the JSON lines hold all)
     model: str | None = None  # a local path to use instead of the classifiers' recorded model
     gguf_file: str | None = None
     batch_size: int = BATCH_SIZE
     max_tokens: int = MAX_TOKENS
-    chunk_rows: int = 4096  # texts per committed output file (the resume granularity)
+    chunk_rows: int = SCORE_CHUNK_ROWS  # texts per committed output file (the resume granularity)
     threads: int | None = None
     device: str = "cpu"
     force: bool = False

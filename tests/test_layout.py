@@ -1,0 +1,91 @@
+"""The floor plan holds: folders follow the data flow, a lower layer never imports a higher one, no private
+name crosses a module boundary, modules and functions stay small (or say why)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "stcstore"
+# what each folder may import from (besides itself and the package root's __version__)
+ALLOWED = {
+    "core": set(),
+    "store": {"core"},
+    "models": {"core"},
+    "features": {"core", "store", "models"},
+    "ingest": {"core", "store"},
+    "classifier": {"core", "store", "models", "features"},
+    "fit": {"core", "store", "classifier"},
+    "score": {"core", "store", "models", "features", "ingest", "classifier"},
+    "report": {"core", "store", "classifier"},
+}
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PKG.rglob("*.py")) + sorted((ROOT / "cli").glob("*.py"))
+
+
+def _imported(path: Path, tree: ast.AST) -> list[tuple[str, list[str]]]:
+    """(absolute stcstore module, imported names) of every import in the module."""
+    pkg_parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if pkg_parts[0] == "cli":
+        pkg_parts = ["stcstore", *pkg_parts]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg_parts[:-node.level]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.append((mod, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names]
+    return [(m, n) for m, n in out if m == "stcstore" or m.startswith("stcstore.")]
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_follow_the_layers_and_no_private_names_cross_modules(path):
+    tree = ast.parse(path.read_text())
+    rel = path.relative_to(PKG).parts if path.is_relative_to(PKG) else ("cli",)
+    folder = rel[0] if len(rel) > 1 else None
+    for mod, names in _imported(path, tree):
+        parts = mod.split(".")
+        target = parts[1] if len(parts) > 1 else None
+        if folder in ALLOWED and target is not None and target != folder:
+            assert target in ALLOWED[folder], f"{path.name} ({folder}) imports {mod}, a higher layer"
+        private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+        assert not private, f"{path.relative_to(ROOT)} imports private {private} from {mod}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_modules_and_functions_are_small(path):
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_MODULE_LINES, f"{path.name}: split it by concern"
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = node.end_lineno - node.lineno + 1
+            doc = ast.get_docstring(node) or ""
+            assert n <= MAX_FUNCTION_LINES or "long because" in doc, f"{path.name}:{node.name} has {n} lines"
+
+
+def test_one_definition_of_what_must_agree():
+    """The feature path, the row validator, the schemas and the fingerprint recipe exist once."""
+    sources = {p: p.read_text() for p in _modules()}
+
+    def defined_in(pattern: str) -> list[str]:
+        return [p.name for p, s in sources.items() if re.search(pattern, s, re.M)]
+
+    assert defined_in(r"^FLOAT16_MAX = ") == ["compute.py"]
+    assert defined_in(r"^class FeatureComputer") == ["compute.py"]
+    # extract (features/stage.py), score (groups.py) and Classifier.predict_proba all compute through it
+    assert sorted(defined_in(r"\bFeatureComputer\(")) == ["classifier.py", "groups.py", "stage.py"]
+    assert defined_in(r"^class RowValidator") == ["rows.py"]
+    assert defined_in(r"^[A-Z_]+ = pa\.schema\(") == ["schemas.py"]  # every schema that is API
+    assert sorted(defined_in(r"hashlib\.sha256\(")) == ["fingerprint.py", "loading.py"]  # + the weights hash
