@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from .core.result import Result
 from .features import ExtractConfig, extract
 from .fit import FitConfig, FitResult, fit
 from .ingest import IngestConfig, ingest
@@ -33,7 +34,7 @@ def demo_files() -> list[Path]:
 
 
 @dataclass
-class DemoResult:
+class DemoResult(Result):
     store: str
     dataset: str
     texts: int
@@ -49,9 +50,6 @@ class DemoResult:
     scored: ScoreResult | None = None
     predictions: list[dict[str, Any]] = field(default_factory=list)
     report_html: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def to_text(self) -> str:
         lines = [

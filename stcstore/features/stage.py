@@ -40,6 +40,7 @@ from ..core.names import (
     check_kinds_poolings,
     check_name,
 )
+from ..core.result import Result
 from ..core.schemas import chunk_schema
 from ..models.loading import IDENTITY_KEYS, LoadedModel, load_model
 from ..store.chunks import read_chunk_columns
@@ -122,7 +123,7 @@ def default_max_length(lm: LoadedModel) -> int:
 
 
 @dataclass
-class ExtractResult:
+class ExtractResult(Result):
     dataset: str
     feature_set: str
     model: str
@@ -141,9 +142,6 @@ class ExtractResult:
     blocks: int
     new_feature_set: bool
     messages: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def to_text(self) -> str:
         lines = list(self.messages)

@@ -40,6 +40,7 @@ from ..core.names import (
     check_kinds_poolings,
     check_name,
 )
+from ..core.result import Result
 from ..store.store import FeatureSet, Store, neuron_picks
 from .probe import PathConfig
 from .search import AggState, Fitter, ProbeState, agg_key, probe_key
@@ -83,7 +84,7 @@ class FitConfig:
 
 
 @dataclass
-class FitResult:
+class FitResult(Result):
     dataset: str
     feature_set: str
     model: str
@@ -103,9 +104,6 @@ class FitResult:
     seconds: dict[str, float]
     peak_rss_mb: float
     messages: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def to_text(self) -> str:
         def fmt(d: dict[str, Any]) -> str:

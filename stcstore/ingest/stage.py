@@ -22,6 +22,7 @@ from ..core.atomic import commit, remove_stale_temps, store_lock, tmp_name
 from ..core.errors import StcError
 from ..core.fingerprint import file_sha256, fingerprint
 from ..core.names import ID_FIELD, INPUT_FORMATS, LABEL_FIELD, SPLITS, TEXT_FIELD, check_choice, check_name
+from ..core.result import Result
 from ..store.store import Store
 from .idindex import IdIndex
 from .readers import READ_ERRORS, ReadOptions, Row, detect_format, read_rows, strip_ext
@@ -73,7 +74,7 @@ class FileResult:
 
 
 @dataclass
-class IngestResult:
+class IngestResult(Result):
     dataset: str
     store: str
     files: list[FileResult]

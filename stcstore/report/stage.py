@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from ..core.atomic import write_dir
 from ..core.console import eprint
 from ..core.errors import StcError
 from ..core.names import REPORT_HISTOGRAMS, REPORT_TOP
+from ..core.result import Result
 from ..core.schemas import REPORT_NEURONS
 from ..store.sql import StoreSQL, sql_dir
 from ..store.store import Store, neuron_picks
@@ -52,16 +53,13 @@ class ReportConfig:
 
 
 @dataclass
-class ReportResult:
+class ReportResult(Result):
     out: str
     files: list[str]
     classifier: str
     summary: dict[str, Any]
     seconds: float
     messages: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def to_text(self) -> str:
         s = self.summary

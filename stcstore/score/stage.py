@@ -59,6 +59,7 @@ from ..core.names import (
     check_choice,
     check_name,
 )
+from ..core.result import Result
 from ..models.loading import LoadedModel
 from .explain import EXPLAIN_POOLINGS, Explainer, token_spans
 from .groups import Group, Models, load_classifiers, make_groups
@@ -125,7 +126,7 @@ class ClassifierRun:
 
 
 @dataclass
-class ScoreResult:
+class ScoreResult(Result):
     output: str
     source: str
     classifiers: list[ClassifierRun]
@@ -142,9 +143,6 @@ class ScoreResult:
     explain_jsonl: str | None = None
     explain_html: str | None = None
     messages: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def to_text(self) -> str:
         lines = list(self.messages)
