@@ -306,3 +306,31 @@ def test_metrics_equal_scikit_learn():
             if seen.any():
                 assert log_loss(y, proba) == pytest.approx(sk_log_loss(y[seen], proba[seen], labels=range(k)),
                                                            rel=1e-9)
+
+
+def test_fit_takes_the_store_lock(binary_store, tmp_path):
+    """fit reads features and writes STORE/fits: not while another writer (ingest, extract) holds the store."""
+    from stcstore.core.atomic import store_lock
+    from stcstore.core.errors import StoreLockedError
+
+    st, _ = binary_store
+    with store_lock(st, "test holder"):
+        with pytest.raises(StoreLockedError, match="test holder"):
+            fit(st, FitConfig("d", model="tiny-bert", kinds=("hidden",), poolings=("mean",), **FAST))
+
+
+def test_newer_formats_are_refused_with_the_version_read(binary_store, tmp_path):
+    st, _ = binary_store
+    copy = tmp_path / "copy"
+    shutil.copytree(st, copy)
+    fs_manifest = next((copy / "features" / "dataset=d").glob("fs=*")) / "featureset.json"
+    m = json.loads(fs_manifest.read_text())
+    m["fingerprint"]["feature_format"] = 99
+    fs_manifest.write_text(json.dumps(m))
+    with pytest.raises(StcError, match="feature format 99; this stcstore reads format 1"):
+        fit(copy, FitConfig("d", model="tiny-bert", **FAST))
+    (copy / "store.json").write_text(json.dumps({"format": "stcstore-store", "version": 99}))
+    with pytest.raises(StcError, match="format version 99; this stcstore reads version 1"):
+        Store(copy).sql("select 1")
+    with pytest.raises(StcError, match="format version 99"):
+        fit(copy, FitConfig("d", model="tiny-bert", **FAST))
