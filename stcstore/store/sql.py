@@ -74,7 +74,8 @@ def _feature_sets_table(store: Store) -> pa.Table:
 
 
 class StoreSQL:
-    """A read-only DuckDB session over one store. Spills go to a private temp dir, removed on close."""
+    """A read-only DuckDB session over one store: its views and in-memory tables only, no file access, locked
+    settings. Spills go to a private temp dir, removed on close."""
 
     def __init__(self, store: str | Path, memory_limit: str | None = None, max_temp: str | None = None) -> None:
         self.store = Store(store)
@@ -84,6 +85,7 @@ class StoreSQL:
             "temp_directory": self._tmp,
             "memory_limit": memory_limit or os.environ.get("STCSTORE_DUCKDB_MEMORY", "4GB"),
             "max_temp_directory_size": max_temp or os.environ.get("STCSTORE_DUCKDB_MAX_TEMP", "20GB"),
+            "autoinstall_known_extensions": False, "autoload_known_extensions": False,
         })
         root = self.store.root
         # Registered relations are pinned by the connection; keep references so they outlive this frame.
@@ -107,6 +109,11 @@ class StoreSQL:
             self.con.register(name, rel)
         for view in sorted((sql_dir() / "views").glob("*.sql")):
             self.con.execute(view.read_text())
+        # From here on the session reads only what is registered above: no file can be read or written
+        # (COPY, EXPORT, ATTACH of a file, read_*), no extension installed or loaded, no persistent secret,
+        # and no setting changed back (lock_configuration). Spills still go to the private temp dir.
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
 
     def close(self) -> None:
         self.con.close()
