@@ -253,3 +253,40 @@ def test_known_ids_across_runs_keep_their_text_label_and_split(tmp_path):
     assert (r.totals()["ingested"], r.totals()["duplicates"], r.totals()["rejected"]) == (1, 2, 2)
     reasons = [x["reason"] for x in _rejects(st, "d")]
     assert reasons == ["id already exists with a different text", "id already exists with label None / split 'unlabeled'"]
+
+
+def test_hostile_rows_are_rejected_with_a_reason_and_the_rest_ingested(tmp_path):
+    """Rows that crashed 0.1.0 (lone surrogates in an id or label, JSON nested 100k deep) or were handled
+    wrongly (a byte-order mark, a short CSV row, a giant field) each end as one reject or one text."""
+    jl = tmp_path / "hostile.jsonl"
+    with open(jl, "wb") as f:
+        f.write(b"\xef\xbb\xbf" + json.dumps({"id": "1", "text": "first row after a BOM"}).encode() + b"\n")
+        f.write(b'{"id": "\\ud800", "text": "lone surrogate in the id"}\n')
+        f.write(b'{"id": "2", "text": "lone surrogate in the label", "label": "\\udc00"}\n')
+        f.write(b'{"id": "2b", "text": "lone surrogate in the split", "split": "\\udc00"}\n')
+        f.write(b"[" * 100_000 + b"\n")
+        f.write(json.dumps({"id": "3", "text": "x" * 1_000_001}).encode() + b"\n")
+        f.write(json.dumps({"id": "9" * 1001, "text": "a giant id"}).encode() + b"\n")
+        f.write(json.dumps({"id": "4", "text": "fine"}).encode() + b"\n")
+    r = ingest(tmp_path / "st", [jl], IngestConfig("j", split_field="split")).files[0]
+    assert (r.rows_read, r.ingested, r.rejected) == (8, 2, 6)
+    texts = Store(tmp_path / "st").texts("j").column("id").to_pylist()
+    assert texts == ["1", "4"]  # the BOM did not cost the first row
+    reasons = Store(tmp_path / "st").rejects("j").column("reason").to_pylist()
+    assert reasons == ["invalid unicode in id (lone surrogate)", "invalid unicode in label (lone surrogate)",
+                       "invalid unicode in split (lone surrogate)", "malformed JSON: nested too deeply",
+                       "text too long: 1,000,001 characters (the limit is 1,000,000)",
+                       "id too long: 1,001 characters (the limit is 1,000)"]
+    csv_path = tmp_path / "hostile.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbfid,text,label\n1,hello,a\n2,too few\n3," + b"y" * 200_000 + b",b\n4,ok,c\n")
+    r = ingest(tmp_path / "st", [csv_path], IngestConfig("c")).files[0]
+    assert (r.rows_read, r.ingested, r.rejected) == (4, 3, 1)
+    t = Store(tmp_path / "st").texts("c")
+    assert t.column("id").to_pylist() == ["1", "3", "4"]  # ids kept: the BOM did not rename the id column
+    assert Store(tmp_path / "st").rejects("c").column("reason").to_pylist() == ["2 fields, header has 3"]
+
+
+@pytest.mark.parametrize("name", ["abc\n", "abc ", "", ".hidden", "a/b", "a" * 129, "ä", "x\x00y"])
+def test_bad_dataset_names_are_refused(tmp_path, corpus, name):
+    with pytest.raises(StcError, match="not a valid name"):
+        IngestConfig(name)

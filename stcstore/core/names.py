@@ -37,7 +37,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 def check_name(value: str, what: str) -> str:
     """A dataset or split name: it becomes a directory name and a partition value."""
-    if not _NAME_RE.match(value or ""):
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise StcError(f"{what} {value!r} is not a valid name: use letters, digits, '_', '.' or '-' "
                        f"(at most 128 characters, starting with a letter or digit)")
     return value

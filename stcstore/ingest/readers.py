@@ -23,6 +23,10 @@ from ..core.names import ID_FIELD, LABEL_FIELD, TEXT_FIELD
 
 READ_ERRORS = (OSError, EOFError, zlib.error, csv.Error)  # a file unreadable as a whole (gzip errors are OSError)
 READ_ROWS = 50_000  # Parquet rows read per batch
+BOM = "\ufeff"
+# Python's csv refuses a field over 128 KiB as an error of the whole file; fields are bounded by the row
+# validator's own size limits instead (a row with a giant text is rejected, the file goes on)
+csv.field_size_limit(2**31 - 1)
 RAW_KEEP = 2000  # characters of a rejected row kept for inspection
 
 
@@ -86,14 +90,14 @@ def detect_format(path: Path) -> str:
         with _open_bytes(path) as f:
             for raw in f:
                 if raw.strip():
-                    obj = json.loads(raw)
+                    obj = json.loads(raw.decode("utf-8-sig"))
                     if isinstance(obj, dict) and ("data" in obj or "id_str" in obj or "full_text" in obj
                                                   or "retweeted_status" in obj):
                         return "tweets"
                     return "jsonl"
     except READ_ERRORS as exc:
         raise StcError(f"{path}: unreadable ({type(exc).__name__}: {exc}); nothing from it was ingested") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return "jsonl"
     return "jsonl"
 
@@ -103,6 +107,8 @@ def _decode_lines(path: Path) -> Iterator[tuple[int, str, str]]:
     is not valid UTF-8 comes with an error and its text decoded with replacement characters."""
     with _open_bytes(path) as f:
         for n, raw in enumerate(f, start=1):
+            if n == 1 and raw.startswith(BOM.encode()):  # a UTF-8 byte-order mark is not part of the first row
+                raw = raw[len(BOM.encode()):]
             if not raw.strip():
                 continue
             try:
@@ -121,6 +127,9 @@ def _json_objects(path: Path) -> Iterator[tuple[int, str, dict | None, str]]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             yield n, line, None, f"malformed JSON: {exc.msg} at column {exc.colno}"
+            continue
+        except RecursionError:
+            yield n, line[:RAW_KEEP], None, "malformed JSON: nested too deeply"
             continue
         if not isinstance(obj, dict):
             yield n, line, None, f"expected a JSON object, got {type(obj).__name__}"
@@ -191,7 +200,8 @@ def _tweet_rows(path: Path, cfg: ReadOptions) -> Iterator[Row]:
 def _csv_rows(path: Path, cfg: ReadOptions) -> Iterator[Row]:
     delimiter = "\t" if strip_ext(path).endswith(".tsv") else ","
     with _open_bytes(path) as fb:
-        text = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
+        # utf-8-sig: a byte-order mark must not become part of the first column's name
+        text = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.DictReader(text, delimiter=delimiter)
         header = reader.fieldnames or []
         if not header:
@@ -204,9 +214,11 @@ def _csv_rows(path: Path, cfg: ReadOptions) -> Iterator[Row]:
             line = prev_line + 1
             prev_line = reader.line_num
             raw = delimiter.join(str(v) for v in rec.values())
-            if None in rec:
+            if None in rec or None in rec.values():  # too many fields, or too few (DictReader pads with None)
+                n_fields = sum(v is not None for k, v in rec.items() if k is not None) + len(rec.get(None) or [])
+                raw = delimiter.join(str(v) for k, v in rec.items() if k is not None and v is not None)
                 yield Row(line, raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-                          error=f"{len(header) + len(rec[None])} fields, header has {len(header)}")
+                          error=f"{n_fields} fields, header has {len(header)}")
                 continue
             bad = [k for k, v in rec.items() if isinstance(v, str) and has_surrogates(v)]
             if bad:

@@ -17,6 +17,8 @@ from ..core.names import check_name
 from .idindex import IdIndex, text_key
 from .readers import RAW_KEEP, Row, has_surrogates
 
+MAX_TEXT_CHARS = 1_000_000  # longer texts are rejected (a model reads at most max_length tokens anyway)
+MAX_FIELD_CHARS = 1_000  # ids, labels and splits longer than this are rejected
 SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation", "eval": "validation"}
 
 
@@ -74,6 +76,8 @@ class RowValidator:
             return "invalid unicode in text (lone surrogate)"
         if not row.text.strip():
             return "empty text"
+        if len(row.text) > MAX_TEXT_CHARS:
+            return f"text too long: {len(row.text):,} characters (the limit is {MAX_TEXT_CHARS:,})"
         return None
 
     def check(self, row: Row) -> Text | str | None:
@@ -84,11 +88,18 @@ class RowValidator:
         h = text_hash(row.text)
         label = as_str(row.label) if self.with_splits else None
         rid = as_str(row.id) or f"h{h[:20]}"
+        for what, value in (("id", rid), ("label", label)):
+            bad = _bad_field(what, value)
+            if bad:
+                return bad
         split = None
         if self.with_splits:
             split_value = as_str(row.split)
             split = normalize_split(split_value) if split_value else self.default_split or (
                 "train" if label else "unlabeled")
+            bad = _bad_field("split", split)
+            if bad:
+                return bad
             try:
                 check_name(split, "split")
             except StcError:
@@ -104,7 +115,20 @@ class RowValidator:
         return Text(rid, row.text, label, split, h)
 
 
+def _bad_field(what: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if has_surrogates(value):
+        return f"invalid unicode in {what} (lone surrogate)"
+    if len(value) > MAX_FIELD_CHARS:
+        return f"{what} too long: {len(value):,} characters (the limit is {MAX_FIELD_CHARS:,})"
+    return None
+
+
 def reject_row(row: Row, reason: str, source: str, now: datetime) -> dict[str, Any]:
     """A rejects-table row (core.schemas.REJECTS)."""
-    return {"source": source, "line": row.line, "id": as_str(row.id), "reason": reason, "raw": row.raw[:RAW_KEEP],
-            "ingested_at": now}
+    rid = as_str(row.id)
+    if rid is not None and (has_surrogates(rid) or len(rid) > MAX_FIELD_CHARS):
+        rid = rid.encode("utf-8", "surrogatepass")[:MAX_FIELD_CHARS].decode("utf-8", "replace")  # storable
+    raw = row.raw[:RAW_KEEP].encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return {"source": source, "line": row.line, "id": rid, "reason": reason, "raw": raw, "ingested_at": now}
