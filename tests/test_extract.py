@@ -245,3 +245,28 @@ def test_truncation_is_counted_exactly(tmp_path, bert_tokenizer):
     ingest(tmp_path / "st", [src], IngestConfig("d"))
     r = extract(tmp_path / "st", ExtractConfig("d", max_length=8), lm=build_tiny("bert", bert_tokenizer))
     assert r.truncated == 1 and "1 texts were longer than --max-length 8" in r.messages[-1]
+
+
+def test_model_configuration_is_part_of_the_fingerprint(tmp_path, tiny_gpt2_dir, tiny_store):
+    """Editing config.json (here the activation) changes what the model computes: a new feature set, never
+    more rows in the old one, and a classifier of the old model refuses the edited one."""
+    import shutil
+
+    from stcstore.fit import FitConfig, fit
+    from stcstore.fit.probe import PathConfig
+    from stcstore.score import ScoreConfig, score
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_gpt2_dir, model)
+    extract(tiny_store, ExtractConfig("d", model=str(model), layers="0-2"))
+    fit(tiny_store, FitConfig("d", model=str(model), kinds=("hidden",), poolings=("mean",), etas=(0.5,),
+                              path=PathConfig(n_lambdas=4)), out=tmp_path / "c")
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["activation_function"] = "relu"
+    (model / "config.json").write_text(json.dumps(cfg))
+    r = extract(tiny_store, ExtractConfig("d", model=str(model), layers="0-2"))
+    assert r.new_feature_set and r.texts_extracted == 90
+    assert len(Store(tiny_store).feature_sets("d")) == 2
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "a text"}])
+    with pytest.raises(FingerprintMismatchError, match="config_sha256"):
+        score(ScoreConfig((str(tmp_path / "c"),), str(tmp_path / "p.parquet"), input=str(src), model=str(model)))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from stcstore.core.errors import StcError
 from stcstore.core.names import check_name
-from stcstore.ingest import IngestConfig, ingest
+from stcstore.ingest import IngestConfig
 
 from .conftest import cli
 

@@ -30,20 +30,12 @@ from ..core.errors import FingerprintMismatchError, StcError
 from ..core.fingerprint import fingerprint, sha256_hex
 from ..core.names import FeatureBlock, blocks_to_run
 from .linear import decision, predict_index, probabilities
+from .manifest import ARRAYS, CLASSIFIER_FORMAT, CLASSIFIER_VERSION, MODEL_CHECK_KEYS
 
 if TYPE_CHECKING:
     from ..features.compute import FeatureComputer
     from ..models.loading import LoadedModel
     from ..store.store import FeatureSet, Store
-
-CLASSIFIER_FORMAT = "stcstore-classifier"
-CLASSIFIER_VERSION = 1
-ARRAYS = ("coef", "intercept", "mean", "scale")
-# the fields of a model fingerprint that define what it computes (models.loading.IDENTITY_KEYS; repeated
-# here so that reading a classifier does not import torch)
-MODEL_CHECK_KEYS = ("model_type", "adapter", "weights_sha256", "tokenizer_sha256", "n_layers", "hidden_size",
-                    "ffn_size")
-
 
 @dataclass
 class FeatureGroup:
@@ -92,7 +84,7 @@ class Classifier:
         manifest = {
             "format": CLASSIFIER_FORMAT, "version": CLASSIFIER_VERSION, "stcstore_version": __version__,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "model": {k: fp.get(k) for k in ("model", "model_source", "revision", *MODEL_CHECK_KEYS)},
+            "model": {k: fp.get(k) for k in ("model", "model_source", "revision", *MODEL_CHECK_KEYS) if k in fp},
             "features": {"feature_set": fs.id, "dataset": fs.manifest.get("dataset"),
                          "max_length": fp["max_length"], "dtype": fp["dtype"], "torch_dtype": fp["torch_dtype"],
                          "feature_format": fp.get("feature_format")},
@@ -126,10 +118,11 @@ class Classifier:
         return int(self.manifest["l_temp"])
 
     def check_model(self, lm: "LoadedModel") -> None:
-        """Refuse a model that computes something else than the one the classifier was fitted on."""
+        """Refuse a model that computes something else than the one the classifier was fitted on. (A key the
+        classifier did not record, `config_sha256` in one written by 0.1.0, cannot be compared.)"""
         want = self.manifest["model"]
         have = lm.fingerprint_fields()
-        diff = [k for k in MODEL_CHECK_KEYS if want.get(k) != have.get(k)]
+        diff = [k for k in MODEL_CHECK_KEYS if k in want and want.get(k) != have.get(k)]
         if diff:
             rows = "\n".join(f"  {k}: classifier {str(want.get(k))[:20]}  model {str(have.get(k))[:20]}" for k in diff)
             raise FingerprintMismatchError(
@@ -169,7 +162,7 @@ class Classifier:
         array contents (not its path, creation time or metrics). Predictions are keyed by it."""
         m = self.manifest
         ident = {k: m.get(k) for k in ("features", "kind", "pooling", "eta", "l_temp", "groups", "classes")}
-        ident["model"] = {k: m["model"].get(k) for k in MODEL_CHECK_KEYS}
+        ident["model"] = {k: m["model"][k] for k in MODEL_CHECK_KEYS if k in m["model"]}  # 0.1.0's keys: same value
         ident["arrays"] = {n: sha256_hex(np.ascontiguousarray(getattr(self, f"{n}_")).tobytes()) for n in ARRAYS}
         return fingerprint(ident)
 

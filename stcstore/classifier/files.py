@@ -15,7 +15,8 @@ import numpy as np
 from ..core.atomic import check_output_dir, commit_replacing, tmp_name, write_json_atomic
 from ..core.errors import StcError
 from ..core.fingerprint import file_sha256
-from .classifier import ARRAYS, CLASSIFIER_FORMAT, CLASSIFIER_VERSION, Classifier
+from .classifier import Classifier
+from .manifest import ARRAYS, check_arrays, check_header, check_manifest
 
 if TYPE_CHECKING:
     from ..models.loading import LoadedModel
@@ -51,35 +52,36 @@ def load_classifier(path: str | Path, model: "str | LoadedModel | None" = None,
     if not mpath.is_file():
         raise StcError(f"{root} is not a classifier directory (no manifest.json); create one with `stcstore fit`")
     try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise StcError(f"{mpath} is not valid JSON ({exc}); the classifier directory is damaged") from None
-    if manifest.get("format") != CLASSIFIER_FORMAT:
-        raise StcError(f"{mpath} is not an stcstore classifier manifest")
-    version = manifest.get("version")
-    if not isinstance(version, int) or version > CLASSIFIER_VERSION:
-        raise StcError(f"{root} has classifier format {version!r}; this stcstore reads format "
-                       f"{CLASSIFIER_VERSION} and older: upgrade stcstore")
-    arrays = {}
-    for name in ARRAYS:
-        spec = manifest.get("arrays", {}).get(name)
-        if spec is None or Path(spec["file"]).name != spec["file"]:
-            raise StcError(f"{mpath} does not describe array {name!r} properly")
-        f = root / spec["file"]
-        if not f.is_file():
-            raise StcError(f"{f} is missing; the classifier directory is incomplete")
-        if file_sha256(f) != spec["sha256"]:
-            raise StcError(f"{f} does not match the checksum in manifest.json; the file was changed or damaged")
-        try:
-            arr = np.load(f, allow_pickle=False)
-        except ValueError as exc:
-            raise StcError(f"{f} is not a plain numeric array ({exc})") from None
-        if arr.dtype != np.float64 or list(arr.shape) != spec["shape"]:
-            raise StcError(f"{f} has dtype {arr.dtype} and shape {arr.shape}; manifest says {spec['dtype']} "
-                           f"{spec['shape']}")
-        arrays[name] = arr
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        check_header(manifest)
+        check_manifest(manifest)
+        arrays = {name: _load_array(root, name, manifest["arrays"][name]) for name in ARRAYS}
+        check_arrays(manifest, arrays)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise StcError(f"{mpath} is not valid UTF-8 JSON ({type(exc).__name__}); the classifier directory is "
+                       f"damaged") from None
+    except StcError as exc:
+        raise StcError(f"classifier {root} refused: {exc}") from None
     clf = Classifier(manifest, arrays)
     clf.path = root
     if model is not None:
         clf.attach(clf.load_model(model, gguf_file=gguf_file) if isinstance(model, str) else model)
     return clf
+
+
+def _load_array(root: Path, name: str, spec: dict[str, Any]) -> np.ndarray:
+    """One array, checked against its manifest entry: the file's checksum first, then a plain float64 .npy
+    (allow_pickle=False: an object array or a pickle is refused, never run)."""
+    f = root / spec["file"]
+    if not f.is_file():
+        raise StcError(f"{f.name} is missing; the classifier directory is incomplete")
+    if file_sha256(f) != spec["sha256"]:
+        raise StcError(f"{f.name} does not match the checksum in manifest.json; the file was changed or damaged")
+    try:
+        arr = np.load(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise StcError(f"{f.name} is not a plain numeric .npy array ({exc})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.float64 or list(arr.shape) != spec["shape"]:
+        what = f"dtype {arr.dtype} and shape {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise StcError(f"{f.name} holds {what}; the manifest says float64 {spec['shape']}")
+    return arr

@@ -42,7 +42,7 @@ from ..core.names import (
 )
 from ..core.result import Result
 from ..core.schemas import chunk_schema
-from ..models.loading import IDENTITY_KEYS, LoadedModel, load_model
+from ..models.loading import IDENTITY_KEYS, LEGACY_OPTIONAL, LoadedModel, load_model
 from ..store.chunks import read_chunk_columns
 from ..store.store import FEATURE_FORMAT_VERSION, FeatureSet, Store
 from .compute import FeatureComputer
@@ -158,10 +158,12 @@ def feature_fingerprint(lm: LoadedModel, cfg: ExtractConfig, max_length: int, co
             "torch_dtype": cfg.torch_dtype, "columns": columns, "feature_format": FEATURE_FORMAT_VERSION}
 
 
-def _same_values(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Two fingerprints define the same stored values (they may differ in where the model was loaded from)."""
-    keys = (set(a) | set(b)) - set(LOCATION_KEYS)
-    return all(a.get(k) == b.get(k) for k in keys) and all(k in a for k in IDENTITY_KEYS)
+def _same_values(stored: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Two fingerprints define the same stored values (they may differ in where the model was loaded from).
+    A feature set written by 0.1.0 has no config_sha256: it is compared on everything else."""
+    keys = (set(stored) | set(new)) - set(LOCATION_KEYS) - {k for k in LEGACY_OPTIONAL if k not in stored}
+    return all(stored.get(k) == new.get(k) for k in keys) and all(
+        k in stored for k in IDENTITY_KEYS if k not in LEGACY_OPTIONAL)
 
 
 def dir_bytes(path: Path) -> int:

@@ -14,13 +14,20 @@ import torch
 from torch import nn
 
 from ..core.errors import StcError
+from ..core.fingerprint import fingerprint
 from ..core.names import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID, TORCH_DTYPES
 from .adapters import Adapter, resolve_adapter
 
 # The fingerprint fields that define what a model computes; where it was loaded from ("model",
 # "model_source") and the hub revision are recorded but are not part of its identity.
 IDENTITY_KEYS = ("model_type", "adapter", "weights_sha256", "tokenizer_sha256", "n_layers", "hidden_size",
-                 "ffn_size")
+                 "ffn_size", "config_sha256")
+LEGACY_OPTIONAL = ("config_sha256",)  # identity keys that stores and classifiers written by 0.1.0 lack
+# config keys that do not change what the base model computes (bookkeeping, output switches, heads' labels);
+# every other key (activation, heads, norms, positions, padding id, ...) is part of the model's identity
+CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "torch_dtype", "dtype", "use_cache", "return_dict",
+                      "output_hidden_states", "output_attentions", "id2label", "label2id", "name_or_path",
+                      "finetuning_task", "problem_type", "tokenizer_class", "task_specific_params"}
 TORCH_DTYPE_OF = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -53,6 +60,7 @@ class LoadedModel:
             "n_layers": self.adapter.n_layers,
             "hidden_size": self.adapter.hidden_size,
             "ffn_size": self.adapter.ffn_size,
+            "config_sha256": config_sha256(self.model),
         }
 
 
@@ -97,6 +105,12 @@ def state_dict_sha256(model: nn.Module) -> str:
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def config_sha256(model: nn.Module) -> str:
+    """Hash of the model configuration that determines what it computes (see CONFIG_BOOKKEEPING)."""
+    cfg = {k: v for k, v in model.config.to_dict().items() if not k.startswith("_") and k not in CONFIG_BOOKKEEPING}
+    return fingerprint(cfg, digits=64)
 
 
 def tokenizer_sha256(tokenizer: Any) -> str:

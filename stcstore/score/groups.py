@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..classifier.classifier import MODEL_CHECK_KEYS, Classifier, neuron_columns
+from ..classifier.classifier import Classifier, neuron_columns
 from ..classifier.files import load_classifier
+from ..classifier.manifest import MODEL_CHECK_KEYS
 from ..core.console import eprint
 from ..core.errors import StcError
 from ..core.names import BATCH_SIZE, MAX_TOKENS
@@ -56,7 +57,7 @@ class GroupScorer:
 def pass_key(c: Classifier) -> dict[str, Any]:
     """Classifiers with equal keys can share a forward pass: same model identity, max length and dtypes."""
     m, f = c.manifest["model"], c.manifest["features"]
-    return {**{k: m.get(k) for k in MODEL_CHECK_KEYS}, "max_length": f["max_length"], "dtype": f["dtype"],
+    return {**{k: m.get(k) for k in MODEL_CHECK_KEYS if k in m}, "max_length": f["max_length"], "dtype": f["dtype"],
             "torch_dtype": f["torch_dtype"]}
 
 

@@ -1,0 +1,129 @@
+"""Validation of a classifier manifest and its arrays, before any use: every field a classifier reads is
+checked for type and range, against the model it records and against the arrays. A file that fails is
+refused with the field and the reason (exit 1); nothing in it is ever executed."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import StcError
+from ..core.names import KINDS, POOLINGS, STORED_DTYPES, TORCH_DTYPES, blocks_to_run
+
+CLASSIFIER_FORMAT = "stcstore-classifier"
+CLASSIFIER_VERSION = 1
+ARRAYS = ("coef", "intercept", "mean", "scale")
+# the fields of a model fingerprint that define what it computes (models.loading.IDENTITY_KEYS; repeated
+# here so that reading a classifier does not import torch). Classifiers written by 0.1.0 lack config_sha256.
+MODEL_CHECK_KEYS = ("model_type", "adapter", "weights_sha256", "tokenizer_sha256", "n_layers", "hidden_size",
+                    "ffn_size", "config_sha256")
+LEGACY_OPTIONAL = ("config_sha256",)
+
+
+class _Bad(Exception):
+    pass
+
+
+def _get(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(d, dict) or key not in d:
+        raise _Bad(f"{where}{key} is missing")
+    v = d[key]
+    if isinstance(v, bool) and kind is not bool or not isinstance(v, kind):
+        raise _Bad(f"{where}{key} is {type(v).__name__} {str(v)[:40]!r}, not {getattr(kind, '__name__', kind)}")
+    return v
+
+
+def _int(d: Any, key: str, where: str, lo: int, hi: int | None = None) -> int:
+    v = _get(d, key, int, where)
+    if v < lo or (hi is not None and v > hi):
+        raise _Bad(f"{where}{key} is {v}, outside {lo}..{'' if hi is None else hi}")
+    return v
+
+
+def check_header(m: Any) -> None:
+    """The format and version: refuse what is not a classifier, or of a format this version cannot read."""
+    if not isinstance(m, dict) or m.get("format") != CLASSIFIER_FORMAT:
+        raise StcError("manifest.json is not an stcstore classifier manifest (a JSON object with format "
+                       f"{CLASSIFIER_FORMAT!r})")
+    version = m.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= CLASSIFIER_VERSION:
+        raise StcError(f"classifier format {version!r}; this stcstore reads format {CLASSIFIER_VERSION} and older: "
+                       f"upgrade stcstore (or the file is damaged)")
+
+
+def check_manifest(m: dict[str, Any]) -> None:
+    """Every field a Classifier reads, before any use. Raises StcError naming the field."""
+    try:
+        _check(m)
+    except _Bad as exc:
+        raise StcError(f"manifest.json: {exc}") from None
+
+
+def _check(m: dict[str, Any]) -> None:
+    model = _get(m, "model", dict, "")
+    for k in MODEL_CHECK_KEYS:
+        if k not in model and k not in LEGACY_OPTIONAL:
+            raise _Bad(f"model.{k} is missing")
+    n_layers = _int(model, "n_layers", "model.", 1)
+    width = {"hidden": _int(model, "hidden_size", "model.", 1), "ffn": _int(model, "ffn_size", "model.", 1)}
+    feats = _get(m, "features", dict, "")
+    _int(feats, "max_length", "features.", 2)
+    if feats.get("dtype") not in STORED_DTYPES or feats.get("torch_dtype") not in TORCH_DTYPES:
+        raise _Bad(f"features.dtype / torch_dtype must be one of {STORED_DTYPES} / {TORCH_DTYPES}")
+    _get(feats, "feature_set", str, "features.")
+    eta = _get(m, "eta", (int, float), "")
+    if not 0 < eta <= 1:
+        raise _Bad(f"eta is {eta}, outside (0, 1]")
+    _int(m, "l_temp", "", 0, n_layers)
+    classes = _get(m, "classes", list, "")
+    if len(classes) < 2 or len({str(c) for c in classes}) != len(classes) or \
+            not all(isinstance(c, str) for c in classes):
+        raise _Bad(f"classes must be at least two distinct strings, got {str(classes)[:60]}")
+    groups = _get(m, "groups", list, "")
+    if not groups:
+        raise _Bad("groups is empty: a classifier reads at least one neuron")
+    for i, g in enumerate(groups):
+        where = f"groups[{i}]."
+        kind, pooling = _get(g, "kind", str, where), _get(g, "pooling", str, where)
+        if kind not in KINDS or pooling not in POOLINGS:
+            raise _Bad(f"{where}kind/pooling {kind!r}/{pooling!r} is not one of {KINDS} / {POOLINGS}")
+        layer = _int(g, "layer", where, 0, n_layers if kind == "hidden" else n_layers - 1)
+        neurons = _get(g, "neurons", list, where)
+        if not neurons or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < width[kind]
+                                  for n in neurons) or len(set(neurons)) != len(neurons):
+            raise _Bad(f"{where}neurons must be distinct indices in 0..{width[kind] - 1} of {kind} layer {layer}")
+    run = blocks_to_run([g["layer"] for g in groups if g["kind"] == "hidden"],
+                        [g["layer"] for g in groups if g["kind"] == "ffn"])
+    if m.get("blocks_run") != run:
+        raise _Bad(f"blocks_run is {m.get('blocks_run')!r}, but its groups need {run}")
+    for key in ("metrics", "fit"):
+        if key in m and not isinstance(m[key], dict):
+            raise _Bad(f"{key} is not an object")
+    specs = _get(m, "arrays", dict, "")
+    for name in ARRAYS:
+        spec = _get(specs, name, dict, "arrays.")
+        f = _get(spec, "file", str, f"arrays.{name}.")
+        if f != f"{name}.npy":
+            raise _Bad(f"arrays.{name}.file is {f!r}; it must be {name}.npy in the classifier directory")
+        _get(spec, "sha256", str, f"arrays.{name}.")
+        _get(spec, "shape", list, f"arrays.{name}.")
+
+
+def check_arrays(m: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Shapes against the manifest's groups and classes, and every value finite (scales positive)."""
+    n = sum(len(g["neurons"]) for g in m["groups"])
+    k = 1 if len(m["classes"]) == 2 else len(m["classes"])
+    want = {"coef": (k, n), "intercept": (k,), "mean": (n,), "scale": (n,)}
+    for name, shape in want.items():
+        a = arrays[name]
+        if a.shape != shape:
+            raise StcError(f"{name}.npy has shape {a.shape}; the manifest's {n} neurons and {len(m['classes'])} "
+                           f"classes need {shape}")
+        if not np.isfinite(a).all():
+            raise StcError(f"{name}.npy holds NaN or infinite values; the classifier is damaged")
+    if not (arrays["scale"] > 0).all():
+        raise StcError("scale.npy holds values <= 0; standardisation would divide by them")
+    if not math.isfinite(float(np.abs(arrays["coef"]).sum())):
+        raise StcError("coef.npy is too large to score with")
