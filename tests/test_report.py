@@ -199,3 +199,23 @@ def test_nice_ticks_cover_the_range_with_round_steps():
         step = steps.pop()
         mant = step / 10 ** np.floor(np.log10(step))
         assert any(abs(mant - m) < 1e-9 for m in (1, 2, 2.5, 5))
+
+
+def test_report_without_a_baseline_block(tmp_path, bert_tokenizer):
+    """A store extracted with --kinds ffn --poolings mean has no hidden.single.L: the report says the baseline
+    is not available instead of failing."""
+    from stcstore.features import ExtractConfig, extract
+    from stcstore.ingest import IngestConfig, ingest
+
+    from .conftest import build_tiny, learnable_corpus
+
+    st = tmp_path / "st"
+    ingest(st, [learnable_corpus(tmp_path / "c.jsonl", 150, ("0", "1"))], IngestConfig("d", split_field="split"))
+    extract(st, ExtractConfig("d", kinds=("ffn",), poolings=("mean",), batch_size=16), lm=build_tiny("bert", bert_tokenizer))
+    res = fit(st, FitConfig("d", model="tiny-bert", **FAST), out=tmp_path / "clf")
+    assert res.baseline["validation"]["accuracy"] is None
+    r = report(ReportConfig(store=str(st), classifier=str(tmp_path / "clf"), out=str(tmp_path / "r")))
+    html = (Path(r.out) / "report.html").read_text()
+    assert "unavailable: the feature set has no hidden.single.3 block" in html
+    p = cli("report", "--store", st, "--classifier", tmp_path / "clf", "--out", tmp_path / "r2")
+    assert p.returncode == 0, p.stderr

@@ -86,15 +86,20 @@ def _fig_neurons(layers: list[dict[str, Any]]) -> str:
                      y_label="percent", titles=tips)
 
 
+def _score(v: Any) -> str:
+    """A metric cell: a number, or a dash where the state was not available (e.g. no baseline block)."""
+    return f"{v:.4f}" if isinstance(v, (int, float)) and v == v else "–"
+
+
 def _results_table(clf: Classifier) -> str:
     m = clf.manifest["metrics"]
     rows = []
     for key, name in (("baseline", "last-layer single-token baseline"), ("best_probe", "best single-layer probe"),
                       ("stc", "STC aggregate (this classifier)")):
-        r = m[key]
-        cells = "".join(f"<td>{r[s].get(k, float('nan')):.4f}</td>" for s in ("validation", "test")
+        r = m.get(key) or {}
+        cells = "".join(f"<td>{_score(r.get(s, {}).get(k))}</td>" for s in ("validation", "test")
                         for k in ("accuracy", "macro_f1"))
-        rows.append(f"<tr><td>{esc(name)}</td><td>{esc(r['what'])}</td>{cells}</tr>")
+        rows.append(f"<tr><td>{esc(name)}</td><td>{esc(r.get('what', 'not available'))}</td>{cells}</tr>")
     return ("<table><tr><th></th><th>what</th><th>val accuracy</th><th>val macro-F1</th><th>test accuracy</th>"
             "<th>test macro-F1</th></tr>" + "".join(rows) + "</table>")
 

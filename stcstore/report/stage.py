@@ -203,6 +203,9 @@ def report(cfg: ReportConfig) -> ReportResult:
     t0 = time.perf_counter()
     clf = load_classifier(cfg.classifier)
     m = clf.manifest
+    if not isinstance(m.get("fit"), dict) or "fit_id" not in m["fit"] or not isinstance(m.get("metrics"), dict):
+        raise StcError(f"classifier {cfg.classifier} has no record of the fit that made it (fit, metrics); a report "
+                       f"needs a classifier written by `stcstore fit`")
     split = cfg.split or m["fit"]["config"].get("train_split", "train")
     store = Store(cfg.store)
     store.require()
