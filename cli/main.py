@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from stcstore.core.errors import StcError
+from stcstore.core.errors import StcError, os_error_message
 from stcstore.core.names import DEFAULT_MODEL
 
 from . import params as P
@@ -72,9 +72,10 @@ def ingest(sources, store, dataset, fmt, text_field, label_field, id_field, spli
 @P.THREADS
 @click.option("--chunk-rows", type=int, default=None, help="Rows per chunk [default: ~128 MB of features per chunk].")
 @P.GGUF_FILE
+@click.option("--force", is_flag=True, help="Start even when the estimated size exceeds the free disk space.")
 @P.JSON
 def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_size, max_tokens, dtype,
-            torch_dtype, device, threads, chunk_rows, gguf_file, as_json) -> None:
+            torch_dtype, device, threads, chunk_rows, gguf_file, force, as_json) -> None:
     """Extract pooled hidden states and FFN activations of every text that has none yet (resumable)."""
     from stcstore.features import ExtractConfig
     from stcstore.features import extract as run
@@ -82,7 +83,7 @@ def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_si
     cfg = ExtractConfig(dataset=dataset, model=model, layers=layers, kinds=kinds, poolings=poolings,
                         max_length=max_length, batch_size=batch_size, max_tokens=max_tokens, dtype=dtype,
                         torch_dtype=torch_dtype, device=device, threads=threads, chunk_rows=chunk_rows,
-                        gguf_file=gguf_file)
+                        gguf_file=gguf_file, force=force)
     emit(run(store, cfg), as_json)
 
 
@@ -223,6 +224,8 @@ def run(argv: list[str] | None = None) -> int:
         return _fail("aborted", 1, as_json)
     except click.ClickException as exc:  # bad options: handled, nothing done
         return _fail(exc.format_message(), 1, as_json)
+    except OSError as exc:  # a full disk, a permission: every write is atomic, so nothing half-written remains
+        return _fail(os_error_message(exc), 1, as_json)
     except KeyboardInterrupt:
         return _fail("interrupted", 1, as_json)
     except Exception as exc:  # a bug: say so, with the traceback

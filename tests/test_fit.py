@@ -334,3 +334,20 @@ def test_newer_formats_are_refused_with_the_version_read(binary_store, tmp_path)
         Store(copy).sql("select 1")
     with pytest.raises(StcError, match="format version 99"):
         fit(copy, FitConfig("d", model="tiny-bert", **FAST))
+
+
+def test_newer_fit_tables_are_refused(binary_store, tmp_path):
+    import pyarrow.parquet as pq
+
+    from stcstore.store.store import FIT_TABLES_KEY
+
+    st, _ = binary_store
+    copy = tmp_path / "copy"
+    shutil.copytree(st, copy)
+    fit(copy, FitConfig("d", model="tiny-bert", kinds=("hidden",), poolings=("mean",), **FAST))
+    f = next((copy / "fits").rglob("probes.parquet"))
+    assert pq.read_schema(f).metadata[FIT_TABLES_KEY] == b"1"
+    t = pq.read_table(f)
+    pq.write_table(t.replace_schema_metadata({FIT_TABLES_KEY: b"7"}), f)
+    with pytest.raises(StcError, match="fit-table format '7'; this stcstore reads format 1"):
+        Store(copy).table("probes")

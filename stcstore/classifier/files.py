@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.atomic import check_output_dir, commit_replacing, tmp_name, write_json_atomic
+from ..core.atomic import check_output_dir, commit_replacing, staging, write_json_atomic
 from ..core.errors import StcError
 from ..core.fingerprint import file_sha256
 from .classifier import Classifier
@@ -28,17 +28,16 @@ def save_classifier(manifest: dict[str, Any], arrays: dict[str, np.ndarray], fin
     returns the manifest as written (with the arrays' shapes and checksums)."""
     check_output_dir(final, force)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(final)
-    tmp.mkdir()
     manifest = json.loads(json.dumps(manifest))
     manifest["arrays"] = {}
-    for name in ARRAYS:
-        arr = arrays[name]
-        np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
-        manifest["arrays"][name] = {"file": f"{name}.npy", "shape": list(arr.shape), "dtype": str(arr.dtype),
-                                    "sha256": file_sha256(tmp / f"{name}.npy")}
-    write_json_atomic(tmp / "manifest.json", manifest)
-    commit_replacing(tmp, final)
+    with staging(final, directory=True) as tmp:
+        for name in ARRAYS:
+            arr = arrays[name]
+            np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+            manifest["arrays"][name] = {"file": f"{name}.npy", "shape": list(arr.shape), "dtype": str(arr.dtype),
+                                        "sha256": file_sha256(tmp / f"{name}.npy")}
+        write_json_atomic(tmp / "manifest.json", manifest)
+        commit_replacing(tmp, final)
     return manifest
 
 

@@ -14,6 +14,20 @@ from typing import Any, Iterator
 from .errors import StcError, StoreLockedError
 
 
+@contextmanager
+def staging(final: Path, directory: bool = False) -> Iterator[Path]:
+    """A temp sibling of `final` to write into (a directory when asked); if anything fails before the
+    caller commits it (a full disk, a bad row, an interrupt), the temp is removed and the error goes on."""
+    tmp = tmp_name(final)
+    if directory:
+        tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
+
+
 def tmp_name(final: Path) -> Path:
     """A hidden sibling name; readers glob only final names, so a temp file is never visible as data."""
     return final.with_name(f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -61,9 +75,9 @@ def commit_replacing(tmp: Path, final: Path) -> bool:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    commit(tmp, path)
+    with staging(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        commit(tmp, path)
 
 
 def remove_stale_temps(root: Path) -> int:
@@ -132,8 +146,7 @@ def write_dir(final: Path, files: dict[str, bytes], force: bool, option: str = "
     one is replaced only with force)."""
     check_output_dir(final, force, option)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(final)
-    tmp.mkdir()
-    for name, blob in files.items():
-        (tmp / name).write_bytes(blob)
-    commit_replacing(tmp, final)
+    with staging(final, directory=True) as tmp:
+        for name, blob in files.items():
+            (tmp / name).write_bytes(blob)
+        commit_replacing(tmp, final)

@@ -9,6 +9,7 @@ remaining texts into the same chunks, so the finished store is identical to an u
 
 from __future__ import annotations
 
+import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from .. import __version__
-from ..core.atomic import commit, remove_stale_temps, store_lock, tmp_name, write_json_atomic
+from ..core.atomic import commit, remove_stale_temps, staging, store_lock, write_json_atomic
 from ..core.console import eprint, progress
 from ..core.errors import FingerprintMismatchError, StcError
 from ..core.fingerprint import fingerprint
@@ -74,6 +75,7 @@ class ExtractConfig:
     chunk_mb: int = 128
     bucket: bool = True  # sort by length inside a chunk (off only for benchmarks)
     gguf_file: str | None = None
+    force: bool = False  # start even when the estimated size exceeds the free disk space
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "--dataset")
@@ -261,8 +263,6 @@ def _chunk_features(computer: FeatureComputer, texts: list[str], keys: list[tupl
 def _write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.ndarray],
                  blocks: list[FeatureBlock], dtype: str, stats: NeuronStats) -> Path:
     final = fs.path / f"chunk-{index:06d}"
-    tmp = tmp_name(final)
-    tmp.mkdir()
     value_type = ARROW_TYPE[dtype]
     schema = chunk_schema([(b.column, bufs[b.column].shape[1]) for b in blocks], value_type)
     arrays = [meta.column(c).combine_chunks() for c in ("id", "split", "label")]
@@ -270,11 +270,12 @@ def _write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.
         buf = bufs[b.column]
         arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(buf.reshape(-1), type=value_type), buf.shape[1]))
     table = pa.Table.from_arrays(arrays, schema=schema)
-    with pa.OSFile(str(tmp / "features.arrow"), "wb") as sink:
-        with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression=None)) as w:
-            w.write_table(table)
-    pq.write_table(stats.table(), tmp / "stats.parquet", compression="zstd")
-    commit(tmp, final)
+    with staging(final, directory=True) as tmp:
+        with pa.OSFile(str(tmp / "features.arrow"), "wb") as sink:
+            with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression=None)) as w:
+                w.write_table(table)
+        pq.write_table(stats.table(), tmp / "stats.parquet", compression="zstd")
+        commit(tmp, final)
     return final
 
 
@@ -313,6 +314,20 @@ def _run_chunks(plan: _Plan, texts: pa.Table, computer: FeatureComputer, cfg: Ex
     return written, truncated
 
 
+def _check_space(path: Path, needed: int, force: bool, messages: list[str]) -> None:
+    """Refuse to start a run whose estimated size exceeds the free space (with force: warn and start; a full
+    disk then stops it cleanly at a chunk boundary, and the same command resumes)."""
+    free = shutil.disk_usage(path).free
+    if needed <= free:
+        return
+    what = (f"the missing features need about {needed / 2**30:,.2f} GiB but {path} has {free / 2**30:,.2f} GiB "
+            f"free")
+    if not force:
+        raise StcError(f"{what}. Free space, extract fewer --layers/--kinds/--poolings or --dtype float16, or pass "
+                       f"--force to start anyway (it stops cleanly when the disk fills and resumes later)")
+    messages.append(f"warning: {what}; starting anyway (--force)")
+
+
 def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None = None) -> ExtractResult:
     """Extract the missing features of `cfg.dataset`. `lm` lets tests and notebooks pass a built model."""
     t_start = time.perf_counter()
@@ -340,6 +355,7 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
                         f"{len(plan.blocks)} blocks, {plan.row_bytes:,} bytes per text, estimated store size "
                         f"{est / 2**20:,.1f} MiB in {-(-len(plan.todo) // plan.chunk_rows)} chunks of "
                         f"{plan.chunk_rows} rows"]
+        _check_space(plan.fs.path, est, cfg.force, messages)
         for m in messages:
             eprint(m)
         computer = FeatureComputer(lm, plan.blocks, plan.max_length, cfg.dtype, cfg.batch_size, cfg.max_tokens,

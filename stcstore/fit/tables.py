@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core import schemas
-from ..core.atomic import commit_replacing, tmp_name
-from ..store.store import FeatureSet, Store
+from ..core.atomic import commit_replacing, staging
+from ..store.store import FIT_TABLES_KEY, FIT_TABLES_VERSION, FeatureSet, Store
 
 if TYPE_CHECKING:
     from .stage import AggState, ProbeState
@@ -43,8 +43,9 @@ def write_tables(store: Store, dataset: str, fit_id: str, probes: pa.Table, aggs
     """Commit both tables by one rename. The same fit (same feature set, data and options) has the same id
     and replaces its own earlier tables; returns whether it did."""
     final = store.table_dir("fits", dataset) / f"fit={fit_id}"
-    tmp = tmp_name(final)
-    tmp.mkdir(parents=True)
-    pq.write_table(probes, tmp / "probes.parquet")
-    pq.write_table(aggs, tmp / "aggregates.parquet")
-    return commit_replacing(tmp, final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    meta = {FIT_TABLES_KEY: str(FIT_TABLES_VERSION).encode()}
+    with staging(final, directory=True) as tmp:
+        pq.write_table(probes.replace_schema_metadata(meta), tmp / "probes.parquet")
+        pq.write_table(aggs.replace_schema_metadata(meta), tmp / "aggregates.parquet")
+        return commit_replacing(tmp, final)

@@ -7,19 +7,19 @@ a file already ingested with the same options adds nothing.
 
 from __future__ import annotations
 
-import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core import schemas
-from ..core.atomic import commit, remove_stale_temps, store_lock, tmp_name
-from ..core.errors import StcError
+from ..core.atomic import commit, remove_stale_temps, staging, store_lock
+from ..core.errors import StcError, WriteError, os_error_message
 from ..core.fingerprint import file_sha256, fingerprint
 from ..core.names import ID_FIELD, INPUT_FORMATS, LABEL_FIELD, SPLITS, TEXT_FIELD, check_choice, check_name
 from ..core.result import Result
@@ -110,15 +110,23 @@ def _default_split(path: Path) -> str | None:
 
 
 class _BatchWriter:
-    """Streams texts and rejects of one source file into a temp batch directory."""
+    """Streams texts and rejects of one source file into a temp batch directory. A failed write (a full
+    disk) is a WriteError naming the store, not a problem of the source file."""
 
     def __init__(self, tmp: Path) -> None:
-        tmp.mkdir(parents=True)
         self.tmp = tmp
         self.texts: list[dict] = []
         self.rejects: list[dict] = []
-        self._tw = pq.ParquetWriter(tmp / "texts.parquet", schemas.TEXTS, compression="zstd")
-        self._rw = pq.ParquetWriter(tmp / "rejects.parquet", schemas.REJECTS, compression="zstd")
+        with self._writing():
+            self._tw = pq.ParquetWriter(tmp / "texts.parquet", schemas.TEXTS, compression="zstd")
+            self._rw = pq.ParquetWriter(tmp / "rejects.parquet", schemas.REJECTS, compression="zstd")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise WriteError(os_error_message(exc, self.tmp.parent)) from exc
 
     def add_text(self, row: dict) -> None:
         self.texts.append(row)
@@ -131,18 +139,20 @@ class _BatchWriter:
             self._flush()
 
     def _flush(self) -> None:
-        if self.texts:
-            self._tw.write_table(pa.Table.from_pylist(self.texts, schema=schemas.TEXTS))
-            self.texts = []
-        if self.rejects:
-            self._rw.write_table(pa.Table.from_pylist(self.rejects, schema=schemas.REJECTS))
-            self.rejects = []
+        with self._writing():
+            if self.texts:
+                self._tw.write_table(pa.Table.from_pylist(self.texts, schema=schemas.TEXTS))
+                self.texts = []
+            if self.rejects:
+                self._rw.write_table(pa.Table.from_pylist(self.rejects, schema=schemas.REJECTS))
+                self.rejects = []
 
     def close(self, source_row: dict) -> None:
         self._flush()
-        self._tw.close()
-        self._rw.close()
-        pq.write_table(pa.Table.from_pylist([source_row], schema=schemas.SOURCES), self.tmp / "source.parquet")
+        with self._writing():
+            self._tw.close()
+            self._rw.close()
+            pq.write_table(pa.Table.from_pylist([source_row], schema=schemas.SOURCES), self.tmp / "source.parquet")
 
 
 def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: IdIndex,
@@ -158,42 +168,44 @@ def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: IdIndex,
     now = datetime.now(timezone.utc)
     validator = RowValidator(cfg.text_field, known, normalize_split(cfg.split) if cfg.split else _default_split(path))
     final = store.ingest_dir(cfg.dataset) / f"batch={batch_no:06d}"
-    tmp = tmp_name(final)
-    writer = _BatchWriter(tmp)
-    seq = next_seq
-    try:
-        missing_text_only = True
-        for row in read_rows(path, fmt, cfg.read_options()):
-            result.rows_read += 1
-            if row.error or row.text is not None:
-                missing_text_only = False
-            verdict = validator.check(row)
-            if verdict is None:
-                result.duplicates += 1
-            elif isinstance(verdict, str):
-                _count_reject(result, verdict)
-                writer.add_reject(reject_row(row, verdict, str(path), now))
-            else:
-                writer.add_text(_text_row(verdict, row, str(path), seq, now))
-                seq += 1
-                result.ingested += 1
-        if result.rows_read and result.ingested == 0 and result.duplicates == 0 and missing_text_only:
-            raise StcError(f"{path}: no row has the text field {cfg.text_field!r}; pass --text-field "
-                           f"(dotted paths like user.description work for JSON)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with staging(final, directory=True) as tmp:  # any failure removes the temp batch
+        writer = _BatchWriter(tmp)
+        try:
+            seq = _read_into(path, fmt, cfg, validator, writer, result, next_seq, now)
+        except READ_ERRORS as exc:
+            raise StcError(f"{path}: unreadable ({type(exc).__name__}: {exc}); nothing from it was ingested") from exc
         writer.close({"source": str(path), "sha256": sha, "config_hash": cfg.options_hash(), "format": fmt,
                       "rows_read": result.rows_read, "ingested": result.ingested,
                       "duplicates": result.duplicates, "rejected": result.rejected,
                       "seq_start": next_seq, "seq_end": seq - 1, "ingested_at": now})
-    except READ_ERRORS as exc:
-        _discard(tmp)
-        raise StcError(f"{path}: unreadable ({type(exc).__name__}: {exc}); nothing from it was ingested") from exc
-    except BaseException:
-        _discard(tmp)
-        raise
-    final.parent.mkdir(parents=True, exist_ok=True)
-    commit(tmp, final)
+        commit(tmp, final)
     result.batch = batch_no
     return result
+
+
+def _read_into(path: Path, fmt: str, cfg: IngestConfig, validator: RowValidator, writer: _BatchWriter,
+               result: FileResult, seq: int, now: datetime) -> int:
+    """Validate every row of one file into the batch writer; returns the next free seq."""
+    missing_text_only = True
+    for row in read_rows(path, fmt, cfg.read_options()):
+        result.rows_read += 1
+        if row.error or row.text is not None:
+            missing_text_only = False
+        verdict = validator.check(row)
+        if verdict is None:
+            result.duplicates += 1
+        elif isinstance(verdict, str):
+            _count_reject(result, verdict)
+            writer.add_reject(reject_row(row, verdict, str(path), now))
+        else:
+            writer.add_text(_text_row(verdict, row, str(path), seq, now))
+            seq += 1
+            result.ingested += 1
+    if result.rows_read and result.ingested == 0 and result.duplicates == 0 and missing_text_only:
+        raise StcError(f"{path}: no row has the text field {cfg.text_field!r}; pass --text-field "
+                       f"(dotted paths like user.description work for JSON)")
+    return seq
 
 
 def _count_reject(result: FileResult, reason: str) -> None:
@@ -205,10 +217,6 @@ def _count_reject(result: FileResult, reason: str) -> None:
 def _text_row(t: Text, row: Row, source: str, seq: int, now: datetime) -> dict[str, Any]:
     return {"id": t.id, "text": t.text, "label": t.label, "split": t.split, "content_hash": t.content_hash,
             "source": source, "line": row.line, "seq": seq, "is_retweet": row.is_retweet, "ingested_at": now}
-
-
-def _discard(tmp: Path) -> None:
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def ingest(store_path: str | Path, sources: list[str | Path], cfg: IngestConfig) -> IngestResult:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..classifier.classifier import Classifier
 from ..classifier.linear import probabilities
-from ..core.atomic import commit, tmp_name
+from ..core.atomic import commit, staging, tmp_name
 from ..core.html import PALETTE, esc, rgba
 from ..models.loading import LoadedModel
 
@@ -78,9 +78,9 @@ class Explainer:
     def close(self) -> None:
         self._f.close()
         commit(self._tmp, self.jsonl)
-        tmp = tmp_name(self.html)
-        tmp.write_text(_html_page(self._cards, self.n, self.limit), encoding="utf-8")
-        commit(tmp, self.html)
+        with staging(self.html) as tmp:
+            tmp.write_text(_html_page(self._cards, self.n, self.limit), encoding="utf-8")
+            commit(tmp, self.html)
 
     def abort(self) -> None:
         self._f.close()

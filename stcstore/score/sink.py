@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from .. import __version__
 from ..classifier.classifier import Classifier
 from ..core import schemas
-from ..core.atomic import commit, tmp_name
+from ..core.atomic import commit, staging, tmp_name
 
 
 class PredictionsSink:
@@ -58,9 +58,9 @@ class PredictionsSink:
             return
         final = self.output / f"run_date={self.scored_at.date()}" / f"part-{self.run_id}-{self.files:06d}.parquet"
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_name(final)
-        pq.write_table(table, tmp, compression="zstd")
-        commit(tmp, final)
+        with staging(final) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+            commit(tmp, final)
         self.files += 1
 
     def close(self) -> None:

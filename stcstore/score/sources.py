@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..core import schemas
-from ..core.atomic import commit, tmp_name
+from ..core.atomic import commit, staging
 from ..core.errors import StcError
 from ..ingest.idindex import IdIndex
 from ..ingest.readers import READ_ERRORS, ReadOptions, detect_format, read_rows
@@ -36,9 +36,9 @@ class Rejects:
         if not self.rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_name(self.path)
-        pq.write_table(pa.Table.from_pylist(self.rows, schema=schemas.REJECTS), tmp)
-        commit(tmp, self.path)
+        with staging(self.path) as tmp:
+            pq.write_table(pa.Table.from_pylist(self.rows, schema=schemas.REJECTS), tmp)
+            commit(tmp, self.path)
         why = ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items()))
         messages.append(f"{len(self.rows)} rows of {source} could not be scored ({why}); they are in {self.path}")
 

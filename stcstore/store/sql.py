@@ -80,6 +80,7 @@ class StoreSQL:
     def __init__(self, store: str | Path, memory_limit: str | None = None, max_temp: str | None = None) -> None:
         self.store = Store(store)
         self.store.require()
+        self.store.check_fit_tables()
         self._tmp = tempfile.mkdtemp(prefix="stcstore-duckdb-")
         self.con = duckdb.connect(config={
             "temp_directory": self._tmp,

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 STORE_FORMAT = "stcstore-store"
 STORE_VERSION = 1
 FEATURE_FORMAT_VERSION = 1  # of a feature set's stored values; bump when they would change for the same inputs
+FIT_TABLES_VERSION = 1  # of STORE/fits/*/{probes,aggregates}.parquet (Parquet metadata; 0.1.0 wrote none: 1)
+FIT_TABLES_KEY = b"stcstore.fit_tables_version"
 # Tables `Store.table` returns; each is also a view of `stcstore sql`.
 TABLES = ("texts", "rejects", "sources", "predictions", "probes", "aggregates", "neuron_stats", "feature_sets")
 
@@ -178,6 +180,17 @@ class Store:
             raise StcError(f"no feature set of dataset {dataset!r} for {what}. Feature sets in the store:\n{listing}")
         raise StcError(f"{len(match)} feature sets of dataset {dataset!r} match {what}; pass a feature-set id "
                        f"(or a unique prefix of one) as the model:\n{listing}")
+
+    def check_fit_tables(self) -> None:
+        """Refuse fit tables of a format this stcstore cannot read (a newer stcstore wrote them)."""
+        import pyarrow.parquet as pq
+
+        for f in sorted((self.root / "fits").glob("dataset=*/fit=*/*.parquet")):
+            meta = pq.read_schema(f).metadata or {}
+            raw = meta.get(FIT_TABLES_KEY, b"1")
+            if not raw.isdigit() or int(raw) > FIT_TABLES_VERSION:
+                raise StcError(f"{f} has fit-table format {raw.decode(errors='replace')!r}; this stcstore reads format "
+                               f"{FIT_TABLES_VERSION} and older: upgrade stcstore")
 
     def chunk_meta(self, fs: FeatureSet) -> list[pa.Table]:
         """Per chunk, in chunk order: the (id, split, label) columns. Row plans index into these."""
