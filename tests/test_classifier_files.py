@@ -106,7 +106,7 @@ def test_tampered_classifier_is_refused_with_a_reason(tmp_path, name):
 
 def test_the_untampered_fixture_loads():
     clf = load_classifier(FIXTURE)
-    assert clf.coef_.shape == (1, 3) and list(clf.classes_) == ["negative", "positive"]
+    assert clf.coef_.shape == (1, 14) and list(clf.classes_) == ["negative", "positive"]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

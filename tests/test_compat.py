@@ -22,8 +22,8 @@ from stcstore.report import ReportConfig, report
 from stcstore.score import ScoreConfig, score
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v0_1_0"
-FS_ID = "53ebbc42db9ecd72"
-FIT_ID = "bd32712536a29049"
+FS_ID = "0b1abacbcc483ed3"
+FIT_ID = "8adcafd0b25f9e1e"
 RECORDED_MODEL = "/tmp/fxbuild/v0_1_0/model"  # where 0.1.0 loaded the model from (gone now)
 
 

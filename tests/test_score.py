@@ -72,7 +72,8 @@ def test_output_columns_and_labels(fitted, tmp_path):
     src = write_jsonl(tmp_path / "new.jsonl", [{"id": f"n{i}", "text": t} for i, t in enumerate(NEW_TEXTS)])
     res = score(ScoreConfig((str(sent),), str(tmp_path / "p.parquet"), input=str(src)), models={"tiny-bert": lm})
     t = pq.read_table(tmp_path / "p.parquet")
-    assert t.column_names == ["id", "classifier", "classifier_fingerprint", "label", "probabilities", "scored_at"]
+    assert t.column_names == ["id", "classifier", "classifier_fingerprint", "label", "probabilities", "scored_at",
+                              "text_hash"]
     clf = load_classifier(sent, model=lm)
     assert t.column("classifier").to_pylist() == ["sent"] * 4
     assert set(t.column("classifier_fingerprint").to_pylist()) == {clf.fingerprint}
@@ -403,3 +404,27 @@ def test_input_streams_in_chunks_and_a_broken_file_keeps_what_was_committed(fitt
         score(ScoreConfig((str(sent),), str(tmp_path / "one.parquet"), input=str(broken), chunk_rows=50),
               models={"tiny-bert": lm})
     assert not list(tmp_path.glob("*one.parquet*"))
+
+
+def test_input_truncation_special_only_texts_changed_texts_and_quiet_noop_runs(fitted, tmp_path):
+    st, lm, sent, _ = fitted
+    long = " ".join(["great"] * 400)
+    rows = [{"id": "ok", "text": "a great film"}, {"id": "long", "text": long}, {"id": "zw", "text": "\u200b\u200b"}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "preds"
+    r = score(ScoreConfig((str(sent),), str(out), input=str(src)), models={"tiny-bert": lm})
+    assert r.scored_texts == 3 and r.classifiers[0].scored == 2 and r.rejected == 1
+    assert any("1 texts were longer than the max_length" in m for m in r.messages)
+    rej = pq.read_table(r.rejects_path).to_pylist()
+    assert [(x["id"], x["reason"]) for x in rej] == [("zw", "no tokens but special ones for model tiny-bert")]
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    # a second run with nothing new writes nothing: no prediction part, no empty rejects file
+    r2 = score(ScoreConfig((str(sent),), str(out), input=str(write_jsonl(tmp_path / "ok.jsonl", rows[:2]))),
+               models={"tiny-bert": lm})
+    assert r2.scored_texts == 0 and r2.rejected == 0
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == files
+    # a text that changed since its prediction keeps it, and the run says so
+    changed = write_jsonl(tmp_path / "changed.jsonl", [{"id": "ok", "text": "a dreadful film"}])
+    r3 = score(ScoreConfig((str(sent),), str(out), input=str(changed)), models={"tiny-bert": lm})
+    assert r3.classifiers[0].changed == 1 and r3.scored_texts == 0
+    assert any("1 texts changed since sent scored them" in m for m in r3.messages)

@@ -70,6 +70,7 @@ AGGREGATES = pa.schema([
 PREDICTIONS = pa.schema([
     ("id", pa.string()), ("classifier", pa.string()), ("classifier_fingerprint", pa.string()),
     ("label", pa.string()), ("probabilities", pa.list_(pa.float64())), ("scored_at", UTC_TIME),
+    ("text_hash", pa.string()),  # content hash of the text scored (null in files written by 0.1.0)
 ])
 
 # ---------------------------------------------------------------- report: OUT/neurons.parquet

@@ -60,12 +60,14 @@ class Features:
     token_ids: [n] lists of the token ids each text ran with (after truncation).
     tokens: with keep_tokens, [n] dicts {(kind, layer): [n_tokens, width] float32}: each real token's values
     (stored dtype), in token order; None otherwise.
-    truncated: how many texts lost tokens to max_length."""
+    truncated: how many texts lost tokens to max_length.
+    empty: rows whose tokens are all special tokens (nothing of the text reached the model)."""
 
     blocks: dict[FeatureBlock, np.ndarray]
     token_ids: list[list[int]]
     tokens: list[dict[tuple[str, int], np.ndarray]] | None
     truncated: int
+    empty: list[int]
 
 
 class FeatureComputer:
@@ -167,4 +169,7 @@ class FeatureComputer:
                     x = x.float().numpy()
                     for j, i in enumerate(batch.rows):
                         tokens[i][key] = x[j][batch.real[j].numpy()]
-        return Features(out, seqs, tokens, truncated)
+        # [UNK] stands for text the vocabulary lacks: it counts as content; [CLS], [SEP], BOS, EOS do not
+        special = set(self.lm.tokenizer.all_special_ids) - {self.lm.tokenizer.unk_token_id}
+        empty = [i for i, s in enumerate(seqs) if all(t in special for t in s)]
+        return Features(out, seqs, tokens, truncated, empty)

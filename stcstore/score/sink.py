@@ -40,8 +40,8 @@ class PredictionsSink:
             self._tmp = tmp_name(output)
             self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
 
-    def table(self, c: Classifier, ids: list[str], proba: np.ndarray) -> pa.Table:
-        """Rows of one classifier: ids [m], proba [m, n_classes]."""
+    def table(self, c: Classifier, ids: list[str], proba: np.ndarray, hashes: list[str]) -> pa.Table:
+        """Rows of one classifier: ids [m], proba [m, n_classes], the texts' content hashes [m]."""
         m = len(ids)
         labels = c.classes_[np.argmax(proba, axis=1)]
         return pa.table({
@@ -50,6 +50,7 @@ class PredictionsSink:
             "label": pa.array([str(x) for x in labels], pa.string()),
             "probabilities": pa.array(proba.astype(np.float64).tolist(), pa.list_(pa.float64())),
             "scored_at": pa.array([self.scored_at] * m, schemas.UTC_TIME),
+            "text_hash": pa.array(hashes, pa.string()),
         }, schema=self.schema)
 
     def write(self, table: pa.Table) -> None:
@@ -78,11 +79,19 @@ class PredictionsSink:
             self._tmp.unlink(missing_ok=True)
 
 
-def existing(output: Path) -> dict[str, set[str]]:
-    """{classifier fingerprint: ids} already in a predictions directory."""
-    done: dict[str, set[str]] = {}
+def hash_key(text_hash: str | None) -> int | None:
+    """64 bits of a text hash: enough to notice that a text changed, compact for millions of predictions."""
+    return None if text_hash is None else int(text_hash[:16], 16)
+
+
+def existing(output: Path) -> dict[str, dict[str, int | None]]:
+    """{classifier fingerprint: {id: text hash key (None in files written by 0.1.0)}} of a predictions
+    directory."""
+    done: dict[str, dict[str, int | None]] = {}
     for f in sorted(output.glob("run_date=*/part-*.parquet")):
-        t = pq.read_table(f, columns=["id", "classifier_fingerprint"])
-        for fp, i in zip(t.column("classifier_fingerprint").to_pylist(), t.column("id").to_pylist()):
-            done.setdefault(fp, set()).add(i)
+        names = pq.read_schema(f).names
+        t = pq.read_table(f, columns=[c for c in ("id", "classifier_fingerprint", "text_hash") if c in names])
+        hashes = t.column("text_hash").to_pylist() if "text_hash" in names else [None] * t.num_rows
+        for fp, i, h in zip(t.column("classifier_fingerprint").to_pylist(), t.column("id").to_pylist(), hashes):
+            done.setdefault(fp, {})[i] = hash_key(h)
     return done

@@ -46,6 +46,7 @@ from ..classifier.linear import probabilities
 from ..core.atomic import remove_dead_temps, remove_stale_temps, store_lock
 from ..core.console import eprint, progress
 from ..core.errors import StcError
+from ..core.fingerprint import text_hash
 from ..core.names import (
     BATCH_SIZE,
     EXPLAIN_LIMIT,
@@ -60,10 +61,12 @@ from ..core.names import (
     check_name,
 )
 from ..core.result import Result
+from ..ingest.readers import Row
+from ..ingest.rows import reject_row
 from ..models.loading import LoadedModel
 from .explain import EXPLAIN_POOLINGS, Explainer, token_spans
 from .groups import Group, Models, load_classifiers, make_groups
-from .sink import PredictionsSink, existing
+from .sink import PredictionsSink, existing, hash_key
 from .sources import Chunks, Rejects, input_chunks, store_chunks
 
 
@@ -122,6 +125,7 @@ class ClassifierRun:
     blocks_run: int
     scored: int = 0
     already: int = 0  # texts that had a prediction from this classifier before the run
+    changed: int = 0  # of those, texts whose content changed since (they keep the old prediction)
     explained: int = 0
 
 
@@ -152,6 +156,7 @@ class ScoreResult(Result):
         for c in self.classifiers:
             lines.append(f"{c.name} [{c.fingerprint[:12]}]: {c.scored} texts scored"
                          + (f", {c.already} already had a prediction" if c.already else "")
+                         + (f" ({c.changed} of them with a text changed since)" if c.changed else "")
                          + (f", {c.explained} explained" if c.explained else ""))
         if self.scored_texts:
             lines.append(f"{self.scored_texts} texts in {self.seconds:.1f}s ({self.texts_per_s:.1f} texts/s "
@@ -170,26 +175,46 @@ class _Run:
     cfg: ScoreConfig
     clfs: list[Classifier]
     runs: list[ClassifierRun]
-    done: dict[str, set[str]]  # classifier fingerprint -> ids that already have a prediction
+    done: dict[str, dict[str, int | None]]  # classifier fingerprint -> {id: text hash key} already predicted
     sink: PredictionsSink
     explainer: Explainer | None
     models: Models
+    rejects: Rejects
+    source: str
     texts: int = 0
     scored_texts: int = 0
     forward_seconds: float = 0.0
     work_seconds: float = 0.0  # scoring proper: tokenize, forward, classify, write (not model loading)
+    truncated: int = 0  # texts longer than a group's max_length (each group counts its own)
+
+    def _todo(self, ids: list[str], hashes: list[int]) -> dict[int, np.ndarray]:
+        """Per classifier, which texts of the chunk have no prediction from it yet; counts the others."""
+        todo = {}
+        for k, c in enumerate(self.clfs):
+            have = self.done.get(c.fingerprint, {})
+            todo[k] = np.fromiter((i not in have for i in ids), dtype=bool, count=len(ids))
+            self.runs[k].already += int(len(ids) - todo[k].sum())
+            self.runs[k].changed += sum(1 for i, h in zip(ids, hashes) if have.get(i, h) not in (None, h))
+        return todo
+
+    def _reject_empty(self, ids: list[str], texts: list[str], rows: list[int], model: str) -> None:
+        """Texts of which nothing but special tokens reached a model: rejected, not scored."""
+        now = dt.datetime.now(dt.timezone.utc)
+        reason = f"no tokens but special ones for model {model}"
+        for j in rows:
+            row = Row(line=0, raw=texts[j], id=ids[j])
+            self.rejects.rows.append({**reject_row(row, reason, self.source, now), "line": None})
+            self.rejects.reasons[reason.split(":")[0]] = self.rejects.reasons.get(reason.split(":")[0], 0) + 1
 
     def chunk(self, groups: list[Group], ids: list[str], texts: list[str]) -> int:
         """Score one chunk with every group (only the texts some member has not scored yet) and commit it.
         Returns the number of texts that went through a model."""
         t0, load0 = time.perf_counter(), self.models.seconds
         self.texts += len(ids)
-        todo = {}
-        for k, c in enumerate(self.clfs):
-            have = self.done.get(c.fingerprint, set())
-            todo[k] = np.fromiter((i not in have for i in ids), dtype=bool, count=len(ids))
-            self.runs[k].already += int(len(ids) - todo[k].sum())
+        hashes = [text_hash(t) for t in texts]
+        todo = self._todo(ids, [hash_key(h) for h in hashes])
         parts, ran = [], np.zeros(len(ids), dtype=bool)
+        rejected: set[int] = set()
         for g in groups:
             sel = np.flatnonzero(np.logical_or.reduce([todo[k] for k in g.members]))
             if len(sel) == 0:
@@ -201,12 +226,20 @@ class _Run:
             scores, feats = scorer.run(sub)
             self.forward_seconds += scorer.computer.forward_seconds - f0
             g.info["texts"] += len(sel)
+            g.info["truncated"] = g.info.get("truncated", 0) + feats.truncated
+            self.truncated += feats.truncated
             ran[sel] = True
+            empty = [int(sel[j]) for j in feats.empty if int(sel[j]) not in rejected]
+            self._reject_empty(ids, texts, empty, g.info["model"])
+            rejected.update(empty)
+            keep = np.ones(len(sel), dtype=bool)
+            keep[feats.empty] = False
             for k, c, z in zip(g.members, scorer.classifiers, scores):
-                want = np.flatnonzero(todo[k][sel])  # this classifier's new rows among those run
+                want = np.flatnonzero(todo[k][sel] & keep)  # this classifier's new rows among those run
                 if len(want) == 0:
                     continue
-                parts.append(self.sink.table(c, [ids[sel[j]] for j in want], probabilities(z[want])))
+                parts.append(self.sink.table(c, [ids[sel[j]] for j in want], probabilities(z[want]),
+                                             [hashes[sel[j]] for j in want]))
                 self.runs[k].scored += len(want)
                 if self.explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS:
                     for j in want:
@@ -269,6 +302,17 @@ def _explainer(cfg: ScoreConfig, output: Path, clfs: list[Classifier], scored_at
     return Explainer(prefix, cfg.explain_limit)
 
 
+def _notes(run: _Run, groups: list[Group], messages: list[str]) -> None:
+    for g in (g.info for g in groups):
+        if g.get("truncated"):
+            messages.append(f"{g['truncated']} texts were longer than the max_length of {g['model']} and were "
+                            f"truncated, as in training")
+    for c in run.runs:
+        if c.changed:
+            messages.append(f"{c.changed} texts changed since {c.name} scored them and keep their old prediction; "
+                            f"score into a new --output directory to rescore them")
+
+
 def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> ScoreResult:
     """Run one scoring job. `models` ({model name: LoadedModel}) lets tests and notebooks pass built models;
     a classifier whose recorded model name is a key uses it (after the fingerprint check).
@@ -304,14 +348,15 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
         if cfg.single_file:
             for f in (output, rejects.path):
                 remove_dead_temps(f)  # left by a killed run
-            done: dict[str, set[str]] = {}
+            done: dict[str, dict[str, int | None]] = {}
         else:
             remove_stale_temps(output)
             done = existing(output)
         explainer = _explainer(cfg, output, clfs, scored_at, run_id, messages)
         run = _Run(cfg, clfs, runs, done, PredictionsSink(output, cfg.single_file, run_id, scored_at, asdict(cfg)),
-                   explainer, Models(dict(models or {}), cfg.model, cfg.device, cfg.gguf_file))
+                   explainer, Models(dict(models or {}), cfg.model, cfg.device, cfg.gguf_file), rejects, source)
         run.all_chunks(groups, chunks, total)
+        _notes(run, groups, messages)
         if run.texts and not run.scored_texts:
             messages.append(f"nothing to score: all {run.texts} texts already have predictions from "
                             + ", ".join(f"{c.name} [{c.fingerprint[:12]}]" for c in clfs) + f" in {output}")
