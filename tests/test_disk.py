@@ -78,3 +78,35 @@ def test_extract_refuses_to_start_when_the_estimate_exceeds_free_space(tmp_path,
         extract(st, ExtractConfig("d"), lm=lm)
     res = extract(st, ExtractConfig("d", force=True), lm=lm)
     assert res.texts_extracted == 30 and any("starting anyway" in m for m in res.messages)
+
+
+def test_disk_full_during_score_exits_1_and_the_rerun_completes(tmp_path, monkeypatch, tiny_gpt2_dir):
+    """A predictions table keeps the chunks committed before the disk filled; the rerun scores the rest."""
+    from stcstore.fit import FitConfig, fit
+    from stcstore.ingest import IngestConfig, ingest
+
+    from .conftest import FAST
+
+    st = tmp_path / "st"
+    ingest(st, [learnable_corpus(tmp_path / "c.jsonl", 60, ("0", "1"))], IngestConfig("d", split_field="split"))
+    extract(st, ExtractConfig("d", model=str(tiny_gpt2_dir), layers="0-1", poolings=("mean",)))
+    fit(st, FitConfig("d", model=str(tiny_gpt2_dir), kinds=("hidden",), poolings=("mean",), **FAST),
+        out=tmp_path / "c")
+    args = ["score", "--classifier", tmp_path / "c", "--store", st, "--dataset", "d", "--output", tmp_path / "p",
+            "--chunk-rows", "20", "--json"]
+    real, calls = pq.write_table, {"n": 0}
+
+    def third_fails(table, where, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            _enospc()
+        return real(table, where, *a, **k)
+
+    monkeypatch.setattr(pq, "write_table", third_fails)
+    r = cli(*args)
+    assert r.returncode == 1 and "disk is full" in r.stderr, r.stderr
+    assert not _temps(tmp_path / "p")
+    assert len(list((tmp_path / "p").rglob("part-*.parquet"))) == 2
+    monkeypatch.setattr(pq, "write_table", real)
+    r = cli(*args)
+    assert r.returncode == 0 and json.loads(r.stdout)["scored_texts"] == 20, r.stderr

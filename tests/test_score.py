@@ -229,9 +229,9 @@ def test_bad_input_rows_go_to_rejects_and_the_run_completes(fitted, tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [
         {"id": "a", "text": "a great film"}, {"id": "b", "text": "   "}, "{not json", {"id": "c"},
         {"id": "d", "text": 5}, {"id": "a", "text": "a great film"}, {"id": "a", "text": "other text"},
-        {"text": "no id, fine"}])
+        {"text": "no id, fine"}, '{"id": "\\ud800", "text": "a lone surrogate in the id"}'])
     res = score(ScoreConfig((str(sent),), str(tmp_path / "p.parquet"), input=str(src)), models={"tiny-bert": lm})
-    assert res.scored_texts == 2 and res.duplicates == 1 and res.rejected == 5
+    assert res.scored_texts == 2 and res.duplicates == 1 and res.rejected == 6
     rej = pq.read_table(tmp_path / "p.rejects.parquet")
     reasons = dict(zip(rej.column("line").to_pylist(), rej.column("reason").to_pylist()))
     assert reasons[2] == "empty text" and reasons[3].startswith("malformed JSON")
@@ -239,7 +239,8 @@ def test_bad_input_rows_go_to_rejects_and_the_run_completes(fitted, tmp_path):
     assert pq.read_table(tmp_path / "p.parquet").num_rows == 2
     # ingest accepts and refuses exactly the same rows, for the same reasons (one validator)
     ing = ingest(tmp_path / "st2", [src], IngestConfig("x")).files[0]
-    assert (ing.ingested, ing.duplicates, ing.rejected) == (2, 1, 5)
+    assert (ing.ingested, ing.duplicates, ing.rejected) == (2, 1, 6)
+    assert reasons[9] == "invalid unicode in id (lone surrogate)"
     ing_rej = Store(tmp_path / "st2").rejects("x")
     ing_reasons = dict(zip(ing_rej.column("line").to_pylist(), ing_rej.column("reason").to_pylist()))
     assert {k: v.replace("seen in this file", "exists") for k, v in reasons.items()} == ing_reasons
