@@ -4,6 +4,7 @@ variant is refused with a reason (exit 1), none runs code, none yields NaN proba
 from __future__ import annotations
 
 import copy
+import os
 import json
 import shutil
 from pathlib import Path
@@ -109,7 +110,8 @@ def test_the_untampered_fixture_loads():
     assert clf.coef_.shape == (1, 14) and list(clf.classes_) == ["negative", "positive"]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("STC_PROPERTY_EXAMPLES", "200")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.lists(st.sampled_from(["model", "features", "groups", 0, "neurons", "layer", "kind", "classes",
                                       "eta", "l_temp", "arrays", "coef", "shape", "version", "blocks_run"]),
                      min_size=1, max_size=3),
