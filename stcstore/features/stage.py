@@ -14,7 +14,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -50,6 +50,9 @@ from .compute import FeatureComputer
 from .neuron_stats import NeuronStats
 
 ARROW_TYPE = {"float16": pa.float16(), "float32": pa.float32()}
+# a chunk is about --chunk-mb of features but never fewer rows than this (GPT2-XL, all 441 blocks: 2.3 MB a
+# row, so 256 rows are 590 MB; memory holds at most two chunks, one computing and one being written)
+MIN_CHUNK_ROWS = 256
 # fingerprint fields that say where the model was loaded from, not what it computes: a feature set made
 # from the same weights loaded from another path (a moved venv, a hub cache) is extended, not duplicated
 LOCATION_KEYS = ("model", "model_source", "revision")
@@ -185,7 +188,8 @@ class _Plan:
     max_length: int
     chunk_rows: int
     row_bytes: int
-    todo: list[int]  # row indices into the dataset's texts (ingest order)
+    done: set[str]  # ids that already have features in the feature set
+    todo: int  # texts without features
     total: int
 
 
@@ -221,7 +225,7 @@ def _open_feature_set(store: Store, cfg: ExtractConfig, fp: dict, widths: dict[s
     return FeatureSet(path, manifest), True
 
 
-def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel, ids: list[str]) -> _Plan:
+def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel) -> _Plan:
     hidden, ffn = parse_layers(cfg.layers, lm.adapter.n_layers)
     blocks = sorted(FeatureBlock(k, p, l) for k in cfg.kinds for p in cfg.poolings
                     for l in (hidden if k == "hidden" else ffn))
@@ -231,14 +235,35 @@ def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel, ids: list[str]) -> 
     max_length = cfg.max_length or default_max_length(lm)
     itemsize = np.dtype(cfg.dtype).itemsize
     row_bytes = sum(widths[b.kind] for b in blocks) * itemsize + 48  # + id/split/label, roughly
-    chunk_rows = cfg.chunk_rows or max(16, min(100_000, cfg.chunk_mb * 2**20 // row_bytes))
+    chunk_rows = cfg.chunk_rows or max(MIN_CHUNK_ROWS, min(100_000, cfg.chunk_mb * 2**20 // row_bytes))
     fp = feature_fingerprint(lm, cfg, max_length, [b.column for b in blocks])
     fs, created = _open_feature_set(store, cfg, fp, widths, chunk_rows)
     done: set[str] = set()
     for chunk in fs.chunks():
         done.update(read_chunk_columns(chunk, ["id"]).column("id").to_pylist())
-    todo = [i for i, x in enumerate(ids) if x not in done]
-    return _Plan(fs, created, blocks, hidden, ffn, widths, max_length, chunk_rows, row_bytes, todo, len(ids))
+    todo = sum(x not in done for b in store.text_batches(cfg.dataset, ["id"]) for x in b.column("id").to_pylist())
+    return _Plan(fs, created, blocks, hidden, ffn, widths, max_length, chunk_rows, row_bytes, done, todo,
+                 store.text_count(cfg.dataset))
+
+
+def _chunks_to_do(store: Store, dataset: str, done: set[str], size: int) -> Iterator[pa.Table]:
+    """The texts without features (id, text, split, label), in ingest order, cut into tables of `size` rows.
+    Streamed from the ingest batches: memory holds about one chunk of texts, whatever the dataset size."""
+    pending: list[pa.Table] = []
+    n = 0
+    for batch in store.text_batches(dataset, ["id", "text", "split", "label"]):
+        keep = [i for i, x in enumerate(batch.column("id").to_pylist()) if x not in done]
+        if not keep:
+            continue
+        pending.append(pa.Table.from_batches([batch]).take(keep))
+        n += len(keep)
+        while n >= size:
+            table = pa.concat_tables(pending)
+            yield table.slice(0, size)
+            rest = table.slice(size)
+            pending, n = ([rest] if rest.num_rows else []), rest.num_rows
+    if n:
+        yield pa.concat_tables(pending)
 
 
 def _chunk_features(computer: FeatureComputer, texts: list[str], keys: list[tuple[str, str | None]],
@@ -279,7 +304,7 @@ def _write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.
     return final
 
 
-def _run_chunks(plan: _Plan, texts: pa.Table, computer: FeatureComputer, cfg: ExtractConfig) -> tuple[int, int]:
+def _run_chunks(plan: _Plan, store: Store, computer: FeatureComputer, cfg: ExtractConfig) -> tuple[int, int]:
     """Extract and commit every missing chunk, in order; returns (chunks written, texts truncated).
 
     One background writer: chunk k is written (stats, Arrow, fsync, rename) while chunk k+1 runs through
@@ -287,26 +312,25 @@ def _run_chunks(plan: _Plan, texts: pa.Table, computer: FeatureComputer, cfg: Ex
     visible strictly in order (resume relies on that)."""
     todo, size = plan.todo, plan.chunk_rows
     first = len(plan.fs.chunks())
-    n_chunks = -(-len(todo) // size)
-    written = truncated = 0
+    n_chunks = -(-todo // size)
+    written = truncated = done_now = 0
     t_run = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stcstore-writer") as writer, \
-            progress(len(todo), f"extract {cfg.dataset}", "text") as bar:
+            progress(todo, f"extract {cfg.dataset}", "text") as bar:
         pending: Future | None = None
-        for k, c0 in enumerate(range(0, len(todo), size)):
-            rows = todo[c0:c0 + size]
-            meta = texts.take(rows).select(["id", "split", "label"])
+        for k, chunk in enumerate(_chunks_to_do(store, cfg.dataset, plan.done, size)):
+            meta = chunk.select(["id", "split", "label"])
             keys = list(zip(meta.column("split").to_pylist(), meta.column("label").to_pylist()))
             stats = NeuronStats(plan.blocks, computer.widths, list(dict.fromkeys(keys)))
-            bufs, trunc = _chunk_features(computer, texts.column("text").take(rows).to_pylist(), keys, stats, bar)
+            bufs, trunc = _chunk_features(computer, chunk.column("text").to_pylist(), keys, stats, bar)
             truncated += trunc
             if pending is not None:
                 pending.result()  # re-raises a failed write here, before anything else is written
                 written += 1
             pending = writer.submit(_write_chunk, plan.fs, first + k, meta, bufs, plan.blocks, cfg.dtype, stats)
+            done_now += chunk.num_rows
             if bar.disable:  # no TTY (a log file): one line per chunk instead of a bar
-                done_now = min(c0 + size, len(todo))
-                eprint(f"chunk {k + 1}/{n_chunks}: {done_now}/{len(todo)} texts, "
+                eprint(f"chunk {k + 1}/{n_chunks}: {done_now}/{todo} texts, "
                        f"{done_now / (time.perf_counter() - t_run):.1f} texts/s")
         if pending is not None:
             pending.result()
@@ -337,23 +361,22 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
         torch.set_num_threads(cfg.threads)
     with store_lock(store.root, "stcstore extract"):
         remove_stale_temps(store.root / "features")
-        texts = store.texts(cfg.dataset, columns=["id", "text", "split", "label"])
-        if texts.num_rows == 0:
+        if store.text_count(cfg.dataset) == 0:
             raise StcError(f"dataset {cfg.dataset!r} has no texts in {store.root}; run `stcstore ingest` first")
         if lm is None:
             eprint(f"loading model {cfg.model} ...")
             lm = load_model(cfg.model, torch_dtype=cfg.torch_dtype, device=cfg.device, gguf_file=cfg.gguf_file)
         else:
             lm.model.to(cfg.device)
-        plan = _plan(store, cfg, lm, texts.column("id").to_pylist())
-        est = len(plan.todo) * plan.row_bytes
+        plan = _plan(store, cfg, lm)
+        est = plan.todo * plan.row_bytes
         if not plan.todo:
             messages = [f"nothing to do: all {plan.total} texts of {cfg.dataset!r} already have features "
                         f"in feature set {plan.fs.id[:12]}"]
         else:
-            messages = [f"{len(plan.todo)}/{plan.total} texts missing in feature set {plan.fs.id[:12]}; "
+            messages = [f"{plan.todo}/{plan.total} texts missing in feature set {plan.fs.id[:12]}; "
                         f"{len(plan.blocks)} blocks, {plan.row_bytes:,} bytes per text, estimated store size "
-                        f"{est / 2**20:,.1f} MiB in {-(-len(plan.todo) // plan.chunk_rows)} chunks of "
+                        f"{est / 2**20:,.1f} MiB in {-(-plan.todo // plan.chunk_rows)} chunks of "
                         f"{plan.chunk_rows} rows"]
         _check_space(plan.fs.path, est, cfg.force, messages)
         for m in messages:
@@ -362,7 +385,7 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
                                    cfg.device, bucket=cfg.bucket)
         n_before = len(plan.fs.chunks())
         t_run = time.perf_counter()
-        written, truncated = _run_chunks(plan, texts, computer, cfg)
+        written, truncated = _run_chunks(plan, store, computer, cfg)
         seconds_run = time.perf_counter() - t_run
         if truncated:
             messages.append(f"{truncated} texts were longer than --max-length {plan.max_length} tokens and were "
@@ -370,7 +393,7 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
         if computer.clipped:
             messages.append(f"{computer.clipped} values exceeded the float16 range and were clipped to ±65504; "
                             f"use --dtype float32 to keep them")
-    n = len(plan.todo)
+    n = plan.todo
     return ExtractResult(
         dataset=cfg.dataset, feature_set=plan.fs.id, model=plan.fs.model, texts_total=plan.total,
         texts_present_before=plan.total - n, texts_extracted=n, chunks_written=written,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -136,6 +136,21 @@ class Store:
                                 else columns + ["seq"], filter_expr)
         t = t.sort_by("seq")
         return t if columns is None else t.select(columns)
+
+    def text_batches(self, dataset: str, columns: list[str], rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """The texts of one dataset in ingest order, streamed: one ingest batch file at a time, `rows` rows
+        per record batch (batch files hold consecutive seq ranges, each written in seq order)."""
+        import pyarrow.parquet as pq
+
+        for f in sorted(self.ingest_dir(dataset).glob("batch=*/texts.parquet")):
+            yield from pq.ParquetFile(f).iter_batches(batch_size=rows, columns=columns)
+
+    def text_count(self, dataset: str) -> int:
+        """How many texts a dataset holds, from the Parquet footers only."""
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows
+                   for f in self.ingest_dir(dataset).glob("batch=*/texts.parquet"))
 
     def rejects(self, dataset: str) -> pa.Table:
         return self._parquet_table("rejects", dataset, schemas.REJECTS, None)
