@@ -10,6 +10,11 @@ Prints
 for each torch thread count given.
 
     python bench/extract.py [--texts 2000] [--threads 1,2] [--repeats 3] [--model default]
+    python bench/extract.py --random-init gpt2-xl --texts 48 --threads 2 --repeats 2 --quick
+
+--random-init builds a model of that shape with random weights (gpt2-xl: 48 blocks, D=1600, d_ff=6400;
+llama-1b: 16 blocks, D=2048, d_ff=8192; or a config.json path) and MiniLM's tokenizer, so the extract ÷ bare
+ratio can be measured at true widths on a CPU; --quick measures only that ratio.
 """
 
 from __future__ import annotations
@@ -75,6 +80,29 @@ def timed_extract(base: Path, texts_store: Path, cfg: ExtractConfig, lm) -> tupl
     return seconds, size
 
 
+RANDOM_SHAPES = {
+    "gpt2-xl": ("gpt2", dict(n_layer=48, n_embd=1600, n_head=25, n_inner=6400, n_positions=1024)),
+    "llama-1b": ("llama", dict(num_hidden_layers=16, hidden_size=2048, intermediate_size=8192,
+                               num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=2048)),
+}
+
+
+def random_model(spec: str):
+    """A random-init model of a named shape (or a config.json) with the packaged MiniLM's tokenizer."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from stcstore.models import default_model_path, wrap_model
+
+    if spec in RANDOM_SHAPES:
+        family, kw = RANDOM_SHAPES[spec]
+        config = AutoConfig.for_model(family, vocab_size=30522, bos_token_id=101, eos_token_id=102, **kw)
+    else:
+        config = AutoConfig.from_pretrained(spec)
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    return wrap_model(model, AutoTokenizer.from_pretrained(default_model_path()), f"random-{Path(spec).stem}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--texts", type=int, default=2000)
@@ -83,6 +111,8 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=8192)
+    ap.add_argument("--random-init", default=None, help="gpt2-xl, llama-1b or a config.json: random weights")
+    ap.add_argument("--quick", action="store_true", help="only extract ÷ bare (no unsorted, no early-exit runs)")
     args = ap.parse_args()
 
     texts = realistic_texts(args.texts)
@@ -92,7 +122,7 @@ def main() -> None:
         pq.write_table(pa.table({"id": [f"b{i}" for i in range(len(texts))], "text": texts}), src)
         texts_store = base / "texts-store"
         ingest(texts_store, [src], IngestConfig("bench", split="train"))
-        lm = load_model(args.model)
+        lm = random_model(args.random_init) if args.random_init else load_model(args.model)
         a = lm.adapter
         cfg = ExtractConfig("bench", model=args.model, batch_size=args.batch_size, max_tokens=args.max_tokens)
         max_length = default_max_length(lm)
@@ -111,19 +141,24 @@ def main() -> None:
                 bare.append(bare_forward(lm, texts, cfg, max_length))
                 s, size = timed_extract(base, texts_store, cfg, lm)
                 ext.append(s)
+                if args.quick:
+                    continue
                 s, _ = timed_extract(base, texts_store, ExtractConfig(**{**cfg.__dict__, "bucket": False}), lm)
                 uns.append(s)
                 s, _ = timed_extract(base, texts_store, half_cfg, lm)
                 half.append(s)
-            b, e, u, h = (statistics.median(x) for x in (bare, ext, uns, half))
+            b, e = statistics.median(bare), statistics.median(ext)
+            u, h = (statistics.median(x) if x else float("nan") for x in (uns, half))
             print(f"\nthreads={threads}")
             print(f"  bare HF forward        {len(texts) / b:8.1f} texts/s")
             print(f"  stcstore extract       {len(texts) / e:8.1f} texts/s   ratio extract/bare = {b / e:.3f}  "
                   f"(goal >= 0.95)")
-            print(f"  extract, unsorted      {len(texts) / u:8.1f} texts/s   ratio bucketed/unsorted = {u / e:.2f}")
+            if not args.quick:
+                print(f"  extract, unsorted      {len(texts) / u:8.1f} texts/s   ratio bucketed/unsorted = {u / e:.2f}")
             print(f"  store bytes per text   {size / len(texts):10,.0f}   ratio to raw float16 "
                   f"({raw_row:,} B) = {size / len(texts) / raw_row:.3f}")
-            print(f"  early exit             --layers 0-{a.n_layers // 2} time / full depth time = {h / e:.2f}")
+            if not args.quick:
+                print(f"  early exit             --layers 0-{a.n_layers // 2} time / full depth time = {h / e:.2f}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     sys.stdout.flush()
