@@ -4,8 +4,8 @@ variant is refused with a reason (exit 1), none runs code, none yields NaN proba
 from __future__ import annotations
 
 import copy
-import os
 import json
+import os
 import shutil
 from pathlib import Path
 

@@ -230,7 +230,7 @@ def _synthetic_store(root: Path, n_layers: int, n: int = 6000, width: int = 1024
     from stcstore.core.atomic import write_json_atomic
     from stcstore.core.names import FeatureBlock
     from stcstore.core.schemas import NEURON_STATS as STATS_SCHEMA
-    from stcstore.features.stage import _write_chunk
+    from stcstore.features.chunking import write_chunk
     from stcstore.store import FeatureSet
 
     class _NoStats:
@@ -259,7 +259,7 @@ def _synthetic_store(root: Path, n_layers: int, n: int = 6000, width: int = 1024
             x = rng.standard_normal((sl.stop - sl.start, width)).astype(np.float16)
             x[:, :2] += (y[sl, None] * 1.5).astype(np.float16)
             bufs[b.column] = x
-        _write_chunk(fs, c, meta, bufs, blocks, "float16", _NoStats())
+        write_chunk(fs, c, meta, bufs, blocks, "float16", _NoStats())
 
 
 def _peak_rss(store: Path) -> float:

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import shutil
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 import torch
 
 from .. import __version__
-from ..core.atomic import commit, remove_stale_temps, staging, store_lock, write_json_atomic
-from ..core.console import eprint, progress
+from ..core.atomic import remove_stale_temps, store_lock, write_json_atomic
+from ..core.console import eprint
 from ..core.errors import FingerprintMismatchError, StcError
 from ..core.fingerprint import fingerprint
 from ..core.names import (
@@ -42,14 +38,12 @@ from ..core.names import (
     check_name,
 )
 from ..core.result import Result
-from ..core.schemas import chunk_schema
 from ..models.loading import IDENTITY_KEYS, LEGACY_OPTIONAL, LoadedModel, load_model
 from ..store.chunks import read_chunk_columns
 from ..store.store import FEATURE_FORMAT_VERSION, FeatureSet, Store
+from .chunking import run_chunks
 from .compute import FeatureComputer
-from .neuron_stats import NeuronStats
 
-ARROW_TYPE = {"float16": pa.float16(), "float32": pa.float32()}
 # a chunk is about --chunk-mb of features but never fewer rows than this (GPT2-XL, all 441 blocks: 2.3 MB a
 # row, so 256 rows are 590 MB; memory holds at most two chunks, one computing and one being written)
 MIN_CHUNK_ROWS = 256
@@ -176,7 +170,7 @@ def dir_bytes(path: Path) -> int:
 
 
 @dataclass
-class _Plan:
+class Plan:
     """What one extract run does: the feature set, its blocks and widths, and the texts still missing."""
 
     fs: FeatureSet
@@ -225,7 +219,7 @@ def _open_feature_set(store: Store, cfg: ExtractConfig, fp: dict, widths: dict[s
     return FeatureSet(path, manifest), True
 
 
-def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel) -> _Plan:
+def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel) -> Plan:
     hidden, ffn = parse_layers(cfg.layers, lm.adapter.n_layers)
     blocks = sorted(FeatureBlock(k, p, l) for k in cfg.kinds for p in cfg.poolings
                     for l in (hidden if k == "hidden" else ffn))
@@ -242,100 +236,8 @@ def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel) -> _Plan:
     for chunk in fs.chunks():
         done.update(read_chunk_columns(chunk, ["id"]).column("id").to_pylist())
     todo = sum(x not in done for b in store.text_batches(cfg.dataset, ["id"]) for x in b.column("id").to_pylist())
-    return _Plan(fs, created, blocks, hidden, ffn, widths, max_length, chunk_rows, row_bytes, done, todo,
+    return Plan(fs, created, blocks, hidden, ffn, widths, max_length, chunk_rows, row_bytes, done, todo,
                  store.text_count(cfg.dataset))
-
-
-def _chunks_to_do(store: Store, dataset: str, done: set[str], size: int) -> Iterator[pa.Table]:
-    """The texts without features (id, text, split, label), in ingest order, cut into tables of `size` rows.
-    Streamed from the ingest batches: memory holds about one chunk of texts, whatever the dataset size."""
-    pending: list[pa.Table] = []
-    n = 0
-    for batch in store.text_batches(dataset, ["id", "text", "split", "label"]):
-        keep = [i for i, x in enumerate(batch.column("id").to_pylist()) if x not in done]
-        if not keep:
-            continue
-        pending.append(pa.Table.from_batches([batch]).take(keep))
-        n += len(keep)
-        while n >= size:
-            table = pa.concat_tables(pending)
-            yield table.slice(0, size)
-            rest = table.slice(size)
-            pending, n = ([rest] if rest.num_rows else []), rest.num_rows
-    if n:
-        yield pa.concat_tables(pending)
-
-
-def _chunk_features(computer: FeatureComputer, texts: list[str], keys: list[tuple[str, str | None]],
-                    stats: NeuronStats, bar: Any) -> tuple[dict[str, np.ndarray], int]:
-    """Features of one chunk: {column: [n, width]} in the stored dtype, rows in the given order, and the
-    number of truncated texts. keys: [n] (split, label) of each row, the groups of `stats`."""
-    seqs, truncated = computer.tokenize(texts)
-    group_of = {key: i for i, key in enumerate(stats.groups)}
-    group_t = torch.tensor([group_of[k] for k in keys], dtype=torch.long)
-    np_dtype = np.dtype(computer.dtype)
-    bufs = {b.column: np.empty((len(seqs), w), dtype=np_dtype) for b, w in zip(computer.blocks, computer.widths)}
-    for batch in computer.iter_batches(seqs):
-        stats.add(batch.values.float(), group_t[batch.rows])  # statistics of the values as stored
-        values = batch.values.numpy()
-        for b, c0, c1 in zip(computer.blocks, computer.offsets[:-1], computer.offsets[1:]):
-            bufs[b.column][batch.rows] = values[:, c0:c1]
-        if bar is not None:
-            bar.update(len(batch.rows))
-    return bufs, truncated
-
-
-def _write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.ndarray],
-                 blocks: list[FeatureBlock], dtype: str, stats: NeuronStats) -> Path:
-    final = fs.path / f"chunk-{index:06d}"
-    value_type = ARROW_TYPE[dtype]
-    schema = chunk_schema([(b.column, bufs[b.column].shape[1]) for b in blocks], value_type)
-    arrays = [meta.column(c).combine_chunks() for c in ("id", "split", "label")]
-    for b in blocks:
-        buf = bufs[b.column]
-        arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(buf.reshape(-1), type=value_type), buf.shape[1]))
-    table = pa.Table.from_arrays(arrays, schema=schema)
-    with staging(final, directory=True) as tmp:
-        with pa.OSFile(str(tmp / "features.arrow"), "wb") as sink:
-            with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression=None)) as w:
-                w.write_table(table)
-        pq.write_table(stats.table(), tmp / "stats.parquet", compression="zstd")
-        commit(tmp, final)
-    return final
-
-
-def _run_chunks(plan: _Plan, store: Store, computer: FeatureComputer, cfg: ExtractConfig) -> tuple[int, int]:
-    """Extract and commit every missing chunk, in order; returns (chunks written, texts truncated).
-
-    One background writer: chunk k is written (stats, Arrow, fsync, rename) while chunk k+1 runs through
-    the model. At most one write is pending, so memory holds at most two chunks, and chunks still become
-    visible strictly in order (resume relies on that)."""
-    todo, size = plan.todo, plan.chunk_rows
-    first = len(plan.fs.chunks())
-    n_chunks = -(-todo // size)
-    written = truncated = done_now = 0
-    t_run = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stcstore-writer") as writer, \
-            progress(todo, f"extract {cfg.dataset}", "text") as bar:
-        pending: Future | None = None
-        for k, chunk in enumerate(_chunks_to_do(store, cfg.dataset, plan.done, size)):
-            meta = chunk.select(["id", "split", "label"])
-            keys = list(zip(meta.column("split").to_pylist(), meta.column("label").to_pylist()))
-            stats = NeuronStats(plan.blocks, computer.widths, list(dict.fromkeys(keys)))
-            bufs, trunc = _chunk_features(computer, chunk.column("text").to_pylist(), keys, stats, bar)
-            truncated += trunc
-            if pending is not None:
-                pending.result()  # re-raises a failed write here, before anything else is written
-                written += 1
-            pending = writer.submit(_write_chunk, plan.fs, first + k, meta, bufs, plan.blocks, cfg.dtype, stats)
-            done_now += chunk.num_rows
-            if bar.disable:  # no TTY (a log file): one line per chunk instead of a bar
-                eprint(f"chunk {k + 1}/{n_chunks}: {done_now}/{todo} texts, "
-                       f"{done_now / (time.perf_counter() - t_run):.1f} texts/s")
-        if pending is not None:
-            pending.result()
-            written += 1
-    return written, truncated
 
 
 def _check_space(path: Path, needed: int, force: bool, messages: list[str]) -> None:
@@ -385,7 +287,7 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
                                    cfg.device, bucket=cfg.bucket)
         n_before = len(plan.fs.chunks())
         t_run = time.perf_counter()
-        written, truncated = _run_chunks(plan, store, computer, cfg)
+        written, truncated = run_chunks(plan, store, computer, cfg)
         seconds_run = time.perf_counter() - t_run
         if truncated:
             messages.append(f"{truncated} texts were longer than --max-length {plan.max_length} tokens and were "

@@ -1,0 +1,121 @@
+"""Extract's chunks: the missing texts cut into chunks in ingest order, each computed through the feature
+path and committed as one directory (features.arrow + stats.parquet) by an atomic rename, with one
+background writer so a chunk is written while the next one runs through the model."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import torch
+
+from ..core.atomic import commit, staging
+from ..core.console import eprint, progress
+from ..core.names import FeatureBlock
+from ..core.schemas import chunk_schema
+from ..store.store import FeatureSet, Store
+from .compute import FeatureComputer
+from .neuron_stats import NeuronStats
+
+if TYPE_CHECKING:
+    from .stage import ExtractConfig, Plan
+
+ARROW_TYPE = {"float16": pa.float16(), "float32": pa.float32()}
+
+
+def chunks_to_do(store: Store, dataset: str, done: set[str], size: int) -> Iterator[pa.Table]:
+    """The texts without features (id, text, split, label), in ingest order, cut into tables of `size` rows.
+    Streamed from the ingest batches: memory holds about one chunk of texts, whatever the dataset size."""
+    pending: list[pa.Table] = []
+    n = 0
+    for batch in store.text_batches(dataset, ["id", "text", "split", "label"]):
+        keep = [i for i, x in enumerate(batch.column("id").to_pylist()) if x not in done]
+        if not keep:
+            continue
+        pending.append(pa.Table.from_batches([batch]).take(keep))
+        n += len(keep)
+        while n >= size:
+            table = pa.concat_tables(pending)
+            yield table.slice(0, size)
+            rest = table.slice(size)
+            pending, n = ([rest] if rest.num_rows else []), rest.num_rows
+    if n:
+        yield pa.concat_tables(pending)
+
+
+def chunk_features(computer: FeatureComputer, texts: list[str], keys: list[tuple[str, str | None]],
+                    stats: NeuronStats, bar: Any) -> tuple[dict[str, np.ndarray], int]:
+    """Features of one chunk: {column: [n, width]} in the stored dtype, rows in the given order, and the
+    number of truncated texts. keys: [n] (split, label) of each row, the groups of `stats`."""
+    seqs, truncated = computer.tokenize(texts)
+    group_of = {key: i for i, key in enumerate(stats.groups)}
+    group_t = torch.tensor([group_of[k] for k in keys], dtype=torch.long)
+    np_dtype = np.dtype(computer.dtype)
+    bufs = {b.column: np.empty((len(seqs), w), dtype=np_dtype) for b, w in zip(computer.blocks, computer.widths)}
+    for batch in computer.iter_batches(seqs):
+        stats.add(batch.values.float(), group_t[batch.rows])  # statistics of the values as stored
+        values = batch.values.numpy()
+        for b, c0, c1 in zip(computer.blocks, computer.offsets[:-1], computer.offsets[1:]):
+            bufs[b.column][batch.rows] = values[:, c0:c1]
+        if bar is not None:
+            bar.update(len(batch.rows))
+    return bufs, truncated
+
+
+def write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.ndarray],
+                 blocks: list[FeatureBlock], dtype: str, stats: NeuronStats) -> Path:
+    final = fs.path / f"chunk-{index:06d}"
+    value_type = ARROW_TYPE[dtype]
+    schema = chunk_schema([(b.column, bufs[b.column].shape[1]) for b in blocks], value_type)
+    arrays = [meta.column(c).combine_chunks() for c in ("id", "split", "label")]
+    for b in blocks:
+        buf = bufs[b.column]
+        arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(buf.reshape(-1), type=value_type), buf.shape[1]))
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    with staging(final, directory=True) as tmp:
+        with pa.OSFile(str(tmp / "features.arrow"), "wb") as sink:
+            with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression=None)) as w:
+                w.write_table(table)
+        pq.write_table(stats.table(), tmp / "stats.parquet", compression="zstd")
+        commit(tmp, final)
+    return final
+
+
+def run_chunks(plan: "Plan", store: Store, computer: FeatureComputer, cfg: "ExtractConfig") -> tuple[int, int]:
+    """Extract and commit every missing chunk, in order; returns (chunks written, texts truncated).
+
+    One background writer: chunk k is written (stats, Arrow, fsync, rename) while chunk k+1 runs through
+    the model. At most one write is pending, so memory holds at most two chunks, and chunks still become
+    visible strictly in order (resume relies on that)."""
+    todo, size = plan.todo, plan.chunk_rows
+    first = len(plan.fs.chunks())
+    n_chunks = -(-todo // size)
+    written = truncated = done_now = 0
+    t_run = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stcstore-writer") as writer, \
+            progress(todo, f"extract {cfg.dataset}", "text") as bar:
+        pending: Future | None = None
+        for k, chunk in enumerate(chunks_to_do(store, cfg.dataset, plan.done, size)):
+            meta = chunk.select(["id", "split", "label"])
+            keys = list(zip(meta.column("split").to_pylist(), meta.column("label").to_pylist()))
+            stats = NeuronStats(plan.blocks, computer.widths, list(dict.fromkeys(keys)))
+            bufs, trunc = chunk_features(computer, chunk.column("text").to_pylist(), keys, stats, bar)
+            truncated += trunc
+            if pending is not None:
+                pending.result()  # re-raises a failed write here, before anything else is written
+                written += 1
+            pending = writer.submit(write_chunk, plan.fs, first + k, meta, bufs, plan.blocks, cfg.dtype, stats)
+            done_now += chunk.num_rows
+            if bar.disable:  # no TTY (a log file): one line per chunk instead of a bar
+                eprint(f"chunk {k + 1}/{n_chunks}: {done_now}/{todo} texts, "
+                       f"{done_now / (time.perf_counter() - t_run):.1f} texts/s")
+        if pending is not None:
+            pending.result()
+            written += 1
+    return written, truncated
