@@ -74,6 +74,7 @@ class Classifier:
         self._lm: LoadedModel | None = None
         self._computer: FeatureComputer | None = None
         self.path: Path | None = None
+        self.device = "cpu"  # where a model this classifier loads itself goes
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -153,7 +154,7 @@ class Classifier:
     def model(self) -> "LoadedModel":
         """The attached model; the fitted one is loaded (and checked) on first use."""
         if self._lm is None:
-            self.attach(self.load_model())
+            self.attach(self.load_model(device=self.device))
         return self._lm  # type: ignore[return-value]
 
     @property
@@ -189,7 +190,9 @@ class Classifier:
 
         if self._computer is None:
             f = self.manifest["features"]
-            self._computer = FeatureComputer(self.model(), self.blocks, int(f["max_length"]), f["dtype"],
+            lm = self.model()
+            device = str(next(lm.model.parameters()).device)  # wherever the attached model lives
+            self._computer = FeatureComputer(lm, self.blocks, int(f["max_length"]), f["dtype"], device=device,
                                              columns=self.neuron_columns())
         return self._computer
 

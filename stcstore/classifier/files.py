@@ -42,10 +42,10 @@ def save_classifier(manifest: dict[str, Any], arrays: dict[str, np.ndarray], fin
 
 
 def load_classifier(path: str | Path, model: "str | LoadedModel | None" = None,
-                    gguf_file: str | None = None) -> Classifier:
+                    gguf_file: str | None = None, device: str = "cpu") -> Classifier:
     """Load a classifier directory. `model`: a LoadedModel or a model name/path to score texts with; it is
     checked against the classifier's model fingerprint now. Without it, the fitted model is loaded (and
-    checked) on the first text prediction; scoring stored features never loads a model."""
+    checked) on the first text prediction, on `device`; scoring stored features never loads a model."""
     root = Path(path)
     mpath = root / "manifest.json"
     if not mpath.is_file():
@@ -63,8 +63,9 @@ def load_classifier(path: str | Path, model: "str | LoadedModel | None" = None,
         raise StcError(f"classifier {root} refused: {exc}") from None
     clf = Classifier(manifest, arrays)
     clf.path = root
+    clf.device = device
     if model is not None:
-        clf.attach(clf.load_model(model, gguf_file=gguf_file) if isinstance(model, str) else model)
+        clf.attach(clf.load_model(model, device=device, gguf_file=gguf_file) if isinstance(model, str) else model)
     return clf
 
 

@@ -13,9 +13,9 @@ from scipy.special import expit
 def decision(X: np.ndarray | torch.Tensor, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
     """Linear scores [n, K] of standardised X [n, d] for coef [K, d], intercept [K]."""
     Xt = torch.as_tensor(X)
-    Wt = torch.as_tensor(coef.T, dtype=Xt.dtype)
-    out = Xt @ Wt + torch.as_tensor(intercept, dtype=Xt.dtype)
-    return out.numpy().astype(np.float64)
+    Wt = torch.as_tensor(coef.T, dtype=Xt.dtype, device=Xt.device)
+    out = Xt @ Wt + torch.as_tensor(intercept, dtype=Xt.dtype, device=Xt.device)
+    return out.cpu().numpy().astype(np.float64)
 
 
 def probabilities(scores: np.ndarray) -> np.ndarray:

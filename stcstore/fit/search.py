@@ -74,7 +74,7 @@ class Fitter:
         mean, scale = standardize_(Xtr)
         Xva = apply_standardization(self.read([(block.column, None)], self.va), mean, scale)
         res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K, self.cfg.metric,
-                       self.cfg.path)
+                       self.cfg.path, self.cfg.device)
         return ProbeState(block, mean, scale, res)
 
     def aggregate(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState],
@@ -113,7 +113,7 @@ class Fitter:
                     Xtr = np.ascontiguousarray(Xtr_all[:, cols])
                     Xva = np.ascontiguousarray(Xva_all[:, cols])
                     res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K,
-                                   self.cfg.metric, self.cfg.path)
+                                   self.cfg.metric, self.cfg.path, self.cfg.device)
                     del Xtr, Xva
                     state = AggState(kind, pooling, eta, l_temp, groups, mean_all[cols], scale_all[cols], res)
                     seen[sig] = state

@@ -58,10 +58,11 @@ class L1Logistic:
         if n_classes < 2:
             raise ValueError("need at least two classes")
         self.X = X
+        self.device = X.device  # everything the solver creates lives beside X (a GPU with --device)
         self.n, self.d = X.shape
         self.K = 1 if n_classes == 2 else n_classes
         self.n_classes = n_classes
-        yi = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        yi = torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
         self.yi = yi
         if self.K == 1:
             self.Y = yi.to(torch.float32)[:, None]
@@ -139,7 +140,7 @@ class L1Logistic:
         kept across calls: the smooth loss is the same at every lam, so they stay valid along the path.
         Returns (W, b, objective, R [n, K] at the solution, iterations)."""
         XA = self.X.index_select(1, A) if A.numel() < self.d else self.X
-        rows = torch.cat([A, torch.tensor([self.d])])
+        rows = torch.cat([A, torch.tensor([self.d], device=self.device)])
         pairs = []
         for s_full, y_full in self._memory:
             s, y = s_full[rows], y_full[rows]
@@ -182,8 +183,8 @@ class L1Logistic:
             sy = float((s * y).sum())
             if sy > 1e-12 * float(s.norm()) * float(y.norm()):
                 pairs.append((s, y, 1.0 / sy))
-                s_full = torch.zeros(self.d + 1, self.K, dtype=torch.float64)
-                y_full = torch.zeros(self.d + 1, self.K, dtype=torch.float64)
+                s_full = torch.zeros(self.d + 1, self.K, dtype=torch.float64, device=self.device)
+                y_full = torch.zeros(self.d + 1, self.K, dtype=torch.float64, device=self.device)
                 s_full[rows], y_full[rows] = s, y
                 self._memory.append((s_full, y_full))
                 if len(pairs) > self.memory:
@@ -202,11 +203,11 @@ class L1Logistic:
         """Solve at `lam`, warm-started from `warm` (a point of this path) when given."""
         K, d = self.K, self.d
         if warm is None:
-            Wfull = torch.zeros(d, K, dtype=torch.float64)
+            Wfull = torch.zeros(d, K, dtype=torch.float64, device=self.device)
             b = self.b0.clone()
         else:
-            Wfull = torch.as_tensor(warm.coef.T, dtype=torch.float64).clone()
-            b = torch.as_tensor(warm.intercept, dtype=torch.float64).clone()
+            Wfull = torch.as_tensor(warm.coef.T, dtype=torch.float64, device=self.device).clone()
+            b = torch.as_tensor(warm.intercept, dtype=torch.float64, device=self.device).clone()
         # gradient at the warm start, for the strong rule
         _, _, R = self._terms(F.linear(self.X, Wfull.T.to(torch.float32).contiguous(), b.to(torch.float32)))
         G = (R.T @ self.X).T.abs().amax(dim=1) / self.n  # [d]
@@ -221,14 +222,14 @@ class L1Logistic:
             W, b, obj, R, s = self._solve_active(A, Wfull[A].clone(), b, lam)
             steps += s
             passes += 1
-            Wfull = torch.zeros(d, K, dtype=torch.float64)
+            Wfull = torch.zeros(d, K, dtype=torch.float64, device=self.device)
             Wfull[A] = W
             G = (R.T @ self.X).T.abs().amax(dim=1) / self.n
             violators = (~active) & (G > lam * (1 + 1e-3))
             if not bool(violators.any()):
                 break
             active |= violators
-        coef = Wfull.T.numpy().astype(np.float64)
-        return PathPoint(lam=lam, C=1.0 / (self.n * lam), coef=coef, intercept=b.numpy().copy(), objective=obj,
+        coef = Wfull.T.cpu().numpy().astype(np.float64)
+        return PathPoint(lam=lam, C=1.0 / (self.n * lam), coef=coef, intercept=b.cpu().numpy().copy(), objective=obj,
                          n_nonzero=int((np.abs(coef).max(axis=0) > 0).sum()), iterations=steps,
                          kkt_passes=passes)

@@ -68,6 +68,7 @@ class FitConfig:
     val_fraction: float = VAL_FRACTION  # carved from train (stratified, seeded) only when there is no validation split
     seed: int = 0
     threads: int | None = None
+    device: str = "cpu"  # torch device of the solver, e.g. cuda:0 (the store is read on the host)
     path: PathConfig = field(default_factory=PathConfig)
 
     def __post_init__(self) -> None:
@@ -267,7 +268,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         t0 = time.perf_counter()
         reports = _test_reports(fitter, fs, probes, best)
         seconds["test"] = time.perf_counter() - t0
-        fit_cfg = {k: v for k, v in asdict(cfg).items() if k != "threads"}
+        fit_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device")}  # how, not what
         fit_id = fingerprint([fs.id, splits.data_fingerprint, fit_cfg, FIT_FORMAT_VERSION])
         t0 = time.perf_counter()
         if write_tables(store, cfg.dataset, fit_id, probe_rows(fit_id, fs, list(probes.values())),

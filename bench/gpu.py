@@ -1,0 +1,84 @@
+"""GPU check and figures: extract, fit and score on a CUDA device with the packaged MiniLM, against the same
+steps on the CPU of the same machine, on the embedded demo sample (2,400 SST-2 sentences).
+
+Prints one JSON object: texts/s of extract (float32 and bfloat16 compute) and score, fit seconds, the
+validation accuracy of the STC chosen on each device, and the largest difference between features
+extracted on the GPU and on the CPU (float32 compute; both stored as float16).
+
+    python bench/gpu.py [--device cuda:0] [--out DIR]
+
+Meant for the `device` tool: one run, about 5 minutes on an H200 with 16 CPU cores. It needs stcstore and
+a CUDA build of torch importable (e.g. `pip install --no-deps -e .` over the machine's torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from stcstore import Store  # noqa: E402
+from stcstore.demo import DEMO_DATASET, demo_files, new_texts_file  # noqa: E402
+from stcstore.features import ExtractConfig, extract  # noqa: E402
+from stcstore.fit import FitConfig, fit  # noqa: E402
+from stcstore.ingest import IngestConfig, ingest  # noqa: E402
+from stcstore.score import ScoreConfig, score  # noqa: E402
+
+
+def run(base: Path, label: str, device: str, torch_dtype: str) -> dict:
+    st = base / f"st-{label}"
+    ingest(st, demo_files(), IngestConfig(DEMO_DATASET))
+    t0 = time.perf_counter()
+    ext = extract(st, ExtractConfig(DEMO_DATASET, device=device, torch_dtype=torch_dtype, batch_size=256,
+                                    max_tokens=65536))
+    t_ext = time.perf_counter() - t0
+    out = {"extract_texts_per_s": round(ext.texts_extracted / t_ext, 1), "store": str(st)}
+    if torch_dtype == "float32":
+        t0 = time.perf_counter()
+        res = fit(st, FitConfig(DEMO_DATASET, device=device), out=base / f"clf-{label}")
+        out["fit_seconds"] = round(time.perf_counter() - t0, 1)
+        out["stc_validation_accuracy"] = res.stc["validation"]["accuracy"]
+        texts = new_texts_file()
+        big = base / "score-in.jsonl"
+        lines = texts.read_text().splitlines()
+        big.write_text("\n".join(json.dumps({**json.loads(lines[i % len(lines)]), "id": f"s{i}"})
+                                 for i in range(5000)) + "\n")
+        r = score(ScoreConfig((res.classifier_dir,), str(base / f"p-{label}.parquet"),
+                              input=str(big), device=device, batch_size=256, max_tokens=65536))
+        out["score_texts_per_s"] = round(r.texts_per_s, 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda:0")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    base = Path(args.out or tempfile.mkdtemp(prefix="stcstore-gpu-"))
+    report = {"torch": torch.__version__, "cuda": torch.cuda.is_available(),
+              "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    report["cpu"] = run(base, "cpu", "cpu", "float32")
+    report["gpu"] = run(base, "gpu", args.device, "float32")
+    report["gpu_bf16"] = run(base, "gpu_bf16", args.device, "bfloat16")
+    a, b = Store(report["cpu"]["store"]), Store(report["gpu"]["store"])
+    diffs = []
+    for kind, pooling, layer in (("hidden", "mean", 6), ("ffn", "max", 3), ("hidden", "single", 0)):
+        _, xa, _ = a.matrix(DEMO_DATASET, "default", kind, pooling, layer, None)
+        _, xb, _ = b.matrix(DEMO_DATASET, "default", kind, pooling, layer, None)
+        diffs.append(float(np.abs(xa - xb).max()))
+    report["max_abs_feature_diff_gpu_vs_cpu"] = max(diffs)
+    print(json.dumps(report, indent=2))
+    if args.out:
+        (base / "gpu.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
