@@ -18,6 +18,7 @@ from stcstore.core.names import (
     MAX_TOKENS,
     METRICS,
     POOLINGS,
+    PROBE_ROWS,
     REPORT_HISTOGRAMS,
     REPORT_TOP,
     SCORE_CHUNK_ROWS,
@@ -91,3 +92,6 @@ EXPLAIN_LIMIT_OPT = click.option("--explain-limit", default=EXPLAIN_LIMIT, show_
 TOP = click.option("--top", default=REPORT_TOP, show_default=True, help="Neurons listed in the page and the JSON.")
 HISTOGRAMS = click.option("--histograms", default=REPORT_HISTOGRAMS, show_default=True,
                           help="Top neurons whose per-label value distributions are drawn (read from the store; 0: none).")
+PROBE_ROWS_OPT = click.option("--probe-rows", type=click.IntRange(min=0), default=PROBE_ROWS, show_default=True,
+                              help="Per-layer probes fit on a stratified sample of this many train rows "
+                                   "(0: all rows); the aggregated classifier always trains on every row.")

@@ -351,3 +351,26 @@ def test_newer_fit_tables_are_refused(binary_store, tmp_path):
     pq.write_table(t.replace_schema_metadata({FIT_TABLES_KEY: b"7"}), f)
     with pytest.raises(StcError, match="fit-table format '7'; this stcstore reads format 1"):
         Store(copy).table("probes")
+
+
+def test_probes_fit_on_a_stratified_row_sample_when_train_is_larger(binary_store, tmp_path):
+    """--probe-rows caps the rows of each per-layer probe (a seeded, stratified sample, recorded); the
+    aggregated classifier still trains on every train row; under the cap nothing changes, not even the fit id."""
+    from stcstore.fit.splits import stratified_sample
+
+    st, _ = binary_store
+    base = dict(kinds=("hidden",), poolings=("mean",), **FAST)
+    full = fit(st, FitConfig("d", model="tiny-bert", **base))
+    capped = fit(st, FitConfig("d", model="tiny-bert", probe_rows=100, **base), out=tmp_path / "c")
+    assert (full.n_train, full.n_probe_rows) == (120, 120)
+    assert (capped.n_train, capped.n_probe_rows) == (120, 100) and capped.fit_id != full.fit_id
+    assert load_classifier(tmp_path / "c").manifest["fit"]["probe_rows"] == 100
+    again = fit(st, FitConfig("d", model="tiny-bert", probe_rows=500, **base))
+    assert again.fit_id == full.fit_id  # the cap did not apply
+    plan = [np.arange(50), np.arange(70)]
+    y = np.array([0] * 90 + [1] * 30)
+    sub, ys = stratified_sample(plan, y, 40, seed=0)
+    assert len(ys) == 40 and (ys == 0).sum() == 30 and sum(len(r) for r in sub) == 40
+    assert [list(r) for r in sub] == [sorted(r) for r in sub]  # store order kept
+    with pytest.raises(StcError, match="--probe-rows must be at least 100"):
+        FitConfig("d", probe_rows=50)

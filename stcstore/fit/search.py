@@ -15,7 +15,7 @@ from ..store.store import FeatureSet, Store, neuron_picks
 from .metrics import scores
 from .probe import PathResult, apply_standardization, fit_path, standardize_
 from .sparsify import select_neurons
-from .splits import Splits
+from .splits import Splits, stratified_sample
 
 if TYPE_CHECKING:
     from .stage import FitConfig
@@ -65,15 +65,21 @@ class Fitter:
         self.store, self.fs, self.cfg, self.splits = store, fs, cfg, splits
         self.K = len(splits.classes)
         self.tr, self.va, self.te = cfg.train_split, cfg.val_split, cfg.test_split
+        # per-layer probes fit on a stratified sample of train when train is larger than probe_rows; the
+        # aggregates, which make the classifier, train on every row
+        y = splits.y[self.tr]
+        self.probe_sampled = cfg.probe_rows is not None and len(y) > cfg.probe_rows
+        self.probe_plan, self.probe_y = (stratified_sample(splits.plans[self.tr], y, cfg.probe_rows, cfg.seed)
+                                         if self.probe_sampled else (splits.plans[self.tr], y))
 
     def read(self, picks: list[tuple[str, np.ndarray | None]], split: str) -> np.ndarray:
         return self.store.gather(self.fs, picks, self.splits.plans[split])[1]
 
     def probe(self, block: FeatureBlock) -> ProbeState:
-        Xtr = self.read([(block.column, None)], self.tr)
+        Xtr = self.store.gather(self.fs, [(block.column, None)], self.probe_plan)[1]
         mean, scale = standardize_(Xtr)
         Xva = apply_standardization(self.read([(block.column, None)], self.va), mean, scale)
-        res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K, self.cfg.metric,
+        res = fit_path(Xtr, self.probe_y, Xva, self.splits.y[self.va], self.K, self.cfg.metric,
                        self.cfg.path, self.cfg.device)
         return ProbeState(block, mean, scale, res)
 

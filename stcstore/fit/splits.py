@@ -80,3 +80,18 @@ def plan_splits(store: Store, fs: FeatureSet, cfg: "FitConfig") -> Splits:
         ids = [v for m, r in zip(metas, plans[name]) for v in m.column("id").take(pa.array(r)).to_pylist()]
         h.update([name, ids, y[name].tolist()])
     return Splits(classes, plans, y, carved, unlabeled, h.hexdigest())
+
+
+def stratified_sample(plan: list[np.ndarray], y: np.ndarray, n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """A seeded sample of about `n` rows of a split, each class in its own proportion (at least one row of
+    each), in store order. plan: per chunk, row indices; y: [rows] class indices in plan order."""
+    rng = np.random.default_rng(seed)
+    total = len(y)
+    keep = np.zeros(total, dtype=bool)
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        k = max(1, int(round(len(members) * n / total)))
+        keep[rng.permutation(members)[:k]] = True
+    bounds = np.cumsum([0] + [len(r) for r in plan])
+    sub = [rows[keep[a:b]] for rows, a, b in zip(plan, bounds[:-1], bounds[1:])]
+    return sub, y[keep]

@@ -33,6 +33,7 @@ from ..core.names import (
     KINDS,
     METRICS,
     POOLINGS,
+    PROBE_ROWS,
     VAL_FRACTION,
     FeatureBlock,
     check_at_least,
@@ -68,6 +69,7 @@ class FitConfig:
     val_fraction: float = VAL_FRACTION  # carved from train (stratified, seeded) only when there is no validation split
     seed: int = 0
     threads: int | None = None
+    probe_rows: int | None = PROBE_ROWS  # per-layer probes use a stratified sample of this many train rows
     device: str = "cpu"  # torch device of the solver, e.g. cuda:0 (the store is read on the host)
     path: PathConfig = field(default_factory=PathConfig)
 
@@ -82,6 +84,7 @@ class FitConfig:
         if not (0.0 < self.val_fraction < 1.0):
             raise StcError("--val-fraction must be between 0 and 1")
         check_at_least(self, ("threads",))
+        check_at_least(self, ("probe_rows",), 100)
 
 
 @dataclass
@@ -98,6 +101,7 @@ class FitResult(Result):
     n_train: int
     n_validation: int
     n_test: int
+    n_probe_rows: int  # train rows the per-layer probes were fitted on (all of train, or the sample)
     carved_validation: bool
     seed: int
     fit_id: str
@@ -218,14 +222,15 @@ def _test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Pro
 
 
 def _classifier(fs: FeatureSet, splits: Splits, best: AggState, reports: dict[str, dict[str, Any]],
-                fit_id: str, fit_cfg: dict[str, Any], seed: int) -> Classifier:
+                fit_id: str, fit_cfg: dict[str, Any], seed: int, probe_rows: int) -> Classifier:
     c = best.result.chosen
     return Classifier.from_fit(
         fs=fs, groups=best.groups, classes=splits.classes, coef=c.coef, intercept=c.intercept,
         mean=best.mean, scale=best.scale, kind=best.kind, pooling=best.pooling, eta=best.eta, l_temp=best.l_temp,
         metrics={k: {f: v for f, v in r.items() if f in ("validation", "test", "what")} for k, r in reports.items()},
         fit={"fit_id": fit_id, "config": fit_cfg, "data_fingerprint": splits.data_fingerprint,
-             "carved_validation": splits.carved_validation, "seed": seed, "lam": c.lam, "C": c.C})
+             "carved_validation": splits.carved_validation, "seed": seed, "lam": c.lam, "C": c.C,
+             "probe_rows": probe_rows})
 
 
 def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, force: bool = False) -> FitResult:
@@ -269,13 +274,16 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         reports = _test_reports(fitter, fs, probes, best)
         seconds["test"] = time.perf_counter() - t0
         fit_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device")}  # how, not what
+        if not fitter.probe_sampled:  # the cap did not apply: it did not change the result (nor the fit id)
+            fit_cfg.pop("probe_rows")
         fit_id = fingerprint([fs.id, splits.data_fingerprint, fit_cfg, FIT_FORMAT_VERSION])
         t0 = time.perf_counter()
         if write_tables(store, cfg.dataset, fit_id, probe_rows(fit_id, fs, list(probes.values())),
                         aggregate_rows(fit_id, fs, aggs, best)):
             messages.append(f"replaced the tables of the identical earlier fit {fit_id}")
     if out_path is not None:
-        _classifier(fs, splits, best, reports, fit_id, fit_cfg, cfg.seed).save(out_path, force=force)
+        _classifier(fs, splits, best, reports, fit_id, fit_cfg, cfg.seed, len(fitter.probe_y)).save(out_path,
+                                                                                                    force=force)
     seconds["write"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
     c = best.result.chosen
@@ -285,7 +293,8 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         chosen={"kind": best.kind, "pooling": best.pooling, "eta": best.eta, "l_temp": best.l_temp,
                 "n_neurons": best.n_neurons, "n_nonzero": c.n_nonzero, "C": c.C, "lam": c.lam},
         n_train=len(splits.y[cfg.train_split]), n_validation=len(splits.y[cfg.val_split]),
-        n_test=len(splits.y[cfg.test_split]), carved_validation=splits.carved_validation, seed=cfg.seed,
+        n_test=len(splits.y[cfg.test_split]), n_probe_rows=len(fitter.probe_y),
+        carved_validation=splits.carved_validation, seed=cfg.seed,
         fit_id=fit_id, classifier_dir=str(out_path) if out_path is not None else None,
         seconds={k: round(v, 2) for k, v in seconds.items()}, peak_rss_mb=round(peak_rss_mb(), 1),
         messages=messages,
