@@ -100,7 +100,9 @@ def test_old_store_is_extended_by_extract_and_the_new_rows_scored(old):
     r = score(ScoreConfig(classifiers=(str(old / "classifier"),), store=str(old / "store"), dataset="reviews",
                           output=str(old / "store" / "predictions"), model=str(old / "model")))
     assert (r.scored_texts, r.classifiers[0].already) == (40, 300)
-    assert st.table("predictions")["id"].n_unique() == 340
+    preds = st.table("predictions")
+    assert preds["id"].n_unique() == 340
+    assert preds["text_hash"].null_count() == 300  # 0.1.0's rows have none; the new ones do
 
 
 def test_old_store_is_fitted_again_with_the_same_fit_id(old):

@@ -2,5 +2,5 @@
 -- probabilities follow the classifier's class order; run_date is the partition the run appended to.
 CREATE OR REPLACE VIEW predictions AS
 SELECT id, classifier, classifier_fingerprint, label, probabilities, list_max(probabilities) AS confidence,
-       scored_at, run_date
+       scored_at, text_hash, run_date
 FROM _predictions;
