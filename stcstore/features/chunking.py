@@ -59,7 +59,7 @@ def chunk_features(computer: FeatureComputer, texts: list[str], keys: list[tuple
     np_dtype = np.dtype(computer.dtype)
     bufs = {b.column: np.empty((len(seqs), w), dtype=np_dtype) for b, w in zip(computer.blocks, computer.widths)}
     for batch in computer.iter_batches(seqs):
-        stats.add(batch.values.float(), group_t[batch.rows])  # statistics of the values as stored
+        stats.add(batch.device_values.float(), group_t[batch.rows])  # of the values as stored, on the device
         values = batch.values.numpy()
         for b, c0, c1 in zip(computer.blocks, computer.offsets[:-1], computer.offsets[1:]):
             bufs[b.column][batch.rows] = values[:, c0:c1]
@@ -104,7 +104,7 @@ def run_chunks(plan: "Plan", store: Store, computer: FeatureComputer, cfg: "Extr
         for k, chunk in enumerate(chunks_to_do(store, cfg.dataset, plan.done, size)):
             meta = chunk.select(["id", "split", "label"])
             keys = list(zip(meta.column("split").to_pylist(), meta.column("label").to_pylist()))
-            stats = NeuronStats(plan.blocks, computer.widths, list(dict.fromkeys(keys)))
+            stats = NeuronStats(plan.blocks, computer.widths, list(dict.fromkeys(keys)), computer.device)
             bufs, trunc = chunk_features(computer, chunk.column("text").to_pylist(), keys, stats, bar)
             truncated += trunc
             if pending is not None:

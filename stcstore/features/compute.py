@@ -49,6 +49,7 @@ class Batch:
     values: torch.Tensor
     real: torch.Tensor
     tokens: dict[tuple[str, int], torch.Tensor] | None
+    device_values: torch.Tensor  # the same values on the model's device (statistics are computed there)
 
 
 @dataclass
@@ -129,14 +130,15 @@ class FeatureComputer:
         n = len(seqs)
         return [list(range(i, min(i + self.batch_size, n))) for i in range(0, n, self.batch_size)]
 
-    def stored(self, x: torch.Tensor, count: bool = True) -> torch.Tensor:
-        """Cast to the stored dtype on the CPU; float16 values beyond ±65504 are clipped (and counted)."""
+    def stored(self, x: torch.Tensor, count: bool = True, host: bool = True) -> torch.Tensor:
+        """Cast to the stored dtype (on the CPU when host); float16 values beyond ±65504 are clipped (and
+        counted)."""
         # two fast reductions instead of abs() (a full copy); count and clip only when needed
         if self.stored_torch == torch.float16 and (float(x.amax()) > FLOAT16_MAX or float(x.amin()) < -FLOAT16_MAX):
             if count:
                 self.clipped += int((x > FLOAT16_MAX).sum() + (x < -FLOAT16_MAX).sum())
             x = x.clamp(-FLOAT16_MAX, FLOAT16_MAX)
-        return x.to("cpu", dtype=self.stored_torch)
+        return x.to("cpu" if host else x.device, dtype=self.stored_torch)
 
     def iter_batches(self, seqs: list[list[int]]) -> Iterator[Batch]:
         """Forward every batch of `seqs` (token ids from `tokenize`) and yield its stored values."""
@@ -149,10 +151,12 @@ class FeatureComputer:
             out = self.forward.run(ids.to(self.device), mask.to(self.device))
             self.forward_seconds += time.perf_counter() - t0
             # one [B, total_width] tensor per batch: a single clip, cast and copy for all blocks
-            values = self.stored(torch.cat([out[(b.kind, b.layer)][b.pooling] for b in self.blocks], dim=1))
+            on_device = self.stored(torch.cat([out[(b.kind, b.layer)][b.pooling] for b in self.blocks], dim=1),
+                                    host=False)
+            values = on_device.to("cpu")  # the one host copy per batch (a no-op on the CPU)
             tokens = ({key: self.stored(x, count=False) for key, x in self.forward.tokens.items()}
                       if self.keep_tokens else None)
-            yield Batch(np.asarray(rows), values, mask.bool(), tokens)
+            yield Batch(np.asarray(rows), values, mask.bool(), tokens, on_device)
 
     def run(self, texts: list[str]) -> Features:
         """texts [n] -> Features, rows in the given order."""
