@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from .. import __version__
-from ..core.errors import FingerprintMismatchError, StcError
+from ..core.errors import FingerprintMismatchError
 from ..core.fingerprint import fingerprint, sha256_hex
 from ..core.names import FeatureBlock, blocks_to_run
 from .linear import decision, predict_index, probabilities
-from .manifest import ARRAYS, CLASSIFIER_FORMAT, CLASSIFIER_VERSION, MODEL_CHECK_KEYS
+from .manifest import ARRAYS, CLASSIFIER_FORMAT, CLASSIFIER_VERSION, MODEL_CHECK_KEYS, check_arrays
 
 if TYPE_CHECKING:
     from ..features.compute import FeatureComputer
@@ -65,12 +65,7 @@ class Classifier:
         self.intercept_ = arrays["intercept"]
         self.mean_ = arrays["mean"]
         self.scale_ = arrays["scale"]
-        n = sum(len(g.neurons) for g in self.groups)
-        k = 1 if len(self.classes_) == 2 else len(self.classes_)
-        if self.coef_.shape != (k, n) or self.intercept_.shape != (k,) or self.mean_.shape != (n,) \
-                or self.scale_.shape != (n,):
-            raise StcError(f"classifier arrays do not match its manifest ({n} features, {len(self.classes_)} "
-                           f"classes): coef {self.coef_.shape}, intercept {self.intercept_.shape}")
+        check_arrays(manifest, arrays)  # shapes against groups and classes, finite values, positive scales
         self._lm: LoadedModel | None = None
         self._computer: FeatureComputer | None = None
         self.path: Path | None = None

@@ -16,7 +16,7 @@ from ..core.atomic import check_output_dir, commit_replacing, staging, write_jso
 from ..core.errors import StcError
 from ..core.fingerprint import file_sha256
 from .classifier import Classifier
-from .manifest import ARRAYS, check_arrays, check_header, check_manifest
+from .manifest import ARRAYS, check_header, check_manifest
 
 if TYPE_CHECKING:
     from ..models.loading import LoadedModel
@@ -55,13 +55,12 @@ def load_classifier(path: str | Path, model: "str | LoadedModel | None" = None,
         check_header(manifest)
         check_manifest(manifest)
         arrays = {name: _load_array(root, name, manifest["arrays"][name]) for name in ARRAYS}
-        check_arrays(manifest, arrays)
+        clf = Classifier(manifest, arrays)  # checks the arrays against the manifest
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise StcError(f"{mpath} is not valid UTF-8 JSON ({type(exc).__name__}); the classifier directory is "
                        f"damaged") from None
     except StcError as exc:
         raise StcError(f"classifier {root} refused: {exc}") from None
-    clf = Classifier(manifest, arrays)
     clf.path = root
     clf.device = device
     if model is not None:

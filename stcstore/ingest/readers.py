@@ -44,7 +44,7 @@ class ReadOptions:
 class Row:
     """One candidate text before validation."""
 
-    line: int
+    line: int | None  # None where rows are not read from lines (texts rejected after reading)
     raw: str
     text: Any = None
     label: Any = None

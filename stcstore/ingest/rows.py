@@ -125,6 +125,11 @@ def _bad_field(what: str, value: str | None) -> str | None:
     return None
 
 
+def reason_kind(reason: str) -> str:
+    """The part of a reject reason that counts it (before any detail after a colon)."""
+    return reason.split(":")[0]
+
+
 def reject_row(row: Row, reason: str, source: str, now: datetime) -> dict[str, Any]:
     """A rejects-table row (core.schemas.REJECTS)."""
     rid = as_str(row.id)

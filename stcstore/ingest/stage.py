@@ -26,7 +26,7 @@ from ..core.result import Result
 from ..store.store import Store
 from .idindex import IdIndex
 from .readers import READ_ERRORS, ReadOptions, Row, detect_format, read_rows, strip_ext
-from .rows import RowValidator, Text, normalize_split, reject_row
+from .rows import RowValidator, Text, normalize_split, reason_kind, reject_row
 
 WRITE_ROWS = 50_000  # rows per Parquet row group while streaming a large file
 
@@ -210,7 +210,7 @@ def _read_into(path: Path, fmt: str, cfg: IngestConfig, validator: RowValidator,
 
 def _count_reject(result: FileResult, reason: str) -> None:
     result.rejected += 1
-    key = reason.split(":")[0]
+    key = reason_kind(reason)
     result.reasons[key] = result.reasons.get(key, 0) + 1
 
 

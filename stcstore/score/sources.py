@@ -16,8 +16,8 @@ from ..core import schemas
 from ..core.atomic import commit, staging
 from ..core.errors import StcError
 from ..ingest.idindex import IdIndex
-from ..ingest.readers import READ_ERRORS, ReadOptions, detect_format, read_rows
-from ..ingest.rows import RowValidator, reject_row
+from ..ingest.readers import READ_ERRORS, ReadOptions, Row, detect_format, read_rows
+from ..ingest.rows import RowValidator, reason_kind, reject_row
 from ..store.store import Store
 
 Chunks = Iterator[tuple[list[str], list[str]]]
@@ -31,6 +31,11 @@ class Rejects:
     rows: list[dict] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+
+    def add(self, row: Row, reason: str, source: str, now: dt.datetime) -> None:
+        self.rows.append(reject_row(row, reason, source, now))
+        key = reason_kind(reason)
+        self.reasons[key] = self.reasons.get(key, 0) + 1
 
     def write(self, source: str, messages: list[str]) -> None:
         if not self.rows:
@@ -61,9 +66,7 @@ def input_chunks(path: Path, fmt: str, text_field: str, id_field: str, chunk_row
             if verdict is None:
                 rejects.duplicates += 1
             elif isinstance(verdict, str):
-                key = verdict.split(":")[0]
-                rejects.reasons[key] = rejects.reasons.get(key, 0) + 1
-                rejects.rows.append(reject_row(row, verdict, str(path), now))
+                rejects.add(row, verdict, str(path), now)
             else:
                 ids.append(verdict.id)
                 texts.append(verdict.text)

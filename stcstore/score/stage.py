@@ -62,7 +62,6 @@ from ..core.names import (
 )
 from ..core.result import Result
 from ..ingest.readers import Row
-from ..ingest.rows import reject_row
 from ..models.loading import LoadedModel
 from .explain import EXPLAIN_POOLINGS, Explainer, token_spans
 from .groups import Group, Models, load_classifiers, make_groups
@@ -202,9 +201,7 @@ class _Run:
         now = dt.datetime.now(dt.timezone.utc)
         reason = f"no tokens but special ones for model {model}"
         for j in rows:
-            row = Row(line=0, raw=texts[j], id=ids[j])
-            self.rejects.rows.append({**reject_row(row, reason, self.source, now), "line": None})
-            self.rejects.reasons[reason.split(":")[0]] = self.rejects.reasons.get(reason.split(":")[0], 0) + 1
+            self.rejects.add(Row(line=None, raw=texts[j], id=ids[j]), reason, self.source, now)
 
     def chunk(self, groups: list[Group], ids: list[str], texts: list[str]) -> int:
         """Score one chunk with every group (only the texts some member has not scored yet) and commit it.

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from ..core import schemas
 from ..core.atomic import write_json_atomic
@@ -42,7 +43,6 @@ FIT_TABLES_VERSION = 1  # of STORE/fits/*/{probes,aggregates}.parquet (Parquet m
 FIT_TABLES_KEY = b"stcstore.fit_tables_version"
 # Tables `Store.table` returns; each is also a view of `stcstore sql`.
 TABLES = ("texts", "rejects", "sources", "predictions", "probes", "aggregates", "neuron_stats", "feature_sets")
-
 
 
 @dataclass
@@ -75,7 +75,7 @@ class FeatureSet:
 
 
 class Store:
-    """A store directory. Reads never lock; writers (ingest, extract) take the store lock."""
+    """A store directory. Reads never lock; writers (ingest, extract, fit) take the store lock."""
 
     def __init__(self, path: str | Path) -> None:
         self.root = Path(path)
@@ -140,15 +140,11 @@ class Store:
     def text_batches(self, dataset: str, columns: list[str], rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         """The texts of one dataset in ingest order, streamed: one ingest batch file at a time, `rows` rows
         per record batch (batch files hold consecutive seq ranges, each written in seq order)."""
-        import pyarrow.parquet as pq
-
         for f in sorted(self.ingest_dir(dataset).glob("batch=*/texts.parquet")):
             yield from pq.ParquetFile(f).iter_batches(batch_size=rows, columns=columns)
 
     def text_count(self, dataset: str) -> int:
         """How many texts a dataset holds, from the Parquet footers only."""
-        import pyarrow.parquet as pq
-
         return sum(pq.ParquetFile(f).metadata.num_rows
                    for f in self.ingest_dir(dataset).glob("batch=*/texts.parquet"))
 
@@ -198,8 +194,6 @@ class Store:
 
     def check_fit_tables(self) -> None:
         """Refuse fit tables of a format this stcstore cannot read (a newer stcstore wrote them)."""
-        import pyarrow.parquet as pq
-
         for f in sorted((self.root / "fits").glob("dataset=*/fit=*/*.parquet")):
             meta = pq.read_schema(f).metadata or {}
             raw = meta.get(FIT_TABLES_KEY, b"1")
