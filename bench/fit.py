@@ -1,110 +1,108 @@
-"""Benchmark: stcstore's probe stage vs the authors' recipe, on the same blocks of one store.
+"""Benchmark: the whole `stcstore fit` of this checkout against a baseline version, on the same store, in the
+same run.
 
-Authors' recipe (their code, per probe): scikit-learn LogisticRegression(penalty="l1", solver="saga"),
-C in {0.1, 0.2, 1, 10, 100}, 64 epochs (max_iter=64), the best C per probe on validation.
-stcstore: `probe.fit_path` (OWL-QN on the active set along a lam path, chosen on validation).
-Both get the same standardised train/validation matrices; reading the store is not timed.
+The baseline is a git ref of this repository (default `0e7e055`, release 0.1.0). It is built once into a
+private folder (`git worktree` + `pip install --no-deps --target`, cached under $TMPDIR) and run as its own
+process, exactly like this checkout's fit, so both get the same cores and their peak RSS is their own:
 
-    python bench/fit.py                                    # the demo store (built if missing)
-    python bench/fit.py --store ST --dataset sst2 --blocks ffn.mean.3,hidden.single.6 --threads 2
+    python bench/fit.py --store ST --dataset sst6k --threads 2
+    python bench/fit.py --store ST --dataset irony --model <path> --no-baseline
+    python bench/fit.py --store ST --dataset sst2 --baseline-ref d21cba0 --repeat 1
 
-Prints per block and in total: seconds of each, stcstore ÷ authors' time ratio (the speed-up is its
-inverse), and both validation accuracies. Goal: >= 10x faster with equal or better validation accuracy.
+Both fits write their tables into the store (a different fit id each: the fit format changed), and the
+baseline's classifier goes to a temporary folder. Prints, for each version: probe, aggregate and total
+seconds, peak RSS, the chosen configuration and its validation score, then the new ÷ baseline ratios and
+the validation difference (goal: ≥ 6x faster on 6k-row data, validation within ±0.003 or better).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
-import time
-import warnings
+import tempfile
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import torch  # noqa: E402
-
-from stcstore.core.names import FeatureBlock  # noqa: E402
-from stcstore.fit import FitConfig
-from stcstore.fit.metrics import scores  # noqa: E402
-from stcstore.fit.probe import PathConfig, apply_standardization, fit_path, standardize_  # noqa: E402
-from stcstore.fit.splits import plan_splits  # noqa: E402
-from stcstore.store import Store  # noqa: E402
-
-AUTHORS_C = (0.1, 0.2, 1.0, 10.0, 100.0)
+REPO = Path(__file__).resolve().parents[1]
 
 
-def authors(Xtr, ytr, Xva, yva, k):
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
+def baseline_site(ref: str) -> Path:
+    """An importable copy of `ref` (its stcstore package, CLI included), built once and cached."""
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", ref], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    root = Path(tempfile.gettempdir()) / f"stcstore-baseline-{sha}"
+    site = root / "site"
+    if (site / "stcstore" / "__init__.py").exists():
+        return site
+    tree = root / "tree"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), sha], check=True,
+                       capture_output=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(site), str(tree)], check=True)
+    return site
 
-    best = (-1.0, None)
-    for C in AUTHORS_C:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf = LogisticRegression(l1_ratio=1.0, solver="saga", C=C, max_iter=64).fit(Xtr, ytr)
-        acc = scores(yva, clf.predict(Xva), k)["accuracy"]
-        if acc > best[0]:
-            best = (acc, C)
-    return best
+
+def run_fit(site: Path | None, args: argparse.Namespace, extra: list[str]) -> dict:
+    """One fit in a fresh process (cwd outside the repository, so `site` is what gets imported)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = str(site if site is not None else REPO)
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["fit", "--store", str(Path(args.store).resolve()), "--dataset", args.dataset, "--model", args.model,
+                "--out", str(Path(tmp) / "clf"), "--json"] + extra
+        if args.threads:
+            argv += ["--threads", str(args.threads)]
+        code = "import sys; from stcstore.cli.main import main; sys.argv = ['stcstore'] + sys.argv[1:]; main()"
+        p = subprocess.run([sys.executable, "-c", code, *argv], cwd=tmp, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"fit failed ({'baseline' if site else 'this checkout'}):\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout)
+
+
+def describe(name: str, r: dict, metric: str) -> str:
+    c, s = r["chosen"], r["seconds"]
+    return (f"{name:10s} {s['probes']:8.1f} {s['aggregate']:10.1f} {s['total']:8.1f} {r['peak_rss_mb'] / 1024:8.2f} "
+            f"{r['stc']['validation'][metric]:9.4f} {r['best_probe']['validation'][metric]:9.4f}  "
+            f"{c['kind']}.{c['pooling']} η {c['eta']} L_temp {c['l_temp']}, {c['n_neurons']} neurons")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", default=None, help="store directory [default: a demo store, built if missing]")
-    ap.add_argument("--dataset", default="sst2-sample")
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--dataset", required=True)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--blocks", default="ffn.mean.3,ffn.max.5,hidden.mean.4,hidden.single.6")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--baseline-ref", default="0e7e055", help="git ref of the baseline [default: 0.1.0]")
+    ap.add_argument("--no-baseline", action="store_true", help="only this checkout's fit")
+    ap.add_argument("--metric", default="accuracy")
+    ap.add_argument("--fit-args", default="", help="extra options for this checkout's fit, e.g. '--probe-rows 5000'")
+    ap.add_argument("--baseline-json", default=None, help="reuse the baseline's result from this file when it "
+                    "exists (else run it and save it there): for repeated runs while developing")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    store_path = args.store
-    if store_path is None:
-        store_path = str(Path(os.environ.get("TMPDIR", "/tmp")) / "stcstore-bench-demo")
-        if not (Path(store_path) / "store.json").exists():
-            from stcstore.demo import DEMO_DATASET, demo_files
-            from stcstore.features import ExtractConfig, extract
-            from stcstore.ingest import IngestConfig, ingest
-
-            print(f"building the demo store in {store_path} ...", file=sys.stderr)
-            ingest(store_path, demo_files(), IngestConfig(dataset=DEMO_DATASET))
-            extract(store_path, ExtractConfig(dataset=DEMO_DATASET))
-    store = Store(store_path)
-    fs = store.feature_set(args.dataset, args.model)
-    cfg = FitConfig(dataset=args.dataset, model=args.model)
-    splits = plan_splits(store, fs, cfg)
-    k = len(splits.classes)
-    ytr, yva = splits.y["train"], splits.y["validation"]
-    print(f"store {store_path}, dataset {args.dataset}: train {len(ytr)}, validation {len(yva)}, {k} classes, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"{'block':18s} {'stcstore s':>10s} {'authors s':>10s} {'ratio':>7s} {'val acc stc':>12s} "
-          f"{'val acc authors':>16s}  chosen C (stc / authors)")
-    t_ours = t_theirs = 0.0
-    wins = 0
-    acc_ours = acc_all = 0.0
-    blocks = [FeatureBlock.parse(b) for b in args.blocks.split(",")]
-    for b in blocks:
-        Xtr = store.gather(fs, [(b.column, None)], splits.plans["train"])[1]
-        mean, scale = standardize_(Xtr)
-        Xva = apply_standardization(store.gather(fs, [(b.column, None)], splits.plans["validation"])[1], mean, scale)
-        t0 = time.perf_counter()
-        res = fit_path(Xtr, ytr, Xva, yva, k, "accuracy", PathConfig())
-        ours = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        acc_theirs, c_theirs = authors(Xtr, ytr, Xva, yva, k)
-        theirs = time.perf_counter() - t0
-        t_ours += ours
-        t_theirs += theirs
-        wins += res.validation["accuracy"] >= acc_theirs
-        acc_ours += res.validation["accuracy"] / len(blocks)
-        acc_all += acc_theirs / len(blocks)
-        print(f"{b.column:18s} {ours:10.2f} {theirs:10.2f} {ours / theirs:7.3f} {res.validation['accuracy']:12.4f} "
-              f"{acc_theirs:16.4f}  {res.chosen.C:.3g} / {c_theirs:g}")
-    print(f"{'total':18s} {t_ours:10.2f} {t_theirs:10.2f} {t_ours / t_theirs:7.3f}   "
-          f"speed-up {t_theirs / t_ours:.1f}x; stcstore's validation accuracy >= the authors' on {wins}/{len(blocks)} blocks, "
-          f"mean {acc_ours:.4f} vs {acc_all:.4f}")
+    runs = {}
+    if args.baseline_json and Path(args.baseline_json).exists():
+        runs["baseline"] = json.loads(Path(args.baseline_json).read_text())
+    elif not args.no_baseline:
+        runs["baseline"] = run_fit(baseline_site(args.baseline_ref), args, ["--metric", args.metric])
+        if args.baseline_json:
+            Path(args.baseline_json).write_text(json.dumps(runs["baseline"]))
+    runs["new"] = run_fit(None, args, ["--metric", args.metric] + args.fit_args.split())
+    r = runs["new"]
+    print(f"store {args.store}, dataset {args.dataset}: train {r['n_train']}, validation {r['n_validation']}, "
+          f"{len(r['classes'])} classes; metric {args.metric}; threads {args.threads or 'default'}")
+    print(f"{'version':10s} {'probes s':>8s} {'aggregate':>10s} {'total s':>8s} {'RSS GB':>8s} {'STC val':>9s} "
+          f"{'probe val':>9s}  chosen")
+    for name, res in runs.items():
+        print(describe(name if name == "new" else f"{args.baseline_ref[:9]}", res, args.metric))
+    if "baseline" in runs:
+        b = runs["baseline"]
+        ratio = {k: r["seconds"][k] / max(b["seconds"][k], 1e-9) for k in ("probes", "aggregate", "total")}
+        d = r["stc"]["validation"][args.metric] - b["stc"]["validation"][args.metric]
+        print(f"new ÷ baseline: probes {ratio['probes']:.3f}, aggregate {ratio['aggregate']:.3f}, total "
+              f"{ratio['total']:.3f} (speed-up {1 / ratio['total']:.1f}x); peak RSS "
+              f"{r['peak_rss_mb'] / b['peak_rss_mb']:.2f}; STC validation {d:+.4f}")
 
 
 if __name__ == "__main__":

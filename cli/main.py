@@ -123,19 +123,20 @@ def sql(query, store, file, name, params, list_queries, max_rows, as_json) -> No
 @P.VAL_FRACTION_OPT
 @click.option("--seed", default=0, show_default=True, help="Seed of that carve and of the probes' row sample.")
 @P.PROBE_ROWS_OPT
+@P.MEMORY_BUDGET_OPT
 @P.THREADS
 @P.DEVICE
 @P.FORCE
 @P.JSON
-def fit(store, dataset, model, out, etas, metric, kinds, poolings, mix_kinds, val_fraction, seed, probe_rows, threads,
-        device, force, as_json) -> None:
+def fit(store, dataset, model, out, etas, metric, kinds, poolings, mix_kinds, val_fraction, seed, probe_rows,
+        memory_budget, threads, device, force, as_json) -> None:
     """Per-layer L1 probes, η-sparsification and cross-layer aggregation, all chosen on validation."""
     from stcstore.fit import FitConfig
     from stcstore.fit import fit as run
 
     cfg = FitConfig(dataset=dataset, model=model, etas=etas, metric=metric, kinds=kinds, poolings=poolings,
                     mix_kinds=mix_kinds, val_fraction=val_fraction, seed=seed, probe_rows=probe_rows or None,
-                    threads=threads, device=device)
+                    memory_budget_mb=memory_budget or None, threads=threads, device=device)
     emit(run(store, cfg, out=out, force=force), as_json)
 
 

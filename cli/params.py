@@ -16,6 +16,7 @@ from stcstore.core.names import (
     KINDS,
     LABEL_FIELD,
     MAX_TOKENS,
+    MEMORY_BUDGET_MB,
     METRICS,
     POOLINGS,
     PROBE_ROWS,
@@ -95,3 +96,8 @@ HISTOGRAMS = click.option("--histograms", default=REPORT_HISTOGRAMS, show_defaul
 PROBE_ROWS_OPT = click.option("--probe-rows", type=click.IntRange(min=0), default=PROBE_ROWS, show_default=True,
                               help="Per-layer probes fit on a stratified sample of this many train rows "
                                    "(0: all rows); the aggregated classifier always trains on every row.")
+MEMORY_BUDGET_OPT = click.option("--memory-budget", "memory_budget", type=click.IntRange(min=0), default=MEMORY_BUDGET_MB,
+                                 show_default=True, metavar="MB",
+                                 help="Largest aggregate train matrix held in memory (float32 rows x neurons); "
+                                      "above it the aggregates are searched on a stratified row sample and the "
+                                      "chosen one is refitted on every train row, streamed from disk (0: no limit).")

@@ -105,15 +105,22 @@ def test_old_store_is_extended_by_extract_and_the_new_rows_scored(old):
     assert preds["text_hash"].null_count() == 300  # 0.1.0's rows have none; the new ones do
 
 
-def test_old_store_is_fitted_again_with_the_same_fit_id(old):
+def test_old_store_is_fitted_again_with_the_same_result(old):
+    """Fit format 2 searches faster (see PathConfig); with 0.1.0's search options it reproduces 0.1.0's fit
+    exactly. The fit id differs (the format is part of it), so the old fit's tables stay beside the new."""
     expected = json.loads((old / "fit-result.json").read_text())
-    cfg = FitConfig("reviews", model=RECORDED_MODEL, etas=(0.3, 0.8), path=PathConfig(n_lambdas=10, min_ratio=1e-3))
+    legacy = PathConfig(n_lambdas=10, min_ratio=1e-3, patience=3, tol=1e-5, window=5, warm_aggregates=False)
+    cfg = FitConfig("reviews", model=RECORDED_MODEL, etas=(0.3, 0.8), path=legacy)
     r = fit(old / "store", cfg, out=old / "refit")
-    assert r.fit_id == expected["fit_id"] == FIT_ID
-    assert any("replaced the tables of the identical earlier fit" in m for m in r.messages)
+    assert expected["fit_id"] == FIT_ID and r.fit_id != FIT_ID
+    assert not any("replaced the tables" in m for m in r.messages)
     assert r.chosen == expected["chosen"] and r.stc == expected["stc"] and r.baseline == expected["baseline"]
+    fits = Store(old / "store").table("aggregates", "reviews")["fit_id"].unique().to_list()
+    assert sorted(fits) == sorted([FIT_ID, r.fit_id])
     refit, orig = load_classifier(old / "refit"), load_classifier(old / "classifier")
-    assert refit.fingerprint == orig.fingerprint
+    # the same weights to float64 rounding (the L-BFGS direction is now computed in its compact form)
+    for name in ("coef", "intercept", "mean", "scale"):
+        np.testing.assert_allclose(getattr(refit, f"{name}_"), getattr(orig, f"{name}_"), rtol=1e-9, atol=1e-12)
 
 
 def test_report_on_the_old_store_and_classifier(old):

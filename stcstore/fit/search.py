@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -13,7 +15,9 @@ from ..classifier.linear import decision, predict_index
 from ..core.names import KINDS, METRICS, FeatureBlock
 from ..store.store import FeatureSet, Store, neuron_picks
 from .metrics import scores
-from .probe import PathResult, apply_standardization, fit_path, standardize_
+from .probe import PathResult, apply_standardization, fit_around, fit_path, lambda_max, standardize_
+from .solver import PathPoint
+from .spill import ChunkedDesign, spill
 from .sparsify import select_neurons
 from .splits import Splits, stratified_sample
 
@@ -41,6 +45,7 @@ class AggState:
     mean: np.ndarray
     scale: np.ndarray
     result: PathResult
+    n_rows: int = 0  # train rows it was fitted on (a sample when the memory budget applied)
 
     @property
     def n_neurons(self) -> int:
@@ -71,6 +76,20 @@ class Fitter:
         self.probe_sampled = cfg.probe_rows is not None and len(y) > cfg.probe_rows
         self.probe_plan, self.probe_y = (stratified_sample(splits.plans[self.tr], y, cfg.probe_rows, cfg.seed)
                                          if self.probe_sampled else (splits.plans[self.tr], y))
+        self.agg_rows: dict[tuple[str, str], int] = {}  # (kind, pooling) -> sampled train rows, when sampled
+
+    def agg_plan(self, kind: str, pooling: str, width: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """The train rows an aggregate search of `width` columns holds in memory: all of them, or a stratified
+        sample when float32 rows x width exceeds the memory budget (the chosen aggregate is refitted on all)."""
+        plan, y = self.splits.plans[self.tr], self.splits.y[self.tr]
+        budget = self.cfg.memory_budget_mb
+        if budget is None:
+            return plan, y
+        rows = max(budget * 2**20 // (4 * max(width, 1)), 100)
+        if len(y) <= rows:
+            return plan, y
+        self.agg_rows[(kind, pooling)] = int(rows)
+        return stratified_sample(plan, y, int(rows), self.cfg.seed)
 
     def read(self, picks: list[tuple[str, np.ndarray | None]], split: str) -> np.ndarray:
         return self.store.gather(self.fs, picks, self.splits.plans[split])[1]
@@ -94,19 +113,25 @@ class Fitter:
                 if b.kind in kinds and b.pooling == pooling}
         order = sorted(kept, key=lambda b: (b.layer, KINDS.index(b.kind)))
         picks = neuron_picks(self.fs, [(b.kind, b.pooling, b.layer, kept[b]) for b in order])
-        Xtr_all = self.read(picks, self.tr)
-        Xva_all = self.read(picks, self.va)
         offsets = np.cumsum([0] + [len(kept[b]) for b in order])
+        plan, ytr = self.agg_plan(kind, pooling, int(offsets[-1]))
+        Xtr_all = self.store.gather(self.fs, picks, plan)[1]
+        Xva_all = self.read(picks, self.va)
         start = {b: int(offsets[i]) for i, b in enumerate(order)}  # first column of each block
         mean_all = np.concatenate([probes[b].mean[kept[b]] for b in order])
         scale_all = np.concatenate([probes[b].scale[kept[b]] for b in order])
         apply_standardization(Xtr_all, mean_all, scale_all)
         apply_standardization(Xva_all, mean_all, scale_all)
+        yva = self.splits.y[self.va]
+        # one grid of strengths for the whole group, so that a neighbour's chosen step means the same here
+        lam_top = lambda_max(Xtr_all, ytr, self.K, self.cfg.device) if self.cfg.path.warm_aggregates else None
         out: list[AggState] = []
         seen: dict[tuple, AggState] = {}
-        for eta in sorted(self.cfg.etas):
+        solved: dict[tuple[float, int], tuple[np.ndarray, AggState]] = {}  # (η, L_temp) -> (columns, state)
+        etas = sorted(self.cfg.etas)
+        for e, eta in enumerate(etas):
             n_keep = {b: len(select_neurons(probes[b].result.chosen.coef, eta)) for b in order}
-            for l_temp in layers:
+            for d, l_temp in enumerate(layers):
                 blocks = [b for b in order if b.layer <= l_temp]
                 cols = np.concatenate([np.arange(start[b], start[b] + n_keep[b]) for b in blocks])
                 groups = [FeatureGroup(b.kind, b.pooling, b.layer, [int(i) for i in kept[b][:n_keep[b]]])
@@ -114,23 +139,86 @@ class Fitter:
                 sig = tuple(cols.tolist())
                 if sig in seen:  # this η keeps exactly the neurons a smaller η kept: same fit
                     prev = seen[sig]
-                    state = AggState(kind, pooling, eta, l_temp, groups, prev.mean, prev.scale, prev.result)
+                    state = AggState(kind, pooling, eta, l_temp, groups, prev.mean, prev.scale, prev.result,
+                                     prev.n_rows)
                 else:
                     Xtr = np.ascontiguousarray(Xtr_all[:, cols])
                     Xva = np.ascontiguousarray(Xva_all[:, cols])
-                    res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K,
-                                   self.cfg.metric, self.cfg.path, self.cfg.device)
+                    # the neighbour: the previous η at this depth (a subset of these columns), else the previous depth
+                    near = (solved.get((etas[e - 1], l_temp)) if e else None) or \
+                        (solved.get((eta, layers[d - 1])) if d else None)
+                    if lam_top is None or near is None:
+                        res = fit_path(Xtr, ytr, Xva, yva, self.K, self.cfg.metric, self.cfg.path, self.cfg.device,
+                                       lam_top)
+                    else:
+                        res = fit_around(Xtr, ytr, Xva, yva, self.K, self.cfg.metric, self.cfg.path,
+                                         self.cfg.device, lam_top, _mapped(near, cols, offsets[-1]), near[1].result.step)
                     del Xtr, Xva
-                    state = AggState(kind, pooling, eta, l_temp, groups, mean_all[cols], scale_all[cols], res)
+                    state = AggState(kind, pooling, eta, l_temp, groups, mean_all[cols], scale_all[cols], res, len(ytr))
                     seen[sig] = state
+                solved[(eta, l_temp)] = (cols, state)
                 out.append(state)
                 on_fit(state)
         return out
 
+    def refit(self, best: AggState) -> None:
+        """Refit an aggregate searched on a row sample on every train row, streamed from a spill of its
+        columns (`spill`), searching the strength around the sample's choice; replaces its result."""
+        ytr, yva = self.splits.y[self.tr], self.splits.y[self.va]
+        picks = self.picks(best)
+        Xva = apply_standardization(self.read(picks, self.va), best.mean, best.scale)
+        folder = self.store.root / "fits"
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tmp-spill-", dir=folder) as tmp:  # .tmp-: swept if killed
+            files, dtype = spill(self.store, self.fs, picks, self.splits.plans[self.tr], Path(tmp))
+            design = ChunkedDesign(files, best.n_neurons, dtype, best.mean, best.scale, self.cfg.device)
+            r = best.result
+            best.result = fit_around(design, ytr, Xva, yva, self.K, self.cfg.metric, self.cfg.path, self.cfg.device,
+                                     r.lam_top, r.chosen, r.step)
+        best.n_rows = len(ytr)
+
+    def confirm(self, a: AggState) -> bool:
+        """Walk the full path (from the problem's own lam_max) for an aggregate the local search fitted, and keep
+        it when validation prefers it. Only for the few best aggregates: the local search sees fewer
+        strengths, and the full path's extra candidates matter where the choice is made. Returns whether
+        the result changed."""
+        picks = self.picks(a)
+        Xtr = apply_standardization(self.read(picks, self.tr), a.mean, a.scale)
+        Xva = apply_standardization(self.read(picks, self.va), a.mean, a.scale)
+        res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K, self.cfg.metric,
+                       self.cfg.path, self.cfg.device, a.result.lam_top)
+        key = (lambda r: (round(r.validation[self.cfg.metric], 12), -round(r.validation["log_loss"], 12)))
+        if key(res) <= key(a.result):
+            return False
+        res.seconds += a.result.seconds
+        a.result = res
+        return True
+
+    def picks(self, a: AggState) -> list[tuple[str, np.ndarray]]:
+        return neuron_picks(self.fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in a.groups])
+
     def test_scores(self, picks: list[tuple[str, np.ndarray | None]], mean: np.ndarray, scale: np.ndarray,
                     res: PathResult) -> dict[str, float]:
+        """Scores of the test rows, read one store chunk at a time (test may be any size)."""
         y = self.splits.y[self.te]
         if len(y) == 0:
             return {m: float("nan") for m in METRICS}
-        X = apply_standardization(self.read(picks, self.te), mean, scale)
-        return scores(y, predict_index(decision(X, res.chosen.coef, res.chosen.intercept)), self.K)
+        plan = self.splits.plans[self.te]
+        preds = []
+        for i, rows in enumerate(plan):
+            if rows is not None and len(rows) == 0:
+                continue
+            one = [rows if j == i else np.array([], dtype=np.int64) for j in range(len(plan))]
+            X = apply_standardization(self.store.gather(self.fs, picks, one)[1], mean, scale)
+            preds.append(predict_index(decision(X, res.chosen.coef, res.chosen.intercept)))
+        return scores(y, np.concatenate(preds), self.K)
+
+
+def _mapped(near: tuple[np.ndarray, AggState], cols: np.ndarray, width: int) -> PathPoint:
+    """The neighbour's chosen point on these columns: its weights where it had the column, zero elsewhere."""
+    near_cols, state = near
+    c = state.result.chosen
+    full = np.zeros((c.coef.shape[0], width))
+    full[:, near_cols] = c.coef
+    return PathPoint(lam=c.lam, C=c.C, coef=full[:, cols], intercept=c.intercept, objective=float("nan"),
+                     n_nonzero=c.n_nonzero, iterations=0, kkt_passes=0)

@@ -31,6 +31,7 @@ from ..core.fingerprint import fingerprint
 from ..core.names import (
     DEFAULT_ETAS,
     KINDS,
+    MEMORY_BUDGET_MB,
     METRICS,
     POOLINGS,
     PROBE_ROWS,
@@ -49,7 +50,7 @@ from .sparsify import check_eta
 from .splits import Splits, plan_splits
 from .tables import aggregate_rows, probe_rows, write_tables
 
-FIT_FORMAT_VERSION = 1
+FIT_FORMAT_VERSION = 2  # 2: patience 2, tol 1e-4, aggregates warm-started around their neighbour's choice
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class FitConfig:
     seed: int = 0
     threads: int | None = None
     probe_rows: int | None = PROBE_ROWS  # per-layer probes use a stratified sample of this many train rows
+    memory_budget_mb: int | None = MEMORY_BUDGET_MB  # aggregate train matrices above it: sampled search, streamed refit
     device: str = "cpu"  # torch device of the solver, e.g. cuda:0 (the store is read on the host)
     path: PathConfig = field(default_factory=PathConfig)
 
@@ -85,6 +87,7 @@ class FitConfig:
             raise StcError("--val-fraction must be between 0 and 1")
         check_at_least(self, ("threads",))
         check_at_least(self, ("probe_rows",), 100)
+        check_at_least(self, ("memory_budget_mb",), 1)
 
 
 @dataclass
@@ -102,6 +105,7 @@ class FitResult(Result):
     n_validation: int
     n_test: int
     n_probe_rows: int  # train rows the per-layer probes were fitted on (all of train, or the sample)
+    n_search_rows: int  # train rows the aggregate search held (all, or the memory budget's sample)
     carved_validation: bool
     seed: int
     fit_id: str
@@ -185,7 +189,21 @@ def _fit_aggregates(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[
             top = max(states, key=lambda a: agg_key(a, metric))
             eprint(f"aggregate {kind}.{pooling}: best val {metric} {top.result.validation[metric]:.4f} "
                    f"(η {top.eta}, L_temp {top.l_temp}, {top.n_neurons} neurons)")
+    if fitter.cfg.path.warm_aggregates and fitter.cfg.path.confirm_top:
+        # the few best of the local searches also get the full path (an aggregate fitted on a row sample is
+        # refitted on every row below instead)
+        ranked = sorted({id(a.result): a for a in aggs if a.n_rows == len(fitter.splits.y[fitter.tr])}.values(),
+                        key=lambda a: agg_key(a, metric), reverse=True)
+        for a in ranked[:fitter.cfg.path.confirm_top]:
+            if fitter.confirm(a):
+                for other in aggs:  # states that share the fit (same neurons at another η) share the result
+                    if other is not a and other.groups == a.groups:
+                        other.result = a.result
     best = max(aggs, key=lambda a: agg_key(a, metric))  # max keeps the first of equals, as a strict > did
+    if best.n_rows < len(fitter.splits.y[fitter.tr]):  # searched on a sample: the classifier gets every row
+        eprint(f"refitting {best.kind}.{best.pooling} η {best.eta} L_temp {best.l_temp} on every train row "
+               f"(searched on {best.n_rows:,}), streamed from disk")
+        fitter.refit(best)
     return aggs, best
 
 
@@ -276,6 +294,13 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         fit_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device")}  # how, not what
         if not fitter.probe_sampled:  # the cap did not apply: it did not change the result (nor the fit id)
             fit_cfg.pop("probe_rows")
+        if not fitter.agg_rows:  # nor did the memory budget
+            fit_cfg.pop("memory_budget_mb")
+        else:
+            messages.append("memory budget {} MB: aggregates of {} searched on a stratified sample of train rows "
+                            "({}); the chosen one refitted on all {:,} train rows, streamed from disk".format(
+                                cfg.memory_budget_mb, ", ".join(f"{k}.{p}" for k, p in fitter.agg_rows),
+                                ", ".join(f"{n:,}" for n in fitter.agg_rows.values()), len(fitter.splits.y[cfg.train_split])))
         fit_id = fingerprint([fs.id, splits.data_fingerprint, fit_cfg, FIT_FORMAT_VERSION])
         t0 = time.perf_counter()
         if write_tables(store, cfg.dataset, fit_id, probe_rows(fit_id, fs, list(probes.values())),
@@ -294,6 +319,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
                 "n_neurons": best.n_neurons, "n_nonzero": c.n_nonzero, "C": c.C, "lam": c.lam},
         n_train=len(splits.y[cfg.train_split]), n_validation=len(splits.y[cfg.val_split]),
         n_test=len(splits.y[cfg.test_split]), n_probe_rows=len(fitter.probe_y),
+        n_search_rows=min(fitter.agg_rows.values(), default=len(splits.y[cfg.train_split])),
         carved_validation=splits.carved_validation, seed=cfg.seed,
         fit_id=fit_id, classifier_dir=str(out_path) if out_path is not None else None,
         seconds={k: round(v, 2) for k, v in seconds.items()}, peak_rss_mb=round(peak_rss_mb(), 1),

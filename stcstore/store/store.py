@@ -214,20 +214,23 @@ class Store:
         return plan
 
     def gather(self, fs: FeatureSet, column_picks: list[tuple[str, np.ndarray | None]],
-               plan: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               plan: list[np.ndarray | None], dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stream chunks; for each (column, neuron indices or None for all) copy the planned rows into
-        one preallocated float32 matrix. plan: per chunk, the row indices to take (None: all rows).
+        one preallocated matrix of `dtype` (float32; the stored dtype keeps the values as stored). plan: per
+        chunk, the row indices to take (None: all rows; an empty array skips the chunk).
 
-        Returns (ids [n], X [n, sum of widths] float32, labels [n]). Peak heap = the output; chunk
-        columns are memory-mapped."""
+        Returns (ids [n], X [n, sum of widths], labels [n]). Peak heap = the output; chunk columns are
+        memory-mapped."""
         chunks = fs.chunks()
         if len(plan) != len(chunks):
             raise StcError(f"feature set {fs.id[:12]} changed while being read (chunks {len(chunks)}, plan {len(plan)})")
-        metas = self.chunk_meta(fs)
-        sizes = [m.num_rows if r is None else len(r) for m, r in zip(metas, plan)]
+        # chunk metadata only of the chunks read (a plan that skips most chunks reads few)
+        metas = [None if r is not None and len(r) == 0 else read_chunk_columns(c, ["id", "split", "label"])
+                 for c, r in zip(chunks, plan)]
+        sizes = [len(r) if r is not None else m.num_rows for m, r in zip(metas, plan)]  # type: ignore[union-attr]
         n = sum(sizes)
         widths = [len(idx) if idx is not None else fs.width(FeatureBlock.parse(col).kind) for col, idx in column_picks]
-        X = np.empty((n, sum(widths)), dtype=np.float32)
+        X = np.empty((n, sum(widths)), dtype=dtype)
         ids: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         r0 = 0
@@ -244,7 +247,7 @@ class Store:
                 else:
                     X[r0:r1, c0:c0 + w] = block[:, idx] if rows is None else block[np.ix_(rows, idx)]
                 c0 += w
-            sel = meta if rows is None else meta.take(rows)
+            sel = meta if rows is None else meta.take(rows)  # type: ignore[union-attr]  (read for every chunk with rows)
             ids.append(sel.column("id").to_numpy(zero_copy_only=False))
             labels.append(sel.column("label").to_numpy(zero_copy_only=False))
             r0 = r1
