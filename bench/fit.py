@@ -64,7 +64,8 @@ def run_fit(site: Path | None, args: argparse.Namespace, extra: list[str]) -> di
 def describe(name: str, r: dict, metric: str) -> str:
     c, s = r["chosen"], r["seconds"]
     return (f"{name:10s} {s['probes']:8.1f} {s['aggregate']:10.1f} {s['total']:8.1f} {r['peak_rss_mb'] / 1024:8.2f} "
-            f"{r['stc']['validation'][metric]:9.4f} {r['best_probe']['validation'][metric]:9.4f}  "
+            f"{r['stc']['validation'][metric]:9.4f} {r['stc']['test'][metric]:9.4f} "
+            f"{r['best_probe']['validation'][metric]:9.4f}  "
             f"{c['kind']}.{c['pooling']} η {c['eta']} L_temp {c['l_temp']}, {c['n_neurons']} neurons")
 
 
@@ -93,7 +94,7 @@ def main() -> None:
     print(f"store {args.store}, dataset {args.dataset}: train {r['n_train']}, validation {r['n_validation']}, "
           f"{len(r['classes'])} classes; metric {args.metric}; threads {args.threads or 'default'}")
     print(f"{'version':10s} {'probes s':>8s} {'aggregate':>10s} {'total s':>8s} {'RSS GB':>8s} {'STC val':>9s} "
-          f"{'probe val':>9s}  chosen")
+          f"{'STC test':>9s} {'probe val':>9s}  chosen")
     for name, res in runs.items():
         print(describe(name if name == "new" else f"{args.baseline_ref[:9]}", res, args.metric))
     if "baseline" in runs:

@@ -1,0 +1,138 @@
+"""Fit at scale: the local λ search of the aggregates, the memory budget (sampled search, streamed refit)
+and peak memory that does not grow with the number of train rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stcstore import Store, load_classifier
+from stcstore.features.synthetic import write_synthetic
+from stcstore.fit import FitConfig, fit
+from stcstore.fit.probe import PathConfig, fit_around, fit_path, standardize_, apply_standardization
+from stcstore.fit.solver import DenseDesign, L1Logistic
+from stcstore.fit.spill import ChunkedDesign
+
+QUICK = PathConfig(n_lambdas=8, min_ratio=1e-2)
+
+
+def _problem(n=600, d=40, k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    X[:, :5] += y[:, None].astype(np.float32) * 0.8
+    return X, y
+
+
+def _spilled(tmp_path: Path, X16: np.ndarray, sizes: list[int]) -> list[tuple[Path, int]]:
+    files, r0 = [], 0
+    for i, s in enumerate(sizes):
+        p = tmp_path / f"rows-{i}.bin"
+        X16[r0:r0 + s].tofile(p)
+        files.append((p, s))
+        r0 += s
+    return files
+
+
+def test_chunked_design_computes_what_the_dense_one_does(tmp_path):
+    X, _ = _problem()
+    X16 = X.astype(np.float16)
+    dense = X16.astype(np.float32)
+    mean, scale = standardize_(dense)
+    chunked = ChunkedDesign(_spilled(tmp_path, X16, [250, 250, 100]), 40, np.float16, mean, scale)
+    full = DenseDesign(torch.from_numpy(dense))
+    A = torch.tensor([3, 0, 17, 39])
+    for a, b in ((chunked, full), (chunked.select(A), full.select(A)), (chunked.select(A).select(torch.tensor([1, 3])),
+                                                                           full.select(A).select(torch.tensor([1, 3])))):
+        Wt, bias = torch.randn(3, a.d), torch.randn(3)
+        R = torch.randn(600, 3)
+        assert (a.n, a.d) == (b.n, b.d)
+        torch.testing.assert_close(a.linear(Wt, bias), b.linear(Wt, bias))  # row-wise: chunking cannot change it
+        torch.testing.assert_close(a.rtx(R), b.rtx(R), rtol=1e-5, atol=1e-4)  # a sum over rows: order differs
+    coef, icpt = np.random.default_rng(1).standard_normal((1, 40)), np.zeros(1)
+    np.testing.assert_allclose(chunked.decision(coef, icpt), full.decision(coef, icpt), rtol=1e-6, atol=1e-6)
+
+
+def test_solver_on_chunks_finds_the_in_memory_solution(tmp_path):
+    X, y = _problem(k=3)
+    X16 = X.astype(np.float16)
+    dense = X16.astype(np.float32)
+    mean, scale = standardize_(dense)
+    chunked = ChunkedDesign(_spilled(tmp_path, X16, [200, 200, 200]), 40, np.float16, mean, scale)
+    a, b = L1Logistic(chunked, y, 3, tol=1e-8), L1Logistic(torch.from_numpy(dense), y, 3, tol=1e-8)
+    assert a.lambda_max() == pytest.approx(b.lambda_max(), rel=1e-5)
+    lam = 0.05 * b.lambda_max()
+    pa, pb = a.fit(lam), b.fit(lam)
+    np.testing.assert_allclose(pa.coef, pb.coef, atol=2e-4)
+    assert pa.objective == pytest.approx(pb.objective, rel=1e-6)
+
+
+def test_local_search_from_the_optimum_stays_there():
+    """Started at a full path's choice (its own weights), the search around it finds the same strength."""
+    X, y = _problem(n=800)
+    Xtr, Xva, ytr, yva = X[:500].copy(), X[500:].copy(), y[:500], y[500:]
+    mean, scale = standardize_(Xtr)
+    apply_standardization(Xva, mean, scale)
+    full = fit_path(Xtr, ytr, Xva, yva, 2, "accuracy", QUICK)
+    local = fit_around(Xtr, ytr, Xva, yva, 2, "accuracy", QUICK, "cpu", full.lam_top, full.chosen, full.step)
+    assert local.step == full.step and local.validation["accuracy"] == full.validation["accuracy"]
+    assert len(local.rows) < len(full.rows)  # fewer points than the full path
+    assert [r["step"] for r in local.rows] == sorted(r["step"] for r in local.rows)
+
+
+def test_memory_budget_searches_a_sample_and_refits_on_every_row(tmp_path):
+    st = tmp_path / "st"
+    write_synthetic(st, "d", rows=3000, layers=2, widths={"hidden": 48, "ffn": 96}, kinds=("hidden",),
+                    poolings=("mean",), rows_per_chunk=700)
+    base = dict(kinds=("hidden",), poolings=("mean",), etas=(0.5, 1.0), path=QUICK)
+    free = fit(st, FitConfig("d", model="synthetic", **base), out=tmp_path / "free")
+    assert free.n_search_rows == free.n_train == 2250 and not any("memory budget" in m for m in free.messages)
+    same = fit(st, FitConfig("d", model="synthetic", memory_budget_mb=1000, **base))
+    assert same.fit_id == free.fit_id  # a budget that does not apply does not change the fit (nor its id)
+    # 1 MB holds 1,747 rows of the 150 neurons η 1.0 keeps in layers 0-2: the search gets a sample
+    tight = fit(st, FitConfig("d", model="synthetic", memory_budget_mb=1, **base), out=tmp_path / "tight")
+    assert tight.fit_id != free.fit_id
+    assert tight.n_search_rows < tight.n_train == 2250
+    assert any("refitted on all 2,250 train rows" in m for m in tight.messages)
+    assert not list((st / "fits").glob(".tmp-*"))  # the spill is gone
+    assert abs(tight.stc["validation"]["accuracy"] - free.stc["validation"]["accuracy"]) < 0.03
+    # the saved classifier is the refit on every row: its scores of the validation rows are what fit reported
+    clf = load_classifier(tmp_path / "tight")
+    _, X = clf.store_features(Store(st), "d", "validation")
+    _, _, labels = Store(st).matrix("d", "synthetic", "hidden", "mean", 0, "validation")
+    pred = clf.classes_[clf.predict_proba_features(X).argmax(axis=1)]
+    assert (pred == labels).mean() == pytest.approx(tight.stc["validation"]["accuracy"])
+
+
+def _fit_rss(store: Path, budget: int) -> dict:
+    code = (
+        "import json, resource, sys, torch; torch.set_num_threads(1)\n"
+        "from stcstore.fit import FitConfig, fit\nfrom stcstore.fit.probe import PathConfig\n"
+        f"r = fit({str(store)!r}, FitConfig('d', model='synthetic', kinds=('hidden',), poolings=('mean',), "
+        f"etas=(0.5,), probe_rows=5000, memory_budget_mb={budget}, path=PathConfig(n_lambdas=6, min_ratio=1e-2)))\n"
+        "print(json.dumps({'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+        "'search': r.n_search_rows, 'train': r.n_train}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_peak_memory_of_fit_does_not_grow_with_train_rows(tmp_path):
+    """100k vs 400k rows (hidden.mean of 3 layers x 256): the aggregate's train matrix alone would grow by
+    300k x 3 x 256 x 4 B = 880 MB (at η 0.5 about half of it); with a 16 MB budget peak RSS must stay flat."""
+    sizes = (100_000, 400_000)
+    for n in sizes:
+        write_synthetic(tmp_path / f"s{n}", "d", rows=n, layers=2, widths={"hidden": 256, "ffn": 8},
+                        kinds=("hidden",), poolings=("mean",), splits=(0.9, 0.02), rows_per_chunk=20_000)
+    small, large = (_fit_rss(tmp_path / f"s{n}", 16) for n in sizes)
+    assert small["train"] == 90_000 and large["train"] == 360_000
+    assert small["search"] < small["train"] and large["search"] == small["search"]
+    # left to grow: labels, ids and per-row solver vectors, ~100 bytes a row (30 MB for 300k rows)
+    assert large["rss"] - small["rss"] < 60, (small, large)
