@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--kinds", default="ffn")
     ap.add_argument("--poolings", default="max")
     ap.add_argument("--classes", type=int, default=2)
-    ap.add_argument("--signal", type=float, default=0.5, help="class separation of the strongest block (noise sds)")
+    ap.add_argument("--signal", type=float, default=3.0, help="class separation of the strongest block (noise sds)")
     ap.add_argument("--store", default=None, help="store folder [default: $TMPDIR/stcstore-scale-<shape>]")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--fit-args", default="", help="extra fit options, e.g. '--memory-budget 1024'")

@@ -129,7 +129,7 @@ def test_demo_runs_on_embedded_default(tmp_path):
     r = cli("demo", "--out", str(tmp_path / "demo"), "--json", "--threads", "2")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["texts"] == 4800 and out["extracted"] == 4800 and out["rejected"] == 0
+    assert out["texts"] == 6800 and out["extracted"] == 6800 and out["rejected"] == 0
     assert len(out["top_neurons"]) == 10 and out["top_neurons"][0]["effect_size"] > 0.5
     fitted = out["fit"]
     assert fitted["stc"]["validation"]["accuracy"] > 0.75 and fitted["baseline"]["validation"]["accuracy"] > 0.6
@@ -137,7 +137,7 @@ def test_demo_runs_on_embedded_default(tmp_path):
     assert out["report_html"] == str(tmp_path / "demo" / "report" / "report.html")
     assert "<svg" in Path(out["report_html"]).read_text()
     again = json.loads(cli("demo", "--out", str(tmp_path / "demo"), "--json").stdout)
-    assert again["extracted"] == 0 and again["texts"] == 4800  # re-run resumes: nothing new
+    assert again["extracted"] == 0 and again["texts"] == 6800  # re-run resumes: nothing new
 
 
 def test_hub_name_loads_offline_from_the_hf_cache(tmp_path, tiny_gpt2_dir, small):
