@@ -88,14 +88,14 @@ def test_local_search_from_the_optimum_stays_there():
 
 def test_memory_budget_searches_a_sample_and_refits_on_every_row(tmp_path):
     st = tmp_path / "st"
-    write_synthetic(st, "d", rows=3000, layers=2, widths={"hidden": 48, "ffn": 96}, kinds=("hidden",),
-                    poolings=("mean",), rows_per_chunk=700)
+    write_synthetic(st, "d", rows=3000, layers=2, widths={"hidden": 160, "ffn": 8}, kinds=("hidden",),
+                    poolings=("mean",), signal=6.0, shared=0.0, rows_per_chunk=700)  # dense probes: many neurons
     base = dict(kinds=("hidden",), poolings=("mean",), etas=(0.5, 1.0), path=QUICK)
     free = fit(st, FitConfig("d", model="synthetic", **base), out=tmp_path / "free")
     assert free.n_search_rows == free.n_train == 2250 and not any("memory budget" in m for m in free.messages)
     same = fit(st, FitConfig("d", model="synthetic", memory_budget_mb=1000, **base))
     assert same.fit_id == free.fit_id  # a budget that does not apply does not change the fit (nor its id)
-    # 1 MB holds 1,747 rows of the 150 neurons η 1.0 keeps in layers 0-2: the search gets a sample
+    # 1 MB holds fewer than 2,250 rows of the neurons η 1.0 keeps in layers 0-2 (> 117): the search gets a sample
     tight = fit(st, FitConfig("d", model="synthetic", memory_budget_mb=1, **base), out=tmp_path / "tight")
     assert tight.fit_id != free.fit_id
     assert tight.n_search_rows < tight.n_train == 2250
