@@ -104,6 +104,7 @@ def test_memory_budget_searches_a_sample_and_refits_on_every_row(tmp_path):
     assert abs(tight.stc["validation"]["accuracy"] - free.stc["validation"]["accuracy"]) < 0.03
     # the saved classifier is the refit on every row: its scores of the validation rows are what fit reported
     clf = load_classifier(tmp_path / "tight")
+    assert clf.manifest["fit"]["search_rows"] == tight.n_search_rows
     _, X = clf.store_features(Store(st), "d", "validation")
     _, _, labels = Store(st).matrix("d", "synthetic", "hidden", "mean", 0, "validation")
     pred = clf.classes_[clf.predict_proba_features(X).argmax(axis=1)]

@@ -240,7 +240,7 @@ def _test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Pro
 
 
 def _classifier(fs: FeatureSet, splits: Splits, best: AggState, reports: dict[str, dict[str, Any]],
-                fit_id: str, fit_cfg: dict[str, Any], seed: int, probe_rows: int) -> Classifier:
+                fit_id: str, fit_cfg: dict[str, Any], seed: int, probe_rows: int, search_rows: int) -> Classifier:
     c = best.result.chosen
     return Classifier.from_fit(
         fs=fs, groups=best.groups, classes=splits.classes, coef=c.coef, intercept=c.intercept,
@@ -248,7 +248,7 @@ def _classifier(fs: FeatureSet, splits: Splits, best: AggState, reports: dict[st
         metrics={k: {f: v for f, v in r.items() if f in ("validation", "test", "what")} for k, r in reports.items()},
         fit={"fit_id": fit_id, "config": fit_cfg, "data_fingerprint": splits.data_fingerprint,
              "carved_validation": splits.carved_validation, "seed": seed, "lam": c.lam, "C": c.C,
-             "probe_rows": probe_rows})
+             "probe_rows": probe_rows, "search_rows": search_rows})
 
 
 def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, force: bool = False) -> FitResult:
@@ -307,8 +307,9 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
                         aggregate_rows(fit_id, fs, aggs, best)):
             messages.append(f"replaced the tables of the identical earlier fit {fit_id}")
     if out_path is not None:
-        _classifier(fs, splits, best, reports, fit_id, fit_cfg, cfg.seed, len(fitter.probe_y)).save(out_path,
-                                                                                                    force=force)
+        search_rows = min(fitter.agg_rows.values(), default=len(splits.y[cfg.train_split]))
+        _classifier(fs, splits, best, reports, fit_id, fit_cfg, cfg.seed, len(fitter.probe_y), search_rows
+                    ).save(out_path, force=force)
     seconds["write"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
     c = best.result.chosen
