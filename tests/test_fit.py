@@ -16,6 +16,7 @@ import torch
 from stcstore import Store, load_classifier
 from stcstore.classifier.linear import decision, probabilities
 from stcstore.core.errors import FingerprintMismatchError, StcError
+from stcstore.features.synthetic import write_synthetic
 from stcstore.fit import FitConfig, fit
 from stcstore.fit.solver import L1Logistic
 from stcstore.store.sql import run_query
@@ -224,42 +225,10 @@ def test_bad_options_are_clear(binary_store):
 
 
 # ------------------------------------------------------------------------------------------- memory
-def _synthetic_store(root: Path, n_layers: int, n: int = 6000, width: int = 1024, seed: int = 0) -> None:
-    """A store written without a model: n rows, hidden.mean.0..n_layers-1 of `width`, 2 informative
-    neurons per layer. Enough for fit (chunk metadata + features)."""
-    from stcstore.core.atomic import write_json_atomic
-    from stcstore.core.names import FeatureBlock
-    from stcstore.core.schemas import NEURON_STATS as STATS_SCHEMA
-    from stcstore.features.chunking import write_chunk
-    from stcstore.store import FeatureSet
-
-    class _NoStats:
-        def table(self):
-            return STATS_SCHEMA.empty_table()
-
-    rng = np.random.default_rng(seed)
-    Store(root).ensure()
-    blocks = [FeatureBlock("hidden", "mean", l) for l in range(n_layers)]
-    fp = {"model": "synthetic", "max_length": 8, "dtype": "float16", "torch_dtype": "float32", "n_layers": n_layers,
-          "columns": [b.column for b in blocks], "feature_format": 1}
-    path = root / "features" / "dataset=d" / "fs=0123456789abcdef"
-    manifest = {"id": "0123456789abcdef", "dataset": "d", "fingerprint": fp, "columns": fp["columns"],
-                "widths": {"hidden": width, "ffn": width}}
-    write_json_atomic(path / "featureset.json", manifest)
-    fs = FeatureSet(path, manifest)
-    y = rng.integers(0, 2, n)
-    split = np.array(["train", "train", "train", "validation", "test"])[np.arange(n) % 5]
-    rows = 2000
-    for c, r0 in enumerate(range(0, n, rows)):
-        sl = slice(r0, min(n, r0 + rows))
-        meta = pa.table({"id": [f"r{i}" for i in range(sl.start, sl.stop)], "split": split[sl],
-                         "label": y[sl].astype(str)})
-        bufs = {}
-        for b in blocks:
-            x = rng.standard_normal((sl.stop - sl.start, width)).astype(np.float16)
-            x[:, :2] += (y[sl, None] * 1.5).astype(np.float16)
-            bufs[b.column] = x
-        write_chunk(fs, c, meta, bufs, blocks, "float16", _NoStats())
+def _synthetic_store(root: Path, n_layers: int, n: int = 6000, width: int = 1024) -> None:
+    """A store written without a model: n rows, hidden.mean.0..n_layers-1 of `width`."""
+    write_synthetic(root, "d", rows=n, layers=n_layers - 1, widths={"hidden": width, "ffn": 8}, kinds=("hidden",),
+                    poolings=("mean",))
 
 
 def _peak_rss(store: Path) -> float:

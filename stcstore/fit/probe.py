@@ -70,8 +70,9 @@ class PathResult:
     lam_top: float = 0.0  # the grid's top: step i has lam = lam_top * min_ratio ** (i / n_lambdas)
 
 
-def _key(s: dict[str, float], metric: str) -> tuple[float, float]:
-    # higher metric wins; validation log-loss breaks ties (accuracy ties are common on small splits)
+def validation_key(s: dict[str, float], metric: str) -> tuple[float, float]:
+    """Order of validation scores: the higher metric wins; lower log-loss breaks ties (accuracy ties are
+    common on small splits)."""
     return (round(s[metric], 12), -s["log_loss"])
 
 
@@ -134,9 +135,9 @@ class _Path:
                           "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"],
                           "val_log_loss": s["log_loss"], "iterations": pt.iterations,
                           "seconds": time.perf_counter() - t1})
-        better = self.best is None or _key(s, self.metric) > self.best[0]
+        better = self.best is None or validation_key(s, self.metric) > self.best[0]
         if better:
-            self.best = (_key(s, self.metric), i, pt, s)
+            self.best = (validation_key(s, self.metric), i, pt, s)
         return pt, better
 
     def walk(self, steps: range, warm: PathPoint | None, lam_prev: float, patience: int) -> None:

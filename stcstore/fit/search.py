@@ -15,10 +15,18 @@ from ..classifier.linear import decision, predict_index
 from ..core.names import KINDS, METRICS, FeatureBlock
 from ..store.store import FeatureSet, Store, neuron_picks
 from .metrics import scores
-from .probe import PathResult, apply_standardization, fit_around, fit_path, lambda_max, standardize_
+from .probe import (
+    PathResult,
+    apply_standardization,
+    fit_around,
+    fit_path,
+    lambda_max,
+    standardize_,
+    validation_key,
+)
 from .solver import PathPoint
-from .spill import ChunkedDesign, spill
 from .sparsify import select_neurons
+from .spill import ChunkedDesign, spill
 from .splits import Splits, stratified_sample
 
 if TYPE_CHECKING:
@@ -77,6 +85,11 @@ class Fitter:
         self.probe_plan, self.probe_y = (stratified_sample(splits.plans[self.tr], y, cfg.probe_rows, cfg.seed)
                                          if self.probe_sampled else (splits.plans[self.tr], y))
         self.agg_rows: dict[tuple[str, str], int] = {}  # (kind, pooling) -> sampled train rows, when sampled
+
+    @property
+    def search_rows(self) -> int:
+        """Train rows the aggregate search held: all of train, or the smallest memory-budget sample."""
+        return min(self.agg_rows.values(), default=len(self.splits.y[self.tr]))
 
     def agg_plan(self, kind: str, pooling: str, width: int) -> tuple[list[np.ndarray], np.ndarray]:
         """The train rows an aggregate search of `width` columns holds in memory: all of them, or a stratified
@@ -187,8 +200,8 @@ class Fitter:
         Xva = apply_standardization(self.read(picks, self.va), a.mean, a.scale)
         res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K, self.cfg.metric,
                        self.cfg.path, self.cfg.device, a.result.lam_top)
-        key = (lambda r: (round(r.validation[self.cfg.metric], 12), -round(r.validation["log_loss"], 12)))
-        if key(res) <= key(a.result):
+        metric = self.cfg.metric
+        if validation_key(res.validation, metric) <= validation_key(a.result.validation, metric):
             return False
         res.seconds += a.result.seconds
         a.result = res
@@ -203,14 +216,8 @@ class Fitter:
         y = self.splits.y[self.te]
         if len(y) == 0:
             return {m: float("nan") for m in METRICS}
-        plan = self.splits.plans[self.te]
-        preds = []
-        for i, rows in enumerate(plan):
-            if rows is not None and len(rows) == 0:
-                continue
-            one = [rows if j == i else np.array([], dtype=np.int64) for j in range(len(plan))]
-            X = apply_standardization(self.store.gather(self.fs, picks, one)[1], mean, scale)
-            preds.append(predict_index(decision(X, res.chosen.coef, res.chosen.intercept)))
+        preds = [predict_index(decision(apply_standardization(X, mean, scale), res.chosen.coef, res.chosen.intercept))
+                 for _, X in self.store.gather_by_chunk(self.fs, picks, self.splits.plans[self.te])]
         return scores(y, np.concatenate(preds), self.K)
 
 

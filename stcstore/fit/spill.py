@@ -77,11 +77,8 @@ def spill(store: Store, fs: FeatureSet, picks: list[tuple[str, np.ndarray | None
     dtype. Returns ([(file, rows)], dtype)."""
     dtype = np.dtype(fs.manifest["fingerprint"].get("dtype", "float16"))
     files = []
-    for i, rows in enumerate(plan):
-        one = [rows if j == i else np.array([], dtype=np.int64) for j in range(len(plan))]
-        _, X, _ = store.gather(fs, picks, one, dtype=dtype.type)
-        if len(X):
-            path = folder / f"rows-{i:06d}.bin"
-            X.tofile(path)
-            files.append((path, len(X)))
+    for i, X in store.gather_by_chunk(fs, picks, plan, dtype=dtype.type):
+        path = folder / f"rows-{i:06d}.bin"
+        X.tofile(path)
+        files.append((path, len(X)))
     return files, dtype

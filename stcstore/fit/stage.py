@@ -307,8 +307,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
                         aggregate_rows(fit_id, fs, aggs, best)):
             messages.append(f"replaced the tables of the identical earlier fit {fit_id}")
     if out_path is not None:
-        search_rows = min(fitter.agg_rows.values(), default=len(splits.y[cfg.train_split]))
-        _classifier(fs, splits, best, reports, fit_id, fit_cfg, cfg.seed, len(fitter.probe_y), search_rows
+        _classifier(fs, splits, best, reports, fit_id, fit_cfg, cfg.seed, len(fitter.probe_y), fitter.search_rows
                     ).save(out_path, force=force)
     seconds["write"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
@@ -320,7 +319,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
                 "n_neurons": best.n_neurons, "n_nonzero": c.n_nonzero, "C": c.C, "lam": c.lam},
         n_train=len(splits.y[cfg.train_split]), n_validation=len(splits.y[cfg.val_split]),
         n_test=len(splits.y[cfg.test_split]), n_probe_rows=len(fitter.probe_y),
-        n_search_rows=min(fitter.agg_rows.values(), default=len(splits.y[cfg.train_split])),
+        n_search_rows=fitter.search_rows,
         carved_validation=splits.carved_validation, seed=cfg.seed,
         fit_id=fit_id, classifier_dir=str(out_path) if out_path is not None else None,
         seconds={k: round(v, 2) for k, v in seconds.items()}, peak_rss_mb=round(peak_rss_mb(), 1),

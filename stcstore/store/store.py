@@ -254,6 +254,16 @@ class Store:
         cat = (lambda parts: np.concatenate(parts) if parts else np.array([], dtype=object))
         return cat(ids), X, cat(labels)
 
+    def gather_by_chunk(self, fs: FeatureSet, column_picks: list[tuple[str, np.ndarray | None]],
+                        plan: list[np.ndarray | None], dtype: type = np.float32) -> Iterator[tuple[int, np.ndarray]]:
+        """`gather`, one store chunk at a time: (chunk index, X of its planned rows) for every chunk with rows,
+        in plan order. Memory holds one chunk's rows, whatever the plan's size."""
+        skip = np.array([], dtype=np.int64)
+        for i, rows in enumerate(plan):
+            if rows is not None and len(rows) == 0:
+                continue
+            yield i, self.gather(fs, column_picks, [rows if j == i else skip for j in range(len(plan))], dtype)[1]
+
     def gather_split(self, fs: FeatureSet, column_picks: list[tuple[str, np.ndarray | None]], split: str | None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`gather` of one split's rows (None: all rows), in ingest order."""
