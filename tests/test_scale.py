@@ -16,7 +16,7 @@ from stcstore import Store, load_classifier
 from stcstore.features.synthetic import write_synthetic
 from stcstore.fit import FitConfig, fit
 from stcstore.fit.probe import PathConfig, fit_around, fit_path, standardize_, apply_standardization
-from stcstore.fit.solver import DenseDesign, L1Logistic
+from stcstore.fit.solver import ColumnDesign, DenseDesign, L1Logistic
 from stcstore.fit.spill import ChunkedDesign
 
 QUICK = PathConfig(n_lambdas=8, min_ratio=1e-2)
@@ -71,6 +71,29 @@ def test_solver_on_chunks_finds_the_in_memory_solution(tmp_path):
     pa, pb = a.fit(lam), b.fit(lam)
     np.testing.assert_allclose(pa.coef, pb.coef, atol=2e-4)
     assert pa.objective == pytest.approx(pb.objective, rel=1e-6)
+
+
+def test_column_view_computes_what_a_copy_of_its_columns_does():
+    """The aggregates solve on a view of the gathered block (no copy per aggregate): the same products and
+    the same path as on a contiguous copy of the columns."""
+    X, y = _problem(k=3)
+    mean, scale = standardize_(X)
+    cols = np.array([0, 1, 2, 7, 9, 30, 31])  # scattered, and short of the block's last column
+    view, copy = ColumnDesign(torch.from_numpy(X), cols), DenseDesign(torch.from_numpy(np.ascontiguousarray(X[:, cols])))
+    assert (view.n, view.d) == (copy.n, copy.d) and len(view.runs) == 4  # [0-2] [7] [9] [30-31]
+    assert all(Xr.untyped_storage().data_ptr() == view.X_all.untyped_storage().data_ptr() for _, Xr in view.runs)
+    A = torch.tensor([4, 0, 2])
+    for a, b in ((view, copy), (view.select(A), copy.select(A)), (view.select(torch.arange(7)), copy)):
+        Wt, bias, R = torch.randn(3, a.d), torch.randn(3), torch.randn(600, 3)
+        torch.testing.assert_close(a.linear(Wt, bias), b.linear(Wt, bias), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a.rtx(R), b.rtx(R), rtol=1e-5, atol=1e-4)
+    coef, icpt = np.random.default_rng(1).standard_normal((3, len(cols))), np.zeros(3)
+    np.testing.assert_allclose(view.decision(coef, icpt), copy.decision(coef, icpt), rtol=1e-5, atol=1e-5)
+    Xva = np.ascontiguousarray(X[:100, cols])
+    a = fit_path(view, y, Xva, y[:100], 3, "accuracy", QUICK)
+    b = fit_path(np.ascontiguousarray(X[:, cols]), y, Xva, y[:100], 3, "accuracy", QUICK)
+    assert a.step == b.step and a.validation == pytest.approx(b.validation, rel=1e-5)
+    np.testing.assert_allclose(a.chosen.coef, b.chosen.coef, atol=1e-4)
 
 
 def test_local_search_from_the_optimum_stays_there():

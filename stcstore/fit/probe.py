@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from ..classifier.linear import decision, predict_index, probabilities
 from ..core.errors import StcError
 from .metrics import log_loss, scores
-from .solver import L1Logistic, PathPoint
+from .solver import DenseDesign, L1Logistic, PathPoint
 
 if TYPE_CHECKING:
     from .spill import ChunkedDesign
@@ -76,7 +76,7 @@ def validation_key(s: dict[str, float], metric: str) -> tuple[float, float]:
     return (round(s[metric], 12), -s["log_loss"])
 
 
-def fit_path(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, n_classes: int,
+def fit_path(Xtr: "np.ndarray | DenseDesign | ChunkedDesign", ytr: np.ndarray, Xva: "np.ndarray | DenseDesign", yva: np.ndarray, n_classes: int,
              metric: str, cfg: PathConfig = PathConfig(), device: str = "cpu", lam_top: float | None = None
              ) -> PathResult:
     """The full path: n_lambdas steps down from the problem's own lam_max (snapped to the grid of `lam_top`
@@ -102,10 +102,10 @@ class _Path:
     Step i has lam = lam_top * min_ratio ** (i / n_lambdas). A problem covers the n_lambdas steps below its
     own lam_max: `first` is the first grid step under it (1 when lam_top is the problem's own lam_max)."""
 
-    def __init__(self, Xtr: "np.ndarray | ChunkedDesign", ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, n_classes: int,
+    def __init__(self, Xtr: "np.ndarray | DenseDesign | ChunkedDesign", ytr: np.ndarray, Xva: "np.ndarray | DenseDesign", yva: np.ndarray, n_classes: int,
                  metric: str, cfg: PathConfig, device: torch.device, lam_top: float | None) -> None:
         self.t0 = time.perf_counter()
-        X = torch.from_numpy(Xtr).to(device) if isinstance(Xtr, np.ndarray) else Xtr  # or a design (spill)
+        X = torch.from_numpy(Xtr).to(device) if isinstance(Xtr, np.ndarray) else Xtr  # or a design
         self.solver = L1Logistic(X, ytr, n_classes, tol=cfg.tol, window=cfg.window)
         lam_max = self.solver.lambda_max()
         if not np.isfinite(lam_max) or lam_max <= 0:  # no feature carries any signal (e.g. all constant)
@@ -117,7 +117,8 @@ class _Path:
         self.ratio = cfg.min_ratio ** (1.0 / cfg.n_lambdas)
         self.first = max(1, int(np.floor(np.log(lam_max / self.lam_top) / np.log(self.ratio) + 1e-9)) + 1)
         self.last = self.first + cfg.n_lambdas - 1
-        self.Xva, self.yva, self.ytr = torch.from_numpy(Xva).to(device), yva, ytr
+        self.Xva = DenseDesign(torch.from_numpy(Xva).to(device)) if isinstance(Xva, np.ndarray) else Xva
+        self.yva, self.ytr = yva, ytr
         self.n_classes, self.metric, self.cfg = n_classes, metric, cfg
         self.rows: list[dict[str, Any]] = []
         self.best: tuple[tuple[float, float], int, PathPoint, dict[str, float]] | None = None
@@ -130,7 +131,7 @@ class _Path:
         lam = self.lam(i)
         t1 = time.perf_counter()
         pt = self.solver.fit(lam, warm, lam_prev)
-        s = _evaluate(self.Xva, self.yva, pt, self.n_classes)
+        s = _scores(self.Xva.decision(pt.coef, pt.intercept), self.yva, self.n_classes)
         self.rows.append({"step": i, "lam": lam, "C": pt.C, "n_nonzero": pt.n_nonzero, "objective": pt.objective,
                           "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"],
                           "val_log_loss": s["log_loss"], "iterations": pt.iterations,
@@ -162,14 +163,14 @@ class _Path:
         return PathResult(chosen, s_val, train, self.rows, time.perf_counter() - self.t0, step, self.lam_top)
 
 
-def _fit_path(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, n_classes: int,
+def _fit_path(Xtr: "np.ndarray | DenseDesign | ChunkedDesign", ytr: np.ndarray, Xva: "np.ndarray | DenseDesign", yva: np.ndarray, n_classes: int,
               metric: str, cfg: PathConfig, device: torch.device, lam_top: float | None = None) -> PathResult:
     path = _Path(Xtr, ytr, Xva, yva, n_classes, metric, cfg, device, lam_top)
     path.walk(range(path.first, path.last + 1), None, path.lam_max, cfg.patience)
     return path.result()
 
 
-def fit_around(Xtr: "np.ndarray | ChunkedDesign", ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, n_classes: int, metric: str,
+def fit_around(Xtr: "np.ndarray | DenseDesign | ChunkedDesign", ytr: np.ndarray, Xva: "np.ndarray | DenseDesign", yva: np.ndarray, n_classes: int, metric: str,
                cfg: PathConfig, device: str, lam_top: float, warm: PathPoint, step: int) -> PathResult:
     """A path search around a neighbouring problem's choice instead of from lam_max.
 
@@ -187,10 +188,6 @@ def fit_around(Xtr: "np.ndarray | ChunkedDesign", ytr: np.ndarray, Xva: np.ndarr
         if path.best is not None and path.best[1] == start:
             path.walk(range(start - 1, path.first - 1, -1), pt0, pt0.lam, cfg.local_patience)
         return path.result()
-
-
-def _evaluate(X: torch.Tensor | np.ndarray, y: np.ndarray, pt: PathPoint, n_classes: int) -> dict[str, float]:
-    return _scores(decision(X, pt.coef, pt.intercept), y, n_classes)
 
 
 def _scores(sc: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+import torch
 
 from ..classifier.classifier import FeatureGroup
 from ..classifier.linear import decision, predict_index
@@ -24,7 +25,7 @@ from .probe import (
     standardize_,
     validation_key,
 )
-from .solver import PathPoint
+from .solver import ColumnDesign, PathPoint
 from .sparsify import select_neurons
 from .spill import ChunkedDesign, spill
 from .splits import Splits, stratified_sample
@@ -138,6 +139,11 @@ class Fitter:
         yva = self.splits.y[self.va]
         # one grid of strengths for the whole group, so that a neighbour's chosen step means the same here
         lam_top = lambda_max(Xtr_all, ytr, self.K, self.cfg.device) if self.cfg.path.warm_aggregates else None
+        Xtr_dev = torch.from_numpy(Xtr_all).to(self.cfg.device)  # one copy on a GPU, none on the CPU
+        Xva_dev = torch.from_numpy(Xva_all).to(self.cfg.device)
+        # the memory budget left beside the blocks for a copy of an aggregate's columns; else views of them
+        room = np.inf if self.cfg.memory_budget_mb is None else \
+            self.cfg.memory_budget_mb * 2**20 - Xtr_all.nbytes - Xva_all.nbytes
         out: list[AggState] = []
         seen: dict[tuple, AggState] = {}
         solved: dict[tuple[float, int], tuple[np.ndarray, AggState]] = {}  # (η, L_temp) -> (columns, state)
@@ -155,8 +161,11 @@ class Fitter:
                     state = AggState(kind, pooling, eta, l_temp, groups, prev.mean, prev.scale, prev.result,
                                      prev.n_rows)
                 else:
-                    Xtr = np.ascontiguousarray(Xtr_all[:, cols])
-                    Xva = np.ascontiguousarray(Xva_all[:, cols])
+                    # a contiguous copy of the columns is faster to solve on; within the budget only
+                    if 4 * (len(ytr) + len(yva)) * len(cols) > room:
+                        Xtr, Xva = ColumnDesign(Xtr_dev, cols), ColumnDesign(Xva_dev, cols)
+                    else:
+                        Xtr, Xva = np.ascontiguousarray(Xtr_all[:, cols]), np.ascontiguousarray(Xva_all[:, cols])
                     # the neighbour: the previous η at this depth (a subset of these columns), else the previous depth
                     near = (solved.get((etas[e - 1], l_temp)) if e else None) or \
                         (solved.get((eta, layers[d - 1])) if d else None)
