@@ -73,9 +73,11 @@ def ingest(sources, store, dataset, fmt, text_field, label_field, id_field, spli
 @click.option("--chunk-rows", type=int, default=None, help="Rows per chunk [default: ~128 MB of features per chunk].")
 @P.GGUF_FILE
 @click.option("--force", is_flag=True, help="Start even when the estimated size exceeds the free disk space.")
+@P.engine("extraction")
 @P.JSON
 def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_size, max_tokens, dtype,
-            torch_dtype, device, threads, chunk_rows, gguf_file, force, as_json) -> None:
+            torch_dtype, device, threads, chunk_rows, gguf_file, force, engine, ray_address, workers, cpus_per_worker,
+            gpus_per_worker, as_json) -> None:
     """Extract pooled hidden states and FFN activations of every text that has none yet (resumable)."""
     from stcstore.features import ExtractConfig
     from stcstore.features import extract as run
@@ -84,7 +86,13 @@ def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_si
                         max_length=max_length, batch_size=batch_size, max_tokens=max_tokens, dtype=dtype,
                         torch_dtype=torch_dtype, device=device, threads=threads, chunk_rows=chunk_rows,
                         gguf_file=gguf_file, force=force)
-    emit(run(store, cfg), as_json)
+    opts = P.ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker)
+    if opts is None:
+        emit(run(store, cfg), as_json)
+    else:
+        from stcstore.cluster import ray_extract
+
+        emit(ray_extract(store, cfg, opts), as_json)
 
 
 @cli.command()
@@ -127,9 +135,11 @@ def sql(query, store, file, name, params, list_queries, max_rows, as_json) -> No
 @P.THREADS
 @P.DEVICE
 @P.FORCE
+@P.engine("the per-layer probes")
 @P.JSON
 def fit(store, dataset, model, out, etas, metric, kinds, poolings, mix_kinds, val_fraction, seed, probe_rows,
-        memory_budget, threads, device, force, as_json) -> None:
+        memory_budget, threads, device, force, engine, ray_address, workers, cpus_per_worker, gpus_per_worker,
+        as_json) -> None:
     """Per-layer L1 probes, η-sparsification and cross-layer aggregation, all chosen on validation."""
     from stcstore.fit import FitConfig
     from stcstore.fit import fit as run
@@ -137,7 +147,13 @@ def fit(store, dataset, model, out, etas, metric, kinds, poolings, mix_kinds, va
     cfg = FitConfig(dataset=dataset, model=model, etas=etas, metric=metric, kinds=kinds, poolings=poolings,
                     mix_kinds=mix_kinds, val_fraction=val_fraction, seed=seed, probe_rows=probe_rows or None,
                     memory_budget_mb=memory_budget or None, threads=threads, device=device)
-    emit(run(store, cfg, out=out, force=force), as_json)
+    opts = P.ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker)
+    if opts is None:
+        emit(run(store, cfg, out=out, force=force), as_json)
+    else:
+        from stcstore.cluster import ray_fit
+
+        emit(ray_fit(store, cfg, opts, out=out, force=force), as_json)
 
 
 @cli.command()
@@ -164,10 +180,11 @@ def fit(store, dataset, model, out, etas, metric, kinds, poolings, mix_kinds, va
 @P.THREADS
 @P.DEVICE
 @click.option("--force", is_flag=True, help="Replace an existing --output FILE.parquet.")
+@P.engine("scoring")
 @P.JSON
 def score(classifiers, store, dataset, split, input_path, output, fmt, text_field, id_field, explain, explain_out,
-          explain_limit, model, gguf_file, batch_size, max_tokens, chunk_rows, threads, device, force,
-          as_json) -> None:
+          explain_limit, model, gguf_file, batch_size, max_tokens, chunk_rows, threads, device, force, engine,
+          ray_address, workers, cpus_per_worker, gpus_per_worker, as_json) -> None:
     """Score texts with fitted classifiers: early exit, one pass per model, incremental, explanations."""
     from stcstore.score import ScoreConfig
     from stcstore.score import score as run
@@ -177,7 +194,13 @@ def score(classifiers, store, dataset, split, input_path, output, fmt, text_fiel
                       explain_out=explain_out, explain_limit=explain_limit, model=model, gguf_file=gguf_file,
                       batch_size=batch_size, max_tokens=max_tokens, chunk_rows=chunk_rows, threads=threads,
                       device=device, force=force)
-    emit(run(cfg), as_json)
+    opts = P.ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker)
+    if opts is None:
+        emit(run(cfg), as_json)
+    else:
+        from stcstore.cluster import ray_score
+
+        emit(ray_score(cfg, opts), as_json)
 
 
 @cli.command()

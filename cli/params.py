@@ -101,3 +101,40 @@ MEMORY_BUDGET_OPT = click.option("--memory-budget", "memory_budget", type=click.
                                  help="Largest aggregate train matrix held in memory (float32 rows x neurons); "
                                       "above it the aggregates are searched on a stratified row sample and the "
                                       "chosen one is refitted on every train row, streamed from disk (0: no limit).")
+
+
+def engine(what: str):
+    """--engine and the Ray options; the command receives them as `ray_opts` (None: run locally)."""
+    def decorate(f):
+        for opt in reversed([
+            click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                         help=f"Where {what} runs: this process, or a Ray cluster (pip install 'stcstore[ray]')."),
+            click.option("--ray-address", default=None,
+                         help="Ray cluster to join [default: RAY_ADDRESS, else a cluster started by `ray start` on "
+                              "this machine, else a new local one]; 'local' always starts a new local one."),
+            click.option("--workers", type=click.IntRange(min=1), default=None,
+                         help="Ray workers [default: as many as the cluster's CPUs/GPUs hold]."),
+            click.option("--cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=1.0,
+                         show_default=True, help="CPUs Ray reserves per worker (also its torch threads)."),
+            click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                         help="GPUs Ray reserves per worker (a worker with a GPU computes on it)."),
+        ]):
+            f = opt(f)
+        return f
+    return decorate
+
+
+def ray_options(engine: str, ray_address: str | None, workers: int | None, cpus_per_worker: float,
+                gpus_per_worker: float):
+    """The RayOptions of `--engine ray` (None for local); Ray options without it are refused."""
+    if engine != "ray":
+        given = [name for name, v, default in (("--ray-address", ray_address, None), ("--workers", workers, None),
+                                               ("--cpus-per-worker", cpus_per_worker, 1.0),
+                                               ("--gpus-per-worker", gpus_per_worker, 0.0)) if v != default]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply with --engine ray")
+        return None
+    from stcstore.cluster import RayOptions
+
+    return RayOptions(address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
+                      gpus_per_worker=gpus_per_worker)

@@ -13,6 +13,8 @@ from scipy.special import expit
 def decision(X: np.ndarray | torch.Tensor, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
     """Linear scores [n, K] of standardised X [n, d] for coef [K, d], intercept [K]."""
     Xt = torch.as_tensor(X)
+    if not coef.flags.writeable:  # e.g. from Ray's object store (torch warns on read-only arrays)
+        coef = coef.copy(order="K")
     Wt = torch.as_tensor(coef.T, dtype=Xt.dtype, device=Xt.device)
     out = Xt @ Wt + torch.as_tensor(intercept, dtype=Xt.dtype, device=Xt.device)
     return out.cpu().numpy().astype(np.float64)

@@ -15,7 +15,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import torch
 
-from ..core.atomic import commit, staging
+from ..core.atomic import commit, fsync_tree, staging
 from ..core.console import eprint, progress
 from ..core.names import FeatureBlock
 from ..core.schemas import chunk_schema
@@ -68,9 +68,32 @@ def chunk_features(computer: FeatureComputer, texts: list[str], keys: list[tuple
     return bufs, truncated
 
 
+def compute_chunk(computer: FeatureComputer, chunk: pa.Table, bar: Any = None
+                  ) -> tuple[pa.Table, dict[str, np.ndarray], NeuronStats, int]:
+    """One chunk of texts (id, text, split, label) -> (its id/split/label, features, neuron statistics,
+    truncated texts): what `stage_chunk` writes."""
+    meta = chunk.select(["id", "split", "label"])
+    keys = list(zip(meta.column("split").to_pylist(), meta.column("label").to_pylist()))
+    stats = NeuronStats(computer.blocks, computer.widths, list(dict.fromkeys(keys)), computer.device)
+    bufs, trunc = chunk_features(computer, chunk.column("text").to_pylist(), keys, stats, bar)
+    return meta, bufs, stats, trunc
+
+
+def chunk_path(fs: FeatureSet, index: int) -> Path:
+    return fs.path / f"chunk-{index:06d}"
+
+
 def write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.ndarray],
-                 blocks: list[FeatureBlock], dtype: str, stats: NeuronStats) -> Path:
-    final = fs.path / f"chunk-{index:06d}"
+                blocks: list[FeatureBlock], dtype: str, stats: NeuronStats) -> Path:
+    final = chunk_path(fs, index)
+    commit(stage_chunk(final, meta, bufs, blocks, dtype, stats), final)
+    return final
+
+
+def stage_chunk(final: Path, meta: pa.Table, bufs: dict[str, np.ndarray], blocks: list[FeatureBlock], dtype: str,
+                stats: NeuronStats) -> Path:
+    """Write one chunk, complete and fsynced, into a hidden temp sibling of `final` and return it; the
+    caller commits it (a rename). Readers never see a temp; a killed writer's temp is swept later."""
     value_type = ARROW_TYPE[dtype]
     schema = chunk_schema([(b.column, bufs[b.column].shape[1]) for b in blocks], value_type)
     arrays = [meta.column(c).combine_chunks() for c in ("id", "split", "label")]
@@ -83,8 +106,8 @@ def write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.n
             with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression=None)) as w:
                 w.write_table(table)
         pq.write_table(stats.table(), tmp / "stats.parquet", compression="zstd")
-        commit(tmp, final)
-    return final
+        fsync_tree(tmp)
+    return tmp
 
 
 def run_chunks(plan: "Plan", store: Store, computer: FeatureComputer, cfg: "ExtractConfig") -> tuple[int, int]:
@@ -102,10 +125,7 @@ def run_chunks(plan: "Plan", store: Store, computer: FeatureComputer, cfg: "Extr
             progress(todo, f"extract {cfg.dataset}", "text") as bar:
         pending: Future | None = None
         for k, chunk in enumerate(chunks_to_do(store, cfg.dataset, plan.done, size)):
-            meta = chunk.select(["id", "split", "label"])
-            keys = list(zip(meta.column("split").to_pylist(), meta.column("label").to_pylist()))
-            stats = NeuronStats(plan.blocks, computer.widths, list(dict.fromkeys(keys)), computer.device)
-            bufs, trunc = chunk_features(computer, chunk.column("text").to_pylist(), keys, stats, bar)
+            meta, bufs, stats, trunc = compute_chunk(computer, chunk, bar)
             truncated += trunc
             if pending is not None:
                 pending.result()  # re-raises a failed write here, before anything else is written

@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -254,8 +254,32 @@ def _check_space(path: Path, needed: int, force: bool, messages: list[str]) -> N
     messages.append(f"warning: {what}; starting anyway (--force)")
 
 
-def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None = None) -> ExtractResult:
-    """Extract the missing features of `cfg.dataset`. `lm` lets tests and notebooks pass a built model."""
+@dataclass
+class ChunkRun:
+    """What running the chunks of one plan did (locally, or on a cluster: `stcstore.cluster`)."""
+
+    written: int
+    truncated: int
+    clipped: int
+    forward_seconds: float
+
+
+# runs every chunk of a plan and commits them in order: (plan, store, cfg, the driver's model) -> ChunkRun
+ChunkRunner = Callable[[Plan, Store, ExtractConfig, LoadedModel], ChunkRun]
+
+
+def _run_locally(plan: Plan, store: Store, cfg: ExtractConfig, lm: LoadedModel) -> ChunkRun:
+    computer = FeatureComputer(lm, plan.blocks, plan.max_length, cfg.dtype, cfg.batch_size, cfg.max_tokens,
+                               cfg.device, bucket=cfg.bucket)
+    written, truncated = run_chunks(plan, store, computer, cfg)
+    return ChunkRun(written, truncated, computer.clipped, computer.forward_seconds)
+
+
+def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None = None,
+            runner: ChunkRunner | None = None) -> ExtractResult:
+    """Extract the missing features of `cfg.dataset`. `lm` lets tests and notebooks pass a built model;
+    `runner` runs the chunks elsewhere (`stcstore.cluster.ray_extract`; the model is then loaded here on the
+    CPU only to plan: its fingerprint and widths)."""
     t_start = time.perf_counter()
     store = Store(store_path)
     store.require()
@@ -267,8 +291,9 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
             raise StcError(f"dataset {cfg.dataset!r} has no texts in {store.root}; run `stcstore ingest` first")
         if lm is None:
             eprint(f"loading model {cfg.model} ...")
-            lm = load_model(cfg.model, torch_dtype=cfg.torch_dtype, device=cfg.device, gguf_file=cfg.gguf_file)
-        else:
+            lm = load_model(cfg.model, torch_dtype=cfg.torch_dtype, device="cpu" if runner else cfg.device,
+                            gguf_file=cfg.gguf_file)
+        elif runner is None:
             lm.model.to(cfg.device)
         plan = _plan(store, cfg, lm)
         est = plan.todo * plan.row_bytes
@@ -283,24 +308,22 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
         _check_space(plan.fs.path, est, cfg.force, messages)
         for m in messages:
             eprint(m)
-        computer = FeatureComputer(lm, plan.blocks, plan.max_length, cfg.dtype, cfg.batch_size, cfg.max_tokens,
-                                   cfg.device, bucket=cfg.bucket)
         n_before = len(plan.fs.chunks())
         t_run = time.perf_counter()
-        written, truncated = run_chunks(plan, store, computer, cfg)
+        run = (runner or _run_locally)(plan, store, cfg, lm)
         seconds_run = time.perf_counter() - t_run
-        if truncated:
-            messages.append(f"{truncated} texts were longer than --max-length {plan.max_length} tokens and were "
+        if run.truncated:
+            messages.append(f"{run.truncated} texts were longer than --max-length {plan.max_length} tokens and were "
                             f"truncated")
-        if computer.clipped:
-            messages.append(f"{computer.clipped} values exceeded the float16 range and were clipped to ±65504; "
+        if run.clipped:
+            messages.append(f"{run.clipped} values exceeded the float16 range and were clipped to ±65504; "
                             f"use --dtype float32 to keep them")
     n = plan.todo
     return ExtractResult(
         dataset=cfg.dataset, feature_set=plan.fs.id, model=plan.fs.model, texts_total=plan.total,
-        texts_present_before=plan.total - n, texts_extracted=n, chunks_written=written,
-        chunks_total=n_before + written, seconds=time.perf_counter() - t_start,
-        forward_seconds=computer.forward_seconds, texts_per_s=(n / seconds_run) if n and seconds_run > 0 else 0.0,
-        estimated_bytes=est, store_bytes=dir_bytes(plan.fs.path), truncated=truncated,
-        clipped_values=computer.clipped, blocks=len(plan.blocks), new_feature_set=plan.created, messages=messages,
+        texts_present_before=plan.total - n, texts_extracted=n, chunks_written=run.written,
+        chunks_total=n_before + run.written, seconds=time.perf_counter() - t_start,
+        forward_seconds=run.forward_seconds, texts_per_s=(n / seconds_run) if n and seconds_run > 0 else 0.0,
+        estimated_bytes=est, store_bytes=dir_bytes(plan.fs.path), truncated=run.truncated,
+        clipped_values=run.clipped, blocks=len(plan.blocks), new_feature_set=plan.created, messages=messages,
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -160,12 +160,21 @@ def _notes(splits: Splits, cfg: FitConfig) -> list[str]:
     return messages
 
 
-def _fit_probes(fitter: Fitter, blocks: list[FeatureBlock], bar: Any) -> dict[FeatureBlock, ProbeState]:
+# fits the probes of these blocks, yielding their states in block order (locally: one after the other;
+# `stcstore.cluster.ray_fit`: as Ray tasks)
+ProbeRunner = Callable[[Fitter, list[FeatureBlock]], Iterator[ProbeState]]
+
+
+def _fit_probes(fitter: Fitter, blocks: list[FeatureBlock], bar: Any, runner: ProbeRunner | None = None
+                ) -> dict[FeatureBlock, ProbeState]:
     """Stage 1: one L1 probe per block, its strength chosen on validation."""
     metric = fitter.cfg.metric
     probes: dict[FeatureBlock, ProbeState] = {}
-    for i, b in enumerate(blocks):
-        p = probes[b] = fitter.probe(b)
+    states = runner(fitter, blocks) if runner is not None else (fitter.probe(b) for b in blocks)
+    for i, (b, p) in enumerate(zip(blocks, states)):
+        if p.block != b:
+            raise StcError(f"internal: probe of {p.block.column} returned for {b.column}")
+        probes[b] = p
         bar.update(1)
         bar.set_postfix_str(f"probe {b.column} val {metric} {p.result.validation[metric]:.4f}")
         if bar.disable:
@@ -251,9 +260,11 @@ def _classifier(fs: FeatureSet, splits: Splits, best: AggState, reports: dict[st
              "probe_rows": probe_rows, "search_rows": search_rows})
 
 
-def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, force: bool = False) -> FitResult:
+def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, force: bool = False,
+        probe_runner: ProbeRunner | None = None) -> FitResult:
     """Fit STC on one dataset of a store; save the chosen classifier to `out` (a new directory). Holds the
-    store's lock: the features it reads do not change under it, and its tables are written safely."""
+    store's lock: the features it reads do not change under it, and its tables are written safely.
+    `probe_runner` fits the per-layer probes elsewhere (`stcstore.cluster.ray_fit`); the rest runs here."""
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
     store = Store(store_path)
@@ -283,7 +294,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
                          for k, p in groups)
         with progress(len(blocks) + n_agg_fits, f"fit {cfg.dataset}", "fit") as bar:
             t0 = time.perf_counter()
-            probes = _fit_probes(fitter, blocks, bar)
+            probes = _fit_probes(fitter, blocks, bar, probe_runner)
             seconds["probes"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             aggs, best = _fit_aggregates(fitter, groups, probes, bar)

@@ -35,7 +35,7 @@ import uuid
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -168,7 +168,7 @@ class ScoreResult(Result):
 
 
 @dataclass
-class _Run:
+class ScoreRun:
     """State of one score run."""
 
     cfg: ScoreConfig
@@ -299,7 +299,7 @@ def _explainer(cfg: ScoreConfig, output: Path, clfs: list[Classifier], scored_at
     return Explainer(prefix, cfg.explain_limit)
 
 
-def _notes(run: _Run, groups: list[Group], messages: list[str]) -> None:
+def _notes(run: ScoreRun, groups: list[Group], messages: list[str]) -> None:
     for g in (g.info for g in groups):
         if g.get("truncated"):
             messages.append(f"{g['truncated']} texts were longer than the max_length of {g['model']} and were "
@@ -310,9 +310,16 @@ def _notes(run: _Run, groups: list[Group], messages: list[str]) -> None:
                             f"score into a new --output directory to rescore them")
 
 
-def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> ScoreResult:
+# scores every chunk and commits the output, into the run's counters (locally: `ScoreRun.all_chunks`;
+# `stcstore.cluster.ray_score`: on Ray actors)
+ChunkScorer = Callable[[ScoreRun, list[Group], Chunks, "int | None"], None]
+
+
+def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None,
+          chunk_scorer: ChunkScorer | None = None) -> ScoreResult:
     """Run one scoring job. `models` ({model name: LoadedModel}) lets tests and notebooks pass built models;
-    a classifier whose recorded model name is a key uses it (after the fingerprint check).
+    a classifier whose recorded model name is a key uses it (after the fingerprint check). `chunk_scorer`
+    scores the chunks elsewhere (`stcstore.cluster.ray_score`).
 
     Texts stream in chunks of cfg.chunk_rows; each chunk runs through every model group that has texts in
     it without a prediction, and is committed as one part file (directory output), so memory holds one
@@ -350,9 +357,12 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None) -> Sco
             remove_stale_temps(output)
             done = existing(output)
         explainer = _explainer(cfg, output, clfs, scored_at, run_id, messages)
-        run = _Run(cfg, clfs, runs, done, PredictionsSink(output, cfg.single_file, run_id, scored_at, asdict(cfg)),
+        run = ScoreRun(cfg, clfs, runs, done, PredictionsSink(output, cfg.single_file, run_id, scored_at, asdict(cfg)),
                    explainer, Models(dict(models or {}), cfg.model, cfg.device, cfg.gguf_file), rejects, source)
-        run.all_chunks(groups, chunks, total)
+        if chunk_scorer is None:
+            run.all_chunks(groups, chunks, total)
+        else:
+            chunk_scorer(run, groups, chunks, total)
         _notes(run, groups, messages)
         if run.texts and not run.scored_texts:
             messages.append(f"nothing to score: all {run.texts} texts already have predictions from "

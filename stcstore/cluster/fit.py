@@ -1,0 +1,66 @@
+"""`stcstore fit --engine ray`: the per-layer probes as Ray tasks; sparsification, aggregation, test scoring
+and every write stay on the driver.
+
+The probes are independent: each task receives the driver's `Fitter` (the store's path, the feature set,
+the splits and the probes' row sample; put once in Ray's object store) and one block, reads that block
+from the store itself (the store is on storage every node reaches) and fits its path exactly as a local
+fit does. Tasks run with the driver's torch thread count (`--threads`, else the CPUs asked per task), so
+a fit on Ray gives the same probes, choices and classifier as a local fit with the same `--threads`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ..core.console import eprint
+from ..core.names import FeatureBlock
+from ..fit.search import Fitter, ProbeState
+from ..fit.stage import FitConfig, FitResult, fit
+from .engine import RayOptions, check_resources, ray_session
+
+
+def probe_task(fitter: Fitter, block: FeatureBlock, threads: int, device: str) -> ProbeState:
+    torch.set_num_threads(threads)
+    if device != fitter.cfg.device:  # this task's GPU (the fitter is this task's own copy)
+        fitter.cfg = replace(fitter.cfg, device=device)
+    return fitter.probe(block)
+
+
+class RayProbeRunner:
+    """`fit.stage.ProbeRunner` on Ray: every block's probe is a task; states come back in block order."""
+
+    def __init__(self, ray: Any, opts: RayOptions, threads: int | None) -> None:
+        self.ray, self.opts = ray, opts
+        self.threads = threads or max(1, int(opts.cpus_per_worker))
+
+    def __call__(self, fitter: Fitter, blocks: list[FeatureBlock]) -> Iterator[ProbeState]:
+        ray, opts = self.ray, self.opts
+        n = min(opts.n_workers(ray), len(blocks))
+        check_resources(ray, opts, n)
+        eprint(f"Ray: {len(blocks)} probes as tasks of {opts.cpus_per_worker:g} CPUs and {opts.gpus_per_worker:g} GPUs,"
+               f" at most {n} at a time")
+        task = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker,
+                          max_retries=opts.max_retries)(probe_task)
+        ref = ray.put(fitter)
+        pending: list[Any] = []
+        queue = list(blocks)
+        try:
+            for _ in blocks:  # keep n tasks running; hand results back in block order
+                while queue and len(pending) < n:
+                    pending.append(task.remote(ref, queue.pop(0), self.threads, opts.worker_device(fitter.cfg.device)))
+                yield ray.get(pending.pop(0))
+        finally:
+            for r in pending:
+                ray.cancel(r, force=True)
+
+
+def ray_fit(store_path: str | Path, cfg: FitConfig, opts: RayOptions = RayOptions(), out: str | Path | None = None,
+            force: bool = False) -> FitResult:
+    """`fit` with the per-layer probes fitted on Ray."""
+    store_path = Path(store_path).resolve()  # tasks may start in another working directory, or on another node
+    with ray_session(opts) as ray:
+        return fit(store_path, cfg, out=out, force=force, probe_runner=RayProbeRunner(ray, opts, cfg.threads))
