@@ -101,6 +101,8 @@ class RayChunkRunner:
         self.ray, self.opts, self.ship_model = ray, opts, ship_model
         self.workers_used = 0
         self.per_worker: dict[str, int] = {}
+        self.startup_seconds = 0.0  # actors started, models loaded, fingerprints checked
+        self.driver_seconds = 0.0  # the driver's own work in the chunk loop (reading texts, submitting, committing)
 
     def _actors(self, plan: Plan, cfg: ExtractConfig, lm: LoadedModel, n: int) -> list[Any]:
         ray, opts = self.ray, self.opts
@@ -130,7 +132,9 @@ class RayChunkRunner:
         n = min(self.opts.n_workers(self.ray), n_chunks)
         check_resources(self.ray, self.opts, n)
         eprint(f"Ray: {n} workers of {self.opts.cpus_per_worker:g} CPUs and {self.opts.gpus_per_worker:g} GPUs")
+        t0 = time.perf_counter()
         actors = self._actors(plan, cfg, lm, n)
+        self.startup_seconds = time.perf_counter() - t0
         self.workers_used = n
         pool = ActorPool(actors)
         first = len(plan.fs.chunks())
@@ -154,6 +158,7 @@ class RayChunkRunner:
         submitted, in_flight, next_commit, exhausted, rows = 0, 0, first, False, 0
         t0 = time.perf_counter()
         while True:
+            t_it = time.perf_counter()
             while not exhausted and in_flight < 2 * n and first + submitted - next_commit < 4 * n:
                 chunk = next(chunks, None)
                 if chunk is None:
@@ -165,7 +170,9 @@ class RayChunkRunner:
                 in_flight += 1
             if not in_flight:
                 break
+            t_wait = time.perf_counter()
             done: ChunkDone = pool.get_next_unordered()
+            waited = time.perf_counter() - t_wait
             in_flight -= 1
             ready[done.index] = done
             while next_commit in ready:
@@ -182,6 +189,7 @@ class RayChunkRunner:
                     eprint(f"chunk {next_commit - first + 1}: committed from {d.worker}, "
                            f"{rows / (time.perf_counter() - t0):.1f} texts/s")
                 next_commit += 1
+            self.driver_seconds += time.perf_counter() - t_it - waited
 
 
 def ray_extract(store_path: str | Path, cfg: ExtractConfig, opts: RayOptions = RayOptions(),
