@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -181,8 +183,18 @@ def test_a_killed_driver_resumes_without_duplicates_or_holes(tmp_path, tiny_gpt2
         fs = next((st / "features" / "dataset=d").glob("fs=*"), None) if (st / "features").exists() else None
         return 0 if fs is None else len(list(fs.glob("chunk-*")))
 
-    assert sigkill_when(_run_cli(["extract", "--store", str(st), *args, *ray_args]), lambda: chunks() >= 4,
-                        timeout=240)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    # its own session: the local cluster the driver starts is in its process group, removed after the kill
+    driver = subprocess.Popen([sys.executable, "-m", "stcstore.cli.main", "extract", "--store", str(st), *args,
+                               *ray_args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        assert sigkill_when(driver, lambda: chunks() >= 4, timeout=240)
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # what is left of its cluster (Ray's agents outlive a killed driver)
+        except ProcessLookupError:
+            pass
     assert 4 <= chunks() < 40
     p = _run_cli(["extract", "--store", str(st), *args, *ray_args, "--json"])
     out, err = p.communicate(timeout=300)

@@ -16,7 +16,7 @@ def decision(X: np.ndarray | torch.Tensor, coef: np.ndarray, intercept: np.ndarr
     if not coef.flags.writeable:  # e.g. from Ray's object store (torch warns on read-only arrays)
         coef = coef.copy(order="K")
     Wt = torch.as_tensor(coef.T, dtype=Xt.dtype, device=Xt.device)
-    out = Xt @ Wt + torch.as_tensor(intercept, dtype=Xt.dtype, device=Xt.device)
+    out = Xt @ Wt + torch.as_tensor(np.array(intercept), dtype=Xt.dtype, device=Xt.device)
     return out.cpu().numpy().astype(np.float64)
 
 
