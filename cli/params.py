@@ -18,12 +18,14 @@ from stcstore.core.names import (
     MAX_TOKENS,
     MEMORY_BUDGET_MB,
     METRICS,
+    REGRESSION_METRICS,
     POOLINGS,
     PROBE_ROWS,
     REPORT_HISTOGRAMS,
     REPORT_TOP,
     SCORE_CHUNK_ROWS,
     STORED_DTYPES,
+    TASKS,
     TEXT_FIELD,
     TORCH_DTYPES,
     VAL_FRACTION,
@@ -77,8 +79,12 @@ STORED_DTYPE = click.option("--dtype", default=STORED_DTYPES[0], show_default=Tr
                             help="Stored feature dtype.")
 TORCH_DTYPE = click.option("--torch-dtype", default=TORCH_DTYPES[0], show_default=True,
                            type=click.Choice(TORCH_DTYPES), help="Model compute dtype.")
-METRIC = click.option("--metric", default=METRICS[0], show_default=True, type=click.Choice(METRICS),
-                      help="Validation metric that every choice is made on.")
+METRIC = click.option("--metric", default=None, type=click.Choice(METRICS + REGRESSION_METRICS),
+                      help="Validation metric that every choice is made on [default: accuracy; with --task "
+                           "regression: r2]. mae: lower is better.")
+TASK = click.option("--task", default=None, type=click.Choice(TASKS),
+                    help="classification (labels are classes) or regression (labels are numbers) [default: "
+                         "classification; numeric labels with many distinct values are refused without --task].")
 ETAS = click.option("--etas", default=",".join(str(e) for e in DEFAULT_ETAS), show_default=True, callback=_floats,
                     help="η grid of the sparsification.")
 EXPLAIN = click.option("--explain", default=None, type=click.Choice(EXPLANATIONS),

@@ -73,7 +73,8 @@ def test_output_columns_and_labels(fitted, tmp_path):
     res = score(ScoreConfig((str(sent),), str(tmp_path / "p.parquet"), input=str(src)), models={"tiny-bert": lm})
     t = pq.read_table(tmp_path / "p.parquet")
     assert t.column_names == ["id", "classifier", "classifier_fingerprint", "label", "probabilities", "scored_at",
-                              "text_hash"]
+                              "text_hash", "value"]
+    assert t.column("value").null_count == 4  # only regression classifiers write a value
     clf = load_classifier(sent, model=lm)
     assert t.column("classifier").to_pylist() == ["sent"] * 4
     assert set(t.column("classifier_fingerprint").to_pylist()) == {clf.fingerprint}

@@ -2,5 +2,6 @@
 -- validation-chosen strength. chosen = the one classifier saved (best validation score).
 CREATE OR REPLACE VIEW aggregates AS
 SELECT dataset, fit_id, feature_set, kind, pooling, eta, l_temp, n_neurons, n_nonzero, lam, C,
-       val_accuracy, val_macro_f1, val_log_loss, train_accuracy, path_points, seconds, chosen
+       val_accuracy, val_macro_f1, val_log_loss, train_accuracy, path_points, seconds, chosen,
+       val_r2, val_mae, val_pearson, val_spearman, val_mse  -- regression targets (else null)
 FROM _aggregates;

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from .. import __version__
-from ..core.errors import FingerprintMismatchError
+from ..core.errors import FingerprintMismatchError, StcError
 from ..core.fingerprint import fingerprint, sha256_hex
 from ..core.names import FeatureBlock, blocks_to_run
 from .linear import decision, predict_index, probabilities
@@ -60,7 +60,8 @@ class Classifier:
         self.manifest = manifest
         self.groups = [FeatureGroup(g["kind"], g["pooling"], int(g["layer"]), [int(i) for i in g["neurons"]])
                        for g in manifest["groups"]]
-        self.classes_ = np.asarray(manifest["classes"], dtype=object)
+        self.classes_ = np.asarray(manifest["classes"], dtype=object)  # empty for a regression target
+        self.task = manifest.get("task", "classification")
         self.coef_ = arrays["coef"]
         self.intercept_ = arrays["intercept"]
         self.mean_ = arrays["mean"]
@@ -75,7 +76,8 @@ class Classifier:
     @classmethod
     def from_fit(cls, *, fs: "FeatureSet", groups: list[FeatureGroup], classes: list[str], coef: np.ndarray,
                  intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray, kind: str, pooling: str, eta: float,
-                 l_temp: int, metrics: dict[str, Any], fit: dict[str, Any]) -> "Classifier":
+                 l_temp: int, metrics: dict[str, Any], fit: dict[str, Any], task: str = "classification"
+                 ) -> "Classifier":
         fp = fs.manifest["fingerprint"]
         manifest = {
             "format": CLASSIFIER_FORMAT, "version": CLASSIFIER_VERSION, "stcstore_version": __version__,
@@ -90,6 +92,8 @@ class Classifier:
             "groups": [asdict(g) for g in groups], "classes": list(classes),
             "metrics": metrics, "fit": fit,
         }
+        if task != "classification":  # written only when it differs: classification manifests stay as before
+            manifest["task"] = task
         arrays = {"coef": np.asarray(coef, dtype=np.float64), "intercept": np.asarray(intercept, dtype=np.float64),
                   "mean": np.asarray(mean, dtype=np.float64), "scale": np.asarray(scale, dtype=np.float64)}
         return cls(manifest, arrays)
@@ -158,6 +162,8 @@ class Classifier:
         array contents (not its path, creation time or metrics). Predictions are keyed by it."""
         m = self.manifest
         ident = {k: m.get(k) for k in ("features", "kind", "pooling", "eta", "l_temp", "groups", "classes")}
+        if self.is_regression:
+            ident["task"] = self.task
         ident["model"] = {k: m["model"][k] for k in MODEL_CHECK_KEYS if k in m["model"]}  # 0.1.0's keys: same value
         ident["arrays"] = {n: sha256_hex(np.ascontiguousarray(getattr(self, f"{n}_")).tobytes()) for n in ARRAYS}
         return fingerprint(ident)
@@ -213,8 +219,25 @@ class Classifier:
         Z = (np.asarray(X, dtype=np.float32) - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
         return decision(Z, self.coef_, self.intercept_)
 
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "regression"
+
+    def _no_proba(self) -> None:
+        if self.is_regression:
+            raise StcError(f"{self.name} predicts values (a regression target): it has no class probabilities; "
+                           f"use predict")
+
     def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
+        self._no_proba()
         return probabilities(self.decision_function_features(X))
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        """Predicted labels (regression: values) of standardised-or-not feature rows, as `predict`."""
+        return self._predicted(self.decision_function_features(X))
+
+    def _predicted(self, scores: np.ndarray) -> np.ndarray:
+        return scores[:, 0] if self.is_regression else self.classes_[predict_index(scores)]
 
     def features(self, texts: Iterable[str]) -> np.ndarray:
         """Texts -> [n, n_features]; the model runs only through block L_temp, pooling only these neurons."""
@@ -224,11 +247,13 @@ class Classifier:
         return self.decision_function_features(self.features(texts))
 
     def predict_proba(self, texts: Iterable[str]) -> np.ndarray:
-        """[n, n_classes] probabilities in `classes_` order."""
+        """[n, n_classes] probabilities in `classes_` order (not for a regression target)."""
+        self._no_proba()
         return probabilities(self.decision_function(texts))
 
     def predict(self, texts: Iterable[str]) -> np.ndarray:
-        return self.classes_[predict_index(self.decision_function(texts))]
+        """Predicted labels; for a regression target, predicted values (float64)."""
+        return self._predicted(self.decision_function(texts))
 
     def store_features(self, store: "Store", dataset: str, split: str | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -243,7 +268,8 @@ class Classifier:
     def __repr__(self) -> str:
         m = self.manifest
         return (f"Classifier({m['model'].get('model')}, {m['kind']}.{m['pooling']}, η {m['eta']}, "
-                f"L_temp {m['l_temp']}, {self.coef_.shape[1]} neurons, classes {list(self.classes_)})")
+                f"L_temp {m['l_temp']}, {self.coef_.shape[1]} neurons, "
+                + ("regression)" if self.is_regression else f"classes {list(self.classes_)})"))
 
 
 def neuron_columns(classifiers: Iterable[Classifier]) -> dict[tuple[str, int], list[int]]:

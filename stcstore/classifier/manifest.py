@@ -78,8 +78,13 @@ def _check(m: dict[str, Any]) -> None:
         raise _Bad(f"eta is {eta}, outside (0, 1]")
     _int(m, "l_temp", "", 0, n_layers)
     classes = _get(m, "classes", list, "")
-    if len(classes) < 2 or len({str(c) for c in classes}) != len(classes) or \
-            not all(isinstance(c, str) for c in classes):
+    task = m.get("task", "classification")  # absent before 0.3: classification
+    if task not in ("classification", "regression"):
+        raise _Bad(f"task is {task!r}, not classification or regression")
+    if task == "regression" and classes:
+        raise _Bad("a regression classifier has no classes, but classes is not empty")
+    if task == "classification" and (len(classes) < 2 or len({str(c) for c in classes}) != len(classes) or
+                                     not all(isinstance(c, str) for c in classes)):
         raise _Bad(f"classes must be at least two distinct strings, got {str(classes)[:60]}")
     groups = _get(m, "groups", list, "")
     if not groups:
@@ -114,7 +119,7 @@ def _check(m: dict[str, Any]) -> None:
 def check_arrays(m: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Shapes against the manifest's groups and classes, and every value finite (scales positive)."""
     n = sum(len(g["neurons"]) for g in m["groups"])
-    k = 1 if len(m["classes"]) == 2 else len(m["classes"])
+    k = 1 if len(m["classes"]) in (0, 2) else len(m["classes"])  # 0 classes: a regression target, one value
     want = {"coef": (k, n), "intercept": (k,), "mean": (n,), "scale": (n,)}
     for name, shape in want.items():
         a = arrays[name]

@@ -19,7 +19,9 @@ POOLINGS = ("mean", "max", "single")
 STORED_DTYPES = ("float16", "float32")  # dtype of stored feature values
 TORCH_DTYPES = ("float32", "bfloat16", "float16")  # model compute dtype
 INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet", "tweets")
-METRICS = ("accuracy", "macro_f1")  # validation metrics every fit choice can be made on
+METRICS = ("accuracy", "macro_f1")  # validation metrics every fit choice can be made on (classification)
+REGRESSION_METRICS = ("r2", "mae", "pearson", "spearman")  # ... and for a regression target (mae: lower is better)
+TASKS = ("classification", "regression")
 EXPLANATIONS = ("tokens",)
 SPLITS = ("train", "validation", "test")
 # defaults shared by the configs and the CLI

@@ -51,12 +51,15 @@ FEATURE_SETS = pa.schema([  # the feature_sets view: one row per feature set, fr
 ])
 
 # ---------------------------------------------------------------- fit: STORE/fits/dataset=D/fit=ID/
+# validation scores of a regression target (`fit --task regression`); the classification ones are null then
+REGRESSION_COLUMNS = [(f"val_{m}", pa.float64()) for m in ("r2", "mae", "pearson", "spearman", "mse")]
 PROBES = pa.schema([
     ("fit_id", pa.string()), ("feature_set", pa.string()), ("kind", pa.string()), ("pooling", pa.string()),
     ("layer", pa.int64()), ("step", pa.int64()), ("lam", pa.float64()), ("C", pa.float64()),
     ("n_nonzero", pa.int64()), ("objective", pa.float64()), ("val_accuracy", pa.float64()),
     ("val_macro_f1", pa.float64()), ("val_log_loss", pa.float64()), ("iterations", pa.int64()),
     ("seconds", pa.float64()), ("chosen", pa.bool_()),
+    *REGRESSION_COLUMNS,  # null for classification (and in tables written before 0.3)
 ])
 AGGREGATES = pa.schema([
     ("fit_id", pa.string()), ("feature_set", pa.string()), ("kind", pa.string()), ("pooling", pa.string()),
@@ -64,6 +67,7 @@ AGGREGATES = pa.schema([
     ("lam", pa.float64()), ("C", pa.float64()), ("val_accuracy", pa.float64()), ("val_macro_f1", pa.float64()),
     ("val_log_loss", pa.float64()), ("train_accuracy", pa.float64()), ("path_points", pa.int64()),
     ("seconds", pa.float64()), ("chosen", pa.bool_()),
+    *REGRESSION_COLUMNS,
 ])
 
 # ---------------------------------------------------------------- score: predictions (file or run_date=... table)
@@ -71,6 +75,7 @@ PREDICTIONS = pa.schema([
     ("id", pa.string()), ("classifier", pa.string()), ("classifier_fingerprint", pa.string()),
     ("label", pa.string()), ("probabilities", pa.list_(pa.float64())), ("scored_at", UTC_TIME),
     ("text_hash", pa.string()),  # content hash of the text scored (null in files written by 0.1.0)
+    ("value", pa.float64()),  # a regression classifier's predicted value (label and probabilities null then)
 ])
 
 # ---------------------------------------------------------------- report: OUT/neurons.parquet

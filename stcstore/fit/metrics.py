@@ -1,4 +1,5 @@
-"""Classification metrics (accuracy, macro-F1, log-loss) on class indices; `--metric` picks the selection one.
+"""Classification metrics (accuracy, macro-F1, log-loss) on class indices, and regression metrics (R², MAE,
+Pearson, Spearman, MSE) on values; `--metric` picks the selection one.
 
 They equal scikit-learn's `accuracy_score`, `f1_score(average="macro")` and `log_loss` (tested), but are
 written out here: a fit evaluates thousands of path points, and scikit-learn's input validation costs about
@@ -7,6 +8,7 @@ written out here: a fit evaluates thousands of path points, and scikit-learn's i
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
@@ -36,3 +38,29 @@ def log_loss(y_true: np.ndarray, proba: np.ndarray) -> float:
         return float("nan")
     p = proba[np.flatnonzero(keep), y[keep]]
     return float(-np.log(np.clip(p, 1e-15, 1.0)).mean())
+
+
+def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """R² (scikit-learn's r2_score), MAE, Pearson and Spearman correlation (scipy's) and MSE of values [n].
+    A constant prediction has no correlation: Pearson and Spearman are 0 then (not NaN), so that a
+    regularisation path's all-zero start ranks below any informative point."""
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    if t.size == 0:
+        return {m: float("nan") for m in ("r2", "mae", "pearson", "spearman", "mse")}
+    err = p - t
+    mse = float(np.mean(err * err))
+    var = float(np.var(t))
+    return {"r2": 1.0 - mse / var if var > 0 else 0.0, "mae": float(np.mean(np.abs(err))),
+            "pearson": _corr(t, p), "spearman": _corr(_ranks(t), _ranks(p)), "mse": mse}
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank)."""
+    return rankdata(x, method="average")

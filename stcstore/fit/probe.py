@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from ..classifier.linear import decision, predict_index, probabilities
+from ..classifier.linear import predict_index, probabilities
 from ..core.errors import StcError
-from .metrics import log_loss, scores
+from .metrics import log_loss, regression_scores, scores
 from .solver import DenseDesign, L1Logistic, PathPoint
 
 if TYPE_CHECKING:
@@ -71,9 +71,9 @@ class PathResult:
 
 
 def validation_key(s: dict[str, float], metric: str) -> tuple[float, float]:
-    """Order of validation scores: the higher metric wins; lower log-loss breaks ties (accuracy ties are
-    common on small splits)."""
-    return (round(s[metric], 12), -s["log_loss"])
+    """Order of validation scores: the higher metric wins (the lower, for mae); lower log-loss (regression:
+    mean squared error) breaks ties (accuracy ties are common on small splits)."""
+    return (round(-s[metric] if metric == "mae" else s[metric], 12), -s["log_loss" if "log_loss" in s else "mse"])
 
 
 def fit_path(Xtr: "np.ndarray | DenseDesign | ChunkedDesign", ytr: np.ndarray, Xva: "np.ndarray | DenseDesign", yva: np.ndarray, n_classes: int,
@@ -133,8 +133,7 @@ class _Path:
         pt = self.solver.fit(lam, warm, lam_prev)
         s = _scores(self.Xva.decision(pt.coef, pt.intercept), self.yva, self.n_classes)
         self.rows.append({"step": i, "lam": lam, "C": pt.C, "n_nonzero": pt.n_nonzero, "objective": pt.objective,
-                          "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"],
-                          "val_log_loss": s["log_loss"], "iterations": pt.iterations,
+                          **{f"val_{k}": v for k, v in s.items()}, "iterations": pt.iterations,
                           "seconds": time.perf_counter() - t1})
         better = self.best is None or validation_key(s, self.metric) > self.best[0]
         if better:
@@ -191,6 +190,9 @@ def fit_around(Xtr: "np.ndarray | DenseDesign | ChunkedDesign", ytr: np.ndarray,
 
 
 def _scores(sc: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Validation or train scores of linear scores [n, K]; n_classes 0: a regression target (sc[:, 0] the value)."""
+    if n_classes == 0:
+        return regression_scores(y, sc[:, 0])
     out = scores(y, predict_index(sc), n_classes)
     out["log_loss"] = log_loss(y, probabilities(sc))
     return out

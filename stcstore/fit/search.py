@@ -13,9 +13,9 @@ import torch
 
 from ..classifier.classifier import FeatureGroup
 from ..classifier.linear import decision, predict_index
-from ..core.names import KINDS, METRICS, FeatureBlock
+from ..core.names import KINDS, METRICS, REGRESSION_METRICS, FeatureBlock
 from ..store.store import FeatureSet, Store, neuron_picks
-from .metrics import scores
+from .metrics import regression_scores, scores
 from .probe import (
     PathResult,
     apply_standardization,
@@ -62,14 +62,16 @@ class AggState:
 
 
 def agg_key(a: AggState, metric: str) -> tuple:
-    r = a.result
     # best validation metric, then validation log-loss; then the cheaper classifier (shallower, fewer neurons)
-    return (round(r.validation[metric], 12), -round(r.validation["log_loss"], 12), -a.l_temp, -a.n_neurons)
+    return (*_rounded(validation_key(a.result.validation, metric)), -a.l_temp, -a.n_neurons)
 
 
 def probe_key(p: ProbeState, metric: str) -> tuple:
-    r = p.result
-    return (round(r.validation[metric], 12), -round(r.validation["log_loss"], 12), -p.block.layer)
+    return (*_rounded(validation_key(p.result.validation, metric)), -p.block.layer)
+
+
+def _rounded(key: tuple[float, float]) -> tuple[float, float]:
+    return key[0], round(key[1], 12)
 
 
 class Fitter:
@@ -77,7 +79,7 @@ class Fitter:
 
     def __init__(self, store: Store, fs: FeatureSet, cfg: "FitConfig", splits: Splits) -> None:
         self.store, self.fs, self.cfg, self.splits = store, fs, cfg, splits
-        self.K = len(splits.classes)
+        self.K = len(splits.classes)  # 0: a regression target
         self.tr, self.va, self.te = cfg.train_split, cfg.val_split, cfg.test_split
         # per-layer probes fit on a stratified sample of train when train is larger than probe_rows; the
         # aggregates, which make the classifier, train on every row
@@ -224,10 +226,13 @@ class Fitter:
         """Scores of the test rows, read one store chunk at a time (test may be any size)."""
         y = self.splits.y[self.te]
         if len(y) == 0:
-            return {m: float("nan") for m in METRICS}
-        preds = [predict_index(decision(apply_standardization(X, mean, scale), res.chosen.coef, res.chosen.intercept))
-                 for _, X in self.store.gather_by_chunk(self.fs, picks, self.splits.plans[self.te])]
-        return scores(y, np.concatenate(preds), self.K)
+            return {m: float("nan") for m in (REGRESSION_METRICS if self.K == 0 else METRICS)}
+        sc = np.concatenate([decision(apply_standardization(X, mean, scale), res.chosen.coef, res.chosen.intercept)
+                             for _, X in self.store.gather_by_chunk(self.fs, picks, self.splits.plans[self.te])])
+        if self.K == 0:  # a regression target
+            out = regression_scores(y, sc[:, 0])
+            return {m: out[m] for m in REGRESSION_METRICS}
+        return scores(y, predict_index(sc), self.K)
 
 
 def _mapped(near: tuple[np.ndarray, AggState], cols: np.ndarray, width: int) -> PathPoint:

@@ -125,34 +125,45 @@ class PathPoint:
 
 class L1Logistic:
     """Solver state for one training matrix. X: [n, d] float32 (standardised) or a design with the same
-    products (`DenseDesign`); y: [n] class indices."""
+    products (`DenseDesign`); y: [n] class indices, or values when n_classes is 0: a regression target,
+    fitted with the squared loss (the lasso, F = mean (x_i w + b - y_i)^2 / 2 + lam |w|_1) by the same
+    path, active sets and OWL-QN steps."""
 
     def __init__(self, X: "torch.Tensor | DenseDesign", y: np.ndarray, n_classes: int, *, tol: float = 1e-6,
                  max_iter: int = 2000, memory: int = 10, window: int = 5) -> None:
-        if n_classes < 2:
-            raise ValueError("need at least two classes")
+        if n_classes == 1 or n_classes < 0:
+            raise ValueError("need at least two classes (or n_classes 0: a regression target)")
         self.design = DenseDesign(X) if isinstance(X, torch.Tensor) else X
         self.device = self.design.device  # everything the solver creates lives beside X (a GPU with --device)
         self.n, self.d = self.design.n, self.design.d
-        self.K = 1 if n_classes == 2 else n_classes
+        self.regression = n_classes == 0
+        self.K = 1 if n_classes in (0, 2) else n_classes
         self.n_classes = n_classes
+        self.tol = tol  # converged when the objective fell by less than tol (relative) per iteration ...
+        self.window = window  # ... on average over this many iterations
+        self.max_iter = max_iter
+        self.memory = memory  # L-BFGS curvature pairs
+        self._memory: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if self.regression:
+            self.Y = torch.as_tensor(np.asarray(y, dtype=np.float32), device=self.device)[:, None]
+            self.b0 = self.Y.double().mean(0)
+            return
         yi = torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
         self.yi = yi
         if self.K == 1:
             self.Y = yi.to(torch.float32)[:, None]
         else:
             self.Y = F.one_hot(yi, n_classes).to(torch.float32)
-        self.tol = tol  # converged when the objective fell by less than tol (relative) per iteration ...
-        self.window = window  # ... on average over this many iterations
-        self.max_iter = max_iter
-        self.memory = memory  # L-BFGS curvature pairs
-        self._memory: list[tuple[torch.Tensor, torch.Tensor]] = []
         prior = self.Y.double().mean(0).clamp(1e-12, 1 - 1e-12)
         self.b0 = torch.log(prior / (1 - prior)) if self.K == 1 else torch.log(prior) - torch.log(prior).mean()
 
     # ------------------------------------------------------------------ loss pieces
     def _terms(self, eta: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """eta: [n, K] -> (mean loss, P [n, K] probabilities, R = P - Y [n, K])."""
+        """eta: [n, K] -> (mean loss, P [n, K] probabilities, R = P - Y [n, K]); for a regression target
+        (half the mean squared error, eta, R = eta - Y)."""
+        if self.regression:
+            R = eta - self.Y
+            return 0.5 * R.double().pow(2).sum().item() / self.n, eta, R
         if self.K == 1:
             e = eta[:, 0]
             loss = (F.softplus(e) - self.Y[:, 0] * e).double().sum().item() / self.n

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 class Splits:
     """Row plans (per chunk, row indices) and class indices for train / validation / test."""
 
-    classes: list[str]
+    classes: list[str]  # empty for a regression target
     plans: dict[str, list[np.ndarray]]
-    y: dict[str, np.ndarray]  # class index per planned row, -1 for a label unseen in train
+    y: dict[str, np.ndarray]  # class index per planned row, -1 for a label unseen in train (regression: values)
     carved_validation: bool
     unlabeled: dict[str, int]
     data_fingerprint: str
@@ -52,8 +52,9 @@ def plan_splits(store: Store, fs: FeatureSet, cfg: "FitConfig") -> Splits:
         plans[name] = rows
     train_labels = np.concatenate([lab[r] for lab, r in zip(label_col, plans[cfg.train_split])]) \
         if plans[cfg.train_split] else np.array([], dtype=object)
-    classes = _natural(sorted(set(train_labels.tolist())))
-    if len(classes) < 2:
+    regression = _task(cfg, train_labels) == "regression"
+    classes = [] if regression else _natural(sorted(set(train_labels.tolist())))
+    if not regression and len(classes) < 2:
         raise StcError(f"split {cfg.train_split!r} of dataset {cfg.dataset!r} has {len(train_labels)} labelled rows "
                        f"and {len(classes)} class(es); fitting needs labelled rows of at least two classes "
                        f"(ingest with --label-field, and --split or a split column)")
@@ -63,15 +64,21 @@ def plan_splits(store: Store, fs: FeatureSet, cfg: "FitConfig") -> Splits:
         chunk_of = np.concatenate([np.full(len(r), i) for i, r in enumerate(plans[cfg.train_split])])
         row_of = np.concatenate(plans[cfg.train_split])
         to_val = np.zeros(len(row_of), dtype=bool)
-        for c in classes:
-            members = np.flatnonzero(train_labels == c)
+        strata = _strata(_values(train_labels, cfg.train_split, cfg)) if regression else train_labels
+        for c in (np.unique(strata) if regression else classes):  # classes in their order: the seed's draws
+            members = np.flatnonzero(strata == c)
             n_val = int(round(len(members) * cfg.val_fraction))
             to_val[rng.permutation(members)[:n_val]] = True
         plans[cfg.val_split] = [np.sort(row_of[to_val & (chunk_of == i)]) for i in range(len(metas))]
         plans[cfg.train_split] = [np.sort(row_of[~to_val & (chunk_of == i)]) for i in range(len(metas))]
-    index = {c: i for i, c in enumerate(classes)}
-    y = {name: np.array([index.get(v, -1) for lab, r in zip(label_col, plan) for v in lab[r]], dtype=np.int64)
-         for name, plan in plans.items()}
+    if regression:
+        y = {name: _values(np.array([v for lab, r in zip(label_col, plan) for v in lab[r]], dtype=object), name, cfg,
+                           [m.column("id").take(pa.array(r)).to_pylist() for m, r in zip(metas, plan)])
+             for name, plan in plans.items()}
+    else:
+        index = {c: i for i, c in enumerate(classes)}
+        y = {name: np.array([index.get(v, -1) for lab, r in zip(label_col, plan) for v in lab[r]], dtype=np.int64)
+             for name, plan in plans.items()}
     for name in (cfg.train_split, cfg.val_split):
         if len(y[name]) == 0:
             raise StcError(f"split {name!r} of dataset {cfg.dataset!r} has no labelled rows")
@@ -82,14 +89,65 @@ def plan_splits(store: Store, fs: FeatureSet, cfg: "FitConfig") -> Splits:
     return Splits(classes, plans, y, carved, unlabeled, h.hexdigest())
 
 
+# numeric labels with more distinct values than this look like a regression target
+MAX_NUMERIC_CLASSES = 20
+
+
+def _task(cfg: "FitConfig", train_labels: np.ndarray) -> str:
+    """The fit's task: --task, else classification, refused for labels that look like a regression target."""
+    if cfg.task is not None:
+        return cfg.task
+    distinct = set(train_labels.tolist())
+    if len(distinct) > MAX_NUMERIC_CLASSES:
+        try:
+            [float(v) for v in distinct]
+        except ValueError:
+            return "classification"
+        raise StcError(f"the labels of dataset {cfg.dataset!r} are numbers with {len(distinct)} distinct values in "
+                       f"{cfg.train_split!r}: that looks like a regression target. Pass --task regression to fit "
+                       f"values (R², MAE, Pearson, Spearman), or --task classification to treat each value as a class")
+    return "classification"
+
+
+def _values(labels: np.ndarray, split: str, cfg: "FitConfig", ids: list[list[str]] | None = None) -> np.ndarray:
+    """Stored labels of a regression target -> float64 values; refuses labels that are not finite numbers,
+    naming the rows."""
+    out = np.empty(len(labels))
+    bad = []
+    for i, v in enumerate(labels.tolist()):
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            out[i] = np.nan
+        if not np.isfinite(out[i]):
+            bad.append(i)
+    if bad:
+        flat = [x for chunk in ids for x in chunk] if ids is not None else None
+        named = ", ".join(f"id {flat[i]!r} ({labels[i]!r})" if flat else f"row {i} ({labels[i]!r})" for i in bad[:5])
+        raise StcError(f"--task regression: {len(bad)} labelled rows of split {split!r} of dataset {cfg.dataset!r} have "
+                       f"a label that is not a finite number: {named}{' ...' if len(bad) > 5 else ''}. Fix or remove "
+                       f"them (re-ingest) and fit again")
+    return out
+
+
+def _strata(y: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Strata for stratified sampling: class indices as they are; values by quantile bin."""
+    if y.dtype.kind != "f":
+        return y
+    edges = np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(edges, y, side="right")
+
+
 def stratified_sample(plan: list[np.ndarray], y: np.ndarray, n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """A seeded sample of about `n` rows of a split, each class in its own proportion (at least one row of
-    each), in store order. plan: per chunk, row indices; y: [rows] class indices in plan order."""
+    """A seeded sample of about `n` rows of a split, each class (regression: each decile of the values) in its
+    own proportion (at least one row of each), in store order. plan: per chunk, row indices; y: [rows] class
+    indices (or values) in plan order."""
     rng = np.random.default_rng(seed)
     total = len(y)
     keep = np.zeros(total, dtype=bool)
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
+    strata = _strata(y)
+    for c in np.unique(strata):
+        members = np.flatnonzero(strata == c)
         k = max(1, int(round(len(members) * n / total)))
         keep[rng.permutation(members)[:k]] = True
     bounds = np.cumsum([0] + [len(r) for r in plan])

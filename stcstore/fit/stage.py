@@ -33,6 +33,8 @@ from ..core.names import (
     KINDS,
     MEMORY_BUDGET_MB,
     METRICS,
+    REGRESSION_METRICS,
+    TASKS,
     POOLINGS,
     PROBE_ROWS,
     VAL_FRACTION,
@@ -60,7 +62,7 @@ class FitConfig:
     dataset: str
     model: str = "default"  # as given to extract, its path, or a feature-set id prefix
     etas: tuple[float, ...] = DEFAULT_ETAS
-    metric: str = "accuracy"  # selection metric: accuracy | macro_f1
+    metric: str | None = None  # selection metric: accuracy (default) | macro_f1; regression: r2 (default) | mae | pearson | spearman
     kinds: tuple[str, ...] = KINDS
     poolings: tuple[str, ...] = POOLINGS
     mix_kinds: bool = False  # also aggregate hidden and ffn neurons together (not in the paper)
@@ -74,10 +76,18 @@ class FitConfig:
     memory_budget_mb: int | None = MEMORY_BUDGET_MB  # aggregate train matrices above it: sampled search, streamed refit
     device: str = "cpu"  # torch device of the solver, e.g. cuda:0 (the store is read on the host)
     path: PathConfig = field(default_factory=PathConfig)
+    task: str | None = None  # classification (default; refused for labels that look like values) | regression
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "--dataset")
-        check_choice(self.metric, METRICS, "--metric")
+        if self.task is not None:
+            check_choice(self.task, TASKS, "--task")
+        regression = self.task == "regression"
+        if self.metric is None:
+            object.__setattr__(self, "metric", "r2" if regression else "accuracy")
+        elif self.metric in REGRESSION_METRICS and not regression:
+            raise StcError(f"--metric {self.metric} is for a regression target: add --task regression")
+        check_choice(self.metric, REGRESSION_METRICS if regression else METRICS, "--metric")
         if not self.etas:
             raise StcError("--etas needs at least one value")
         for e in self.etas:
@@ -95,7 +105,7 @@ class FitResult(Result):
     dataset: str
     feature_set: str
     model: str
-    classes: list[str]
+    classes: list[str]  # empty for a regression target
     metric: str
     baseline: dict[str, Any]
     best_probe: dict[str, Any]
@@ -117,10 +127,10 @@ class FitResult(Result):
     def to_text(self) -> str:
         def fmt(d: dict[str, Any]) -> str:
             return "  ".join(f"{m} {d[m]:.4f}" if isinstance(d.get(m), float) and d[m] == d[m] else f"{m} -"
-                             for m in METRICS)
+                             for m in d)
         rows = [("baseline", self.baseline), ("best probe", self.best_probe), ("STC", self.stc)]
-        lines = [f"dataset {self.dataset}, feature set {self.feature_set[:12]} ({self.model}); classes "
-                 f"{', '.join(self.classes)}; train {self.n_train}, validation {self.n_validation}"
+        target = f"classes {', '.join(self.classes)}" if self.classes else "regression target"
+        lines = [f"dataset {self.dataset}, feature set {self.feature_set[:12]} ({self.model}); {target}; train {self.n_train}, validation {self.n_validation}"
                  f"{' (carved from train, seed ' + str(self.seed) + ')' if self.carved_validation else ''}, "
                  f"test {self.n_test}; chosen on validation {self.metric}", "",
                  f"{'':12s} {'configuration':44s} {'validation':34s} test"]
@@ -154,7 +164,7 @@ def _notes(splits: Splits, cfg: FitConfig) -> list[str]:
     for name, n in splits.unlabeled.items():
         if n:
             messages.append(f"{n} rows of split {name!r} have no label and were not used")
-    unseen = int((splits.y[cfg.val_split] < 0).sum() + (splits.y[cfg.test_split] < 0).sum())
+    unseen = 0 if not splits.classes else int((splits.y[cfg.val_split] < 0).sum() + (splits.y[cfg.test_split] < 0).sum())
     if unseen:
         messages.append(f"{unseen} validation/test rows have a label that train does not have (always wrong)")
     return messages
@@ -217,7 +227,7 @@ def _fit_aggregates(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[
 
 
 def _metrics(s: dict[str, float]) -> dict[str, float]:
-    return {m: s[m] for m in METRICS}
+    return {m: s[m] for m in (REGRESSION_METRICS if "r2" in s else METRICS)}
 
 
 def _test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, ProbeState], best: AggState
@@ -238,8 +248,9 @@ def _test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Pro
     elif fs.has(base_block.kind, base_block.pooling, base_block.layer):  # outside --kinds/--poolings: fit it anyway
         baseline = probe_report(fitter.probe(base_block))
     else:
+        names = REGRESSION_METRICS if fitter.K == 0 else METRICS
         baseline = {"what": f"unavailable: the feature set has no {base_block.column} block", "validation":
-                    {m: None for m in METRICS}, "test": {m: None for m in METRICS}}
+                    {m: None for m in names}, "test": {m: None for m in names}}
     best_probe = probe_report(max(probes.values(), key=lambda p: probe_key(p, metric)))
     picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in best.groups])
     stc = {"what": f"{best.kind}.{best.pooling} η {best.eta} L_temp {best.l_temp} ({best.n_neurons} neurons)",
@@ -257,7 +268,8 @@ def _classifier(fs: FeatureSet, splits: Splits, best: AggState, reports: dict[st
         metrics={k: {f: v for f, v in r.items() if f in ("validation", "test", "what")} for k, r in reports.items()},
         fit={"fit_id": fit_id, "config": fit_cfg, "data_fingerprint": splits.data_fingerprint,
              "carved_validation": splits.carved_validation, "seed": seed, "lam": c.lam, "C": c.C,
-             "probe_rows": probe_rows, "search_rows": search_rows})
+             "probe_rows": probe_rows, "search_rows": search_rows},
+        task="regression" if not splits.classes else "classification")
 
 
 def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, force: bool = False,
@@ -303,6 +315,8 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         reports = _test_reports(fitter, fs, probes, best)
         seconds["test"] = time.perf_counter() - t0
         fit_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device")}  # how, not what
+        if cfg.task in (None, "classification"):  # the default: classification fit ids stay as they were
+            fit_cfg.pop("task")
         if not fitter.probe_sampled:  # the cap did not apply: it did not change the result (nor the fit id)
             fit_cfg.pop("probe_rows")
         if not fitter.agg_rows:  # nor did the memory budget

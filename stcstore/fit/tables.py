@@ -32,9 +32,8 @@ def aggregate_rows(fit_id: str, fs: FeatureSet, aggs: list["AggState"], chosen: 
         rows.append({"fit_id": fit_id, "feature_set": fs.id, "kind": a.kind,
                      "pooling": a.pooling, "eta": a.eta, "l_temp": a.l_temp, "n_neurons": a.n_neurons,
                      "n_nonzero": c.n_nonzero, "lam": c.lam, "C": c.C,
-                     "val_accuracy": a.result.validation["accuracy"], "val_macro_f1": a.result.validation["macro_f1"],
-                     "val_log_loss": a.result.validation["log_loss"],
-                     "train_accuracy": a.result.train["accuracy"], "path_points": len(a.result.rows),
+                     **{f"val_{k}": v for k, v in a.result.validation.items()},
+                     "train_accuracy": a.result.train.get("accuracy"), "path_points": len(a.result.rows),
                      "seconds": a.result.seconds, "chosen": a is chosen})
     return pa.Table.from_pylist(rows, schema=schemas.AGGREGATES)
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..classifier.classifier import Classifier
+from ..classifier.linear import probabilities
 from ..core import schemas
 from ..core.atomic import commit, staging, tmp_name
 
@@ -40,17 +41,25 @@ class PredictionsSink:
             self._tmp = tmp_name(output)
             self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
 
-    def table(self, c: Classifier, ids: list[str], proba: np.ndarray, hashes: list[str]) -> pa.Table:
-        """Rows of one classifier: ids [m], proba [m, n_classes], the texts' content hashes [m]."""
+    def table(self, c: Classifier, ids: list[str], scores: np.ndarray, hashes: list[str]) -> pa.Table:
+        """Rows of one classifier: ids [m], its linear scores [m, K], the texts' content hashes [m]. A
+        classifier writes label and probabilities; a regression one its value (label, probabilities null)."""
         m = len(ids)
-        labels = c.classes_[np.argmax(proba, axis=1)]
+        if c.is_regression:
+            label = pa.nulls(m, pa.string())
+            proba = pa.nulls(m, pa.list_(pa.float64()))
+            value = pa.array(np.asarray(scores, dtype=np.float64)[:, 0], pa.float64())
+        else:
+            p = probabilities(scores)
+            label = pa.array([str(x) for x in c.classes_[np.argmax(p, axis=1)]], pa.string())
+            proba = pa.array(p.astype(np.float64).tolist(), pa.list_(pa.float64()))
+            value = pa.nulls(m, pa.float64())
         return pa.table({
             "id": pa.array(ids, pa.string()), "classifier": pa.array([c.name] * m, pa.string()),
             "classifier_fingerprint": pa.array([c.fingerprint] * m, pa.string()),
-            "label": pa.array([str(x) for x in labels], pa.string()),
-            "probabilities": pa.array(proba.astype(np.float64).tolist(), pa.list_(pa.float64())),
+            "label": label, "probabilities": proba,
             "scored_at": pa.array([self.scored_at] * m, schemas.UTC_TIME),
-            "text_hash": pa.array(hashes, pa.string()),
+            "text_hash": pa.array(hashes, pa.string()), "value": value,
         }, schema=self.schema)
 
     def write(self, table: pa.Table) -> None:

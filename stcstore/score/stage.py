@@ -6,7 +6,8 @@ model (same weights, tokenizer, max length and dtypes) share one forward pass; i
 deepest block any of them needs (early exit), and only the neurons they read are pooled at all.
 
 Output (column names are API, core.schemas.PREDICTIONS): id, classifier, classifier_fingerprint, label,
-probabilities (one per class, in the classifier's `classes_` order), scored_at.
+probabilities (one per class, in the classifier's `classes_` order), scored_at, text_hash, value (a
+regression classifier's prediction; label and probabilities are null for it).
 
 Parts: sources.py (texts in), groups.py (one pass per model), sink.py (predictions out), explain.py.
 
@@ -42,7 +43,6 @@ import pyarrow as pa
 import torch
 
 from ..classifier.classifier import Classifier
-from ..classifier.linear import probabilities
 from ..core.atomic import remove_dead_temps, remove_stale_temps, store_lock
 from ..core.console import eprint, progress
 from ..core.errors import StcError
@@ -235,10 +235,10 @@ class ScoreRun:
                 want = np.flatnonzero(todo[k][sel] & keep)  # this classifier's new rows among those run
                 if len(want) == 0:
                     continue
-                parts.append(self.sink.table(c, [ids[sel[j]] for j in want], probabilities(z[want]),
+                parts.append(self.sink.table(c, [ids[sel[j]] for j in want], z[want],
                                              [hashes[sel[j]] for j in want]))
                 self.runs[k].scored += len(want)
-                if self.explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS:
+                if self.explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS and not c.is_regression:
                     for j in want:
                         self.explainer.add(text_id=ids[sel[j]], text=sub[j], clf=c, scores=z[j],
                                            spans=token_spans(scorer.lm, sub[j], feats.token_ids[j]),
@@ -296,6 +296,10 @@ def _explainer(cfg: ScoreConfig, output: Path, clfs: list[Classifier], scored_at
     if no:
         messages.append(f"no token explanation for {', '.join(no)}: single-token classifiers have no "
                         f"per-token reading (only mean- and max-pooled ones do)")
+    values = [c.name for c in clfs if c.is_regression]
+    if values:
+        messages.append(f"no token explanation for {', '.join(values)}: token explanations of regression "
+                        f"classifiers are not available yet")
     return Explainer(prefix, cfg.explain_limit)
 
 

@@ -1,0 +1,154 @@
+"""Regression targets (`fit --task regression`): the lasso path against scikit-learn's optimum, the metrics
+against scikit-learn / scipy, an end-to-end fit whose saved classifier predicts values (from texts, from
+stored features and in `score`), and the refusals: labels that are not numbers, numeric labels without
+--task, classification metrics for values."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from stcstore import Store, load_classifier
+from stcstore.core.errors import StcError
+from stcstore.features import ExtractConfig, extract
+from stcstore.fit import FitConfig, fit
+from stcstore.fit.metrics import regression_scores
+from stcstore.fit.probe import standardize_
+from stcstore.fit.solver import L1Logistic
+from stcstore.ingest import IngestConfig, ingest
+from stcstore.score import ScoreConfig, score
+from stcstore.store.sql import run_query
+
+from .conftest import FAST, FILLER, WORDS, build_tiny, cli, write_jsonl
+
+
+def _value_corpus(path: Path, n: int, seed: int = 0, bad: dict[int, object] | None = None) -> Path:
+    """Texts whose value grows with the number of positive words (0..3) among neutral and negative ones."""
+    rng = random.Random(seed)
+    recs = []
+    for i in range(n):
+        k = i % 4
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))] + [rng.choice(WORDS["1"]) for _ in range(k)]
+        words += [rng.choice(WORDS["0"]) for _ in range(3 - k)]
+        rng.shuffle(words)
+        value = round(0.1 + 0.25 * k + rng.uniform(-0.05, 0.05), 4)
+        recs.append({"id": f"r{i}", "text": " ".join(words), "label": (bad or {}).get(i, value),
+                     "split": ("train", "train", "train", "validation", "test")[i % 5]})
+    return write_jsonl(path, recs)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, bert_tokenizer):
+    tmp = tmp_path_factory.mktemp("regression")
+    st = tmp / "st"
+    ingest(st, [_value_corpus(tmp / "c.jsonl", 300)], IngestConfig("d", split_field="split"))
+    lm = build_tiny("bert", bert_tokenizer)
+    extract(st, ExtractConfig("d", model="tiny-bert", batch_size=16), lm=lm)
+    res = fit(st, FitConfig("d", model="tiny-bert", task="regression", **FAST), out=tmp / "clf")
+    return st, lm, tmp / "clf", res
+
+
+def test_lasso_path_point_is_scikit_learns_optimum():
+    from sklearn.linear_model import Lasso
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 30)).astype(np.float32)
+    y = X[:, :4] @ np.array([0.5, -0.3, 0.2, 0.1]) + 0.3 + 0.1 * rng.standard_normal(400)
+    standardize_(X)
+    solver = L1Logistic(__import__("torch").from_numpy(X), y, 0, tol=1e-10, max_iter=5000)
+    lam = 0.05 * solver.lambda_max()
+    pt = solver.fit(lam)
+    ref = Lasso(alpha=lam, tol=1e-12, max_iter=100_000).fit(X.astype(np.float64), y)
+    np.testing.assert_allclose(pt.coef[0], ref.coef_, atol=2e-4)
+    assert pt.intercept[0] == pytest.approx(ref.intercept_, abs=2e-4)
+    # lambda_max: every weight zero at it, some non-zero just below
+    assert solver.fit(solver.lambda_max() * 1.0001).n_nonzero == 0
+    assert solver.fit(solver.lambda_max() * 0.9).n_nonzero > 0
+
+
+def test_regression_metrics_equal_scikit_learn_and_scipy():
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    rng = np.random.default_rng(1)
+    t = np.round(rng.uniform(0, 1, 200), 2)  # ties, as intensities have
+    p = np.round(t + 0.2 * rng.standard_normal(200), 2)
+    s = regression_scores(t, p)
+    assert s["r2"] == pytest.approx(r2_score(t, p), abs=1e-12)
+    assert s["mae"] == pytest.approx(mean_absolute_error(t, p), abs=1e-12)
+    assert s["mse"] == pytest.approx(mean_squared_error(t, p), abs=1e-12)
+    assert s["pearson"] == pytest.approx(pearsonr(t, p)[0], abs=1e-12)
+    assert s["spearman"] == pytest.approx(spearmanr(t, p)[0], abs=1e-12)
+    assert regression_scores(t, np.full(200, 0.5))["pearson"] == 0.0  # a constant prediction: no correlation
+
+
+def test_fit_regression_end_to_end(fitted):
+    st, lm, path, res = fitted
+    assert res.classes == [] and res.metric == "r2"
+    for part in (res.baseline, res.best_probe, res.stc):
+        assert set(part["validation"]) == set(part["test"]) == {"r2", "mae", "pearson", "spearman"}
+    assert res.stc["validation"]["r2"] > 0.5 and res.stc["test"]["pearson"] > 0.7
+    assert res.stc["validation"]["r2"] >= res.best_probe["validation"]["r2"] - 0.05
+    assert "regression target" in res.to_text()
+    clf = load_classifier(path, model=lm)
+    assert clf.is_regression and clf.manifest["task"] == "regression" and clf.coef_.shape[0] == 1
+    ids, X = clf.store_features(Store(st), "d", "test")
+    stored = clf.predict_features(X)
+    texts = [r["text"] for r in map(json.loads, Path(st.parent / "c.jsonl").read_text().splitlines())
+             if r["id"] in set(ids.tolist())]
+    assert stored.dtype == np.float64 and len(stored) == 60
+    # the same values from the texts (features recomputed through the model; float16 storage rounding)
+    by_id = dict(zip(ids.tolist(), stored))
+    order = [r["id"] for r in map(json.loads, Path(st.parent / "c.jsonl").read_text().splitlines())
+             if r["id"] in by_id]
+    np.testing.assert_allclose(clf.predict(texts), [by_id[i] for i in order], atol=1e-4)
+    with pytest.raises(StcError, match="no class probabilities"):
+        clf.predict_proba(texts[:2])
+    again = load_classifier(path, model=lm)  # saved then loaded: identical values
+    np.testing.assert_array_equal(again.predict(texts), clf.predict(texts))
+
+
+def test_score_writes_a_value_per_text(fitted, tmp_path):
+    st, lm, path, _ = fitted
+    texts = ["great superb brilliant film", "awful dull waste", "the film was good and bad"]
+    src = write_jsonl(tmp_path / "new.jsonl", [{"id": f"n{i}", "text": t} for i, t in enumerate(texts)])
+    res = score(ScoreConfig((str(path),), str(tmp_path / "p.parquet"), input=str(src)), models={"tiny-bert": lm})
+    t = pq.read_table(tmp_path / "p.parquet")
+    assert res.scored_texts == 3 and t.column("label").null_count == 3 and t.column("probabilities").null_count == 3
+    values = np.array(t.column("value").to_pylist())
+    np.testing.assert_allclose(values, load_classifier(path, model=lm).predict(texts), atol=1e-9)
+    assert values[0] > values[1]  # more positive words, higher value
+
+
+def test_unusable_labels_are_refused_with_the_rows_named(tmp_path, bert_tokenizer, fitted):
+    st = tmp_path / "st"
+    ingest(st, [_value_corpus(tmp_path / "c.jsonl", 100, bad={0: "high", 5: float("nan")})],
+           IngestConfig("d", split_field="split"))
+    extract(st, ExtractConfig("d", model="tiny-bert", batch_size=16), lm=build_tiny("bert", bert_tokenizer))
+    with pytest.raises(StcError, match=r"2 labelled rows of split 'train'.*id 'r0' \('high'\).*id 'r5' \('nan'\)"):
+        fit(st, FitConfig("d", model="tiny-bert", task="regression", **FAST))
+    # numeric labels with many values and no --task: said, with the option to use
+    st = fitted[0]
+    r = cli("fit", "--store", str(st), "--dataset", "d", "--model", "tiny-bert")
+    assert r.returncode == 1 and "--task regression" in r.stderr and "traceback" not in r.stderr.lower()
+    r = cli("fit", "--store", str(st), "--dataset", "d", "--metric", "r2")
+    assert r.returncode == 1 and "--metric r2 is for a regression target" in r.stderr
+    r = cli("fit", "--store", str(st), "--dataset", "d", "--task", "regression", "--metric", "accuracy")
+    assert r.returncode == 1 and "--metric must be one of r2, mae, pearson, spearman" in r.stderr
+
+
+def test_mae_is_minimised(fitted, tmp_path):
+    st, _, _, by_r2 = fitted
+    by_mae = fit(st, FitConfig("d", model="tiny-bert", task="regression", metric="mae", **FAST))
+    assert by_mae.metric == "mae" and by_mae.fit_id != by_r2.fit_id
+    # the chosen aggregate has the lowest validation MAE of all those tried (and the r2 fit's the highest R²)
+    for res, col, best in ((by_mae, "val_mae", "min"), (by_r2, "val_r2", "max")):
+        q = run_query(st, f"select {best}({col}) as b, max(case when chosen then {col} end) as c, "
+                          f"count(*) as n, count(val_accuracy) as acc from aggregates where fit_id = '{res.fit_id}'")
+        row = q.rows[0]
+        assert row["n"] > 3 and row["acc"] == 0 and row["c"] == pytest.approx(row["b"], abs=1e-12)
