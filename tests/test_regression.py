@@ -53,6 +53,25 @@ def fitted(tmp_path_factory, bert_tokenizer):
     return st, lm, tmp / "clf", res
 
 
+def test_statistics_of_a_value_target_are_per_split(fitted):
+    """Labels that are values would make a statistics group of nearly every text: per split instead."""
+    st = fitted[0]
+    fs = Store(st).feature_sets("d")[0]
+    assert fs.manifest["stats_by_label"] is False
+    rows = run_query(st, "select split, label, count(*) as n from neuron_stats group by all").rows
+    assert {r["split"] for r in rows} == {"train", "validation", "test"} and all(r["label"] is None for r in rows)
+
+
+def test_report_of_a_regression_classifier(fitted, tmp_path):
+    st, _, path, _ = fitted
+    r = cli("report", "--store", str(st), "--classifier", str(path), "--out", str(tmp_path / "rep"), "--json")
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "a regression target" in page
+    neurons = pq.read_table(tmp_path / "rep" / "neurons.parquet").to_pylist()
+    assert {n["toward"] for n in neurons} <= {"higher", "lower", None} and neurons
+
+
 def test_lasso_path_point_is_scikit_learns_optimum():
     from sklearn.linear_model import Lasso
 

@@ -68,12 +68,15 @@ def chunk_features(computer: FeatureComputer, texts: list[str], keys: list[tuple
     return bufs, truncated
 
 
-def compute_chunk(computer: FeatureComputer, chunk: pa.Table, bar: Any = None
+def compute_chunk(computer: FeatureComputer, chunk: pa.Table, bar: Any = None, by_label: bool = True
                   ) -> tuple[pa.Table, dict[str, np.ndarray], NeuronStats, int]:
     """One chunk of texts (id, text, split, label) -> (its id/split/label, features, neuron statistics,
-    truncated texts): what `stage_chunk` writes."""
+    truncated texts): what `stage_chunk` writes. Statistics are per (split, label), or per split only
+    (label null) when `by_label` is off: labels that are values (a regression target) would make a group
+    of nearly every text."""
     meta = chunk.select(["id", "split", "label"])
-    keys = list(zip(meta.column("split").to_pylist(), meta.column("label").to_pylist()))
+    labels = meta.column("label").to_pylist() if by_label else [None] * meta.num_rows
+    keys = list(zip(meta.column("split").to_pylist(), labels))
     stats = NeuronStats(computer.blocks, computer.widths, list(dict.fromkeys(keys)), computer.device)
     bufs, trunc = chunk_features(computer, chunk.column("text").to_pylist(), keys, stats, bar)
     return meta, bufs, stats, trunc
@@ -125,7 +128,7 @@ def run_chunks(plan: "Plan", store: Store, computer: FeatureComputer, cfg: "Extr
             progress(todo, f"extract {cfg.dataset}", "text") as bar:
         pending: Future | None = None
         for k, chunk in enumerate(chunks_to_do(store, cfg.dataset, plan.done, size)):
-            meta, bufs, stats, trunc = compute_chunk(computer, chunk, bar)
+            meta, bufs, stats, trunc = compute_chunk(computer, chunk, bar, plan.stats_by_label)
             truncated += trunc
             if pending is not None:
                 pending.result()  # re-raises a failed write here, before anything else is written

@@ -185,6 +185,7 @@ class Plan:
     done: set[str]  # ids that already have features in the feature set
     todo: int  # texts without features
     total: int
+    stats_by_label: bool = True  # neuron statistics per (split, label); per split for labels that are values
 
 
 def _open_feature_set(store: Store, cfg: ExtractConfig, fp: dict, widths: dict[str, int],
@@ -209,6 +210,7 @@ def _open_feature_set(store: Store, cfg: ExtractConfig, fp: dict, widths: dict[s
     manifest = {
         "id": fs_id, "dataset": cfg.dataset, "fingerprint": fp, "columns": fp["columns"], "widths": widths,
         "chunk_rows": chunk_rows, "stcstore_version": __version__,
+        "stats_by_label": not _labels_are_values(store, cfg.dataset),
         "created_with": {k: v for k, v in asdict(cfg).items() if k in ("batch_size", "max_tokens", "device",
                                                                        "threads", "layers", "kinds", "poolings")},
     }
@@ -237,7 +239,28 @@ def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel) -> Plan:
         done.update(read_chunk_columns(chunk, ["id"]).column("id").to_pylist())
     todo = sum(x not in done for b in store.text_batches(cfg.dataset, ["id"]) for x in b.column("id").to_pylist())
     return Plan(fs, created, blocks, hidden, ffn, widths, max_length, chunk_rows, row_bytes, done, todo,
-                 store.text_count(cfg.dataset))
+                store.text_count(cfg.dataset), bool(fs.manifest.get("stats_by_label", True)))
+
+
+# a dataset whose labels are all numbers with more distinct values than this has values, not classes
+MAX_LABEL_GROUPS = 20
+
+
+def _labels_are_values(store: Store, dataset: str) -> bool:
+    """Whether the dataset's labels look like a regression target (numbers, many distinct values); decided
+    when its feature set is created and recorded there, so every chunk groups its statistics alike."""
+    distinct: set[str] = set()
+    for b in store.text_batches(dataset, ["label"]):
+        distinct.update(v for v in b.column("label").to_pylist() if v is not None)
+        if len(distinct) > 10_000:
+            break
+    if len(distinct) <= MAX_LABEL_GROUPS:
+        return False
+    try:
+        [float(v) for v in distinct]
+    except ValueError:
+        return False
+    return True
 
 
 def _check_space(path: Path, needed: int, force: bool, messages: list[str]) -> None:

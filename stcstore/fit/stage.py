@@ -106,6 +106,7 @@ class FitResult(Result):
     feature_set: str
     model: str
     classes: list[str]  # empty for a regression target
+    task: str  # classification | regression
     metric: str
     baseline: dict[str, Any]
     best_probe: dict[str, Any]
@@ -338,7 +339,8 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
     seconds["total"] = time.perf_counter() - t_start
     c = best.result.chosen
     return FitResult(
-        dataset=cfg.dataset, feature_set=fs.id, model=fs.model, classes=splits.classes, metric=cfg.metric,
+        dataset=cfg.dataset, feature_set=fs.id, model=fs.model, classes=splits.classes,
+        task="classification" if splits.classes else "regression", metric=cfg.metric,
         baseline=reports["baseline"], best_probe=reports["best_probe"], stc=reports["stc"],
         chosen={"kind": best.kind, "pooling": best.pooling, "eta": best.eta, "l_temp": best.l_temp,
                 "n_neurons": best.n_neurons, "n_nonzero": c.n_nonzero, "C": c.C, "lam": c.lam},

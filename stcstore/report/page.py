@@ -167,7 +167,7 @@ def page(clf: Classifier, data: dict[str, Any], neurons: list[dict[str, Any]], l
              ("dataset / feature set", f"{m['features']['dataset']} / {m['features']['feature_set']}"),
              ("fit", f"{m['fit']['fit_id']}, chosen on validation {metric}"),
              ("classifier", f"{m['kind']}.{m['pooling']}, η {m['eta']:g}, L_temp {m['l_temp']}, "
-                            f"{clf.coef_.shape[1]} neurons, classes {', '.join(classes)}"),
+                            f"{clf.coef_.shape[1]} neurons, " + (f"classes {', '.join(classes)}" if classes else "a regression target")),
              ("early exit", f"scoring runs {m['blocks_run']} of {n_blocks} blocks"),
              ("fingerprint", clf.fingerprint)]
     facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)

@@ -87,7 +87,10 @@ def neuron_rows(clf: Classifier) -> list[dict[str, Any]]:
     for g in clf.groups:
         for n in g.neurons:
             w = coef[:, col]
-            toward = (classes[1] if w[0] > 0 else classes[0]) if coef.shape[0] == 1 else classes[int(np.argmax(w))]
+            if not classes:  # a regression target
+                toward = "higher" if w[0] > 0 else "lower"  # the value it pushes the prediction toward
+            else:
+                toward = (classes[1] if w[0] > 0 else classes[0]) if coef.shape[0] == 1 else classes[int(np.argmax(w))]
             rows.append({"kind": g.kind, "pooling": g.pooling, "layer": g.layer, "neuron": int(n), "column": col,
                          "importance": float(energy[col]) / total, "weights": [float(v) for v in w],
                          "toward": toward if float(energy[col]) > 0 else None})
