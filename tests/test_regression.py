@@ -171,3 +171,25 @@ def test_mae_is_minimised(fitted, tmp_path):
                           f"count(*) as n, count(val_accuracy) as acc from aggregates where fit_id = '{res.fit_id}'")
         row = q.rows[0]
         assert row["n"] > 3 and row["acc"] == 0 and row["c"] == pytest.approx(row["b"], abs=1e-12)
+
+
+def test_token_explanations_add_up_to_the_predicted_value(fitted, tmp_path):
+    """A mean-pooled regression classifier: intercept + the tokens' contributions = the text's value."""
+    st, lm, path, _ = fitted
+    clf = load_classifier(path, model=lm)
+    if clf.manifest["pooling"] != "mean":  # the fixture's choice: refit on mean pooling for this check
+        fit(st, FitConfig("d", model="tiny-bert", task="regression", poolings=("mean",), **FAST),
+            out=tmp_path / "mean")
+        path = tmp_path / "mean"
+    texts = ["great superb brilliant film", "awful dull waste", "the film was good and bad"]
+    src = write_jsonl(tmp_path / "new.jsonl", [{"id": f"n{i}", "text": t} for i, t in enumerate(texts)])
+    score(ScoreConfig((str(path),), str(tmp_path / "p.parquet"), input=str(src), explain="tokens"),
+          models={"tiny-bert": lm})
+    recs = [json.loads(x) for x in (tmp_path / "p.explain.jsonl").read_text().splitlines()]
+    values = pq.read_table(tmp_path / "p.parquet").column("value").to_pylist()
+    assert len(recs) == 3
+    for rec, v in zip(recs, values):
+        total = rec["intercept"] + sum(t["contribution"] for t in rec["tokens"])
+        assert total == pytest.approx(v, abs=1e-3)  # float16 storage of each token's values (measured: 3e-4)
+        assert rec["value"] == pytest.approx(v, abs=1e-6)
+    assert "predicted value" in (tmp_path / "p.explain.html").read_text()

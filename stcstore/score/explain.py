@@ -53,6 +53,9 @@ class Explainer:
     def add(self, *, text_id: str, text: str, clf: Classifier, scores: np.ndarray,
             spans: list[tuple[str, int, int]], token_scores: np.ndarray) -> None:
         """One text under one classifier. scores: [K] the text's linear scores; token_scores: [T, K]."""
+        if clf.is_regression:
+            self._write(_value_record(text_id, text, clf, scores, spans, token_scores))
+            return
         classes = [str(c) for c in clf.classes_]
         proba = probabilities(scores[None, :])[0]
         label = classes[int(np.argmax(proba))]
@@ -70,10 +73,13 @@ class Explainer:
                            "probabilities": [round(float(x), 6) for x in p],
                            "scores": [round(float(v), 5) for v in zt], "margin": round(float(m), 4)}
                           for (t, a, b), p, zt, m in zip(spans, token_proba, token_scores, margin)]}
+        self._write(rec)
+
+    def _write(self, rec: dict) -> None:
         self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self.n += 1
         if len(self._cards) < self.limit:
-            self._cards.append(_html_card(rec))
+            self._cards.append(_html_value_card(rec) if "value" in rec else _html_card(rec))
 
     def close(self) -> None:
         self._f.close()
@@ -85,6 +91,52 @@ class Explainer:
     def abort(self) -> None:
         self._f.close()
         self._tmp.unlink(missing_ok=True)
+
+
+def _value_record(text_id: str, text: str, clf: Classifier, scores: np.ndarray, spans: list[tuple[str, int, int]],
+                  token_scores: np.ndarray) -> dict:
+    """A regression classifier's reading of one text: each token's own predicted value and, for a mean-pooled
+    classifier, its contribution: the prediction is the intercept plus the sum of the contributions
+    ((token value - intercept) / tokens, exactly, since the mean of the token values is the text's value).
+    A max-pooled value is not a sum over tokens: contributions are null there."""
+    b = float(clf.intercept_[0])
+    n = len(token_scores)
+    mean = clf.manifest["pooling"] == "mean"
+    return {"id": text_id, "classifier": clf.name, "classifier_fingerprint": clf.fingerprint,
+            "pooling": clf.manifest["pooling"], "value": round(float(scores[0]), 6), "intercept": round(b, 6),
+            "text": text,
+            "tokens": [{"token": t, "start": a, "end": e, "value": round(float(v), 6),
+                        "contribution": round((float(v) - b) / n, 6) if mean else None}
+                       for (t, a, e), v in zip(spans, token_scores[:, 0])]}
+
+
+def _html_value_card(rec: dict) -> str:
+    """Tokens coloured by their contribution (max pooling: their value against the text's), blue raising
+    the predicted value, red lowering it."""
+    text = rec["text"]
+    push = [t["contribution"] if t["contribution"] is not None else t["value"] - rec["value"] for t in rec["tokens"]]
+    scale = max((abs(v) for v in push), default=0.0)
+    parts, pos, specials = [], 0, []
+    for t, v in zip(rec["tokens"], push):
+        colour = CLASS_COLOURS[1] if v > 0 else CLASS_COLOURS[0]
+        alpha = min(1.0, abs(v) / scale) if scale > 0 else 0.0
+        what = f"contribution {t['contribution']:+.4f}" if t["contribution"] is not None else "max-pooled"
+        chip = (f'<span class="t" style="background:{rgba(colour, 0.8 * alpha)}" '
+                f'title="{esc(t["token"])}: value {t["value"]:.4f}, {what}">')
+        if t["start"] < 0:
+            specials.append(chip + esc(t["token"]) + "</span>")
+            continue
+        if t["start"] > pos:
+            parts.append(esc(text[pos:t["start"]]))
+        if t["start"] >= pos:
+            parts.append(chip + esc(text[t["start"]:t["end"]]) + "</span>")
+            pos = t["end"]
+    parts.append(esc(text[pos:]))
+    return (f'<div class="card"><div class="head">predicted value <b>{rec["value"]:.4f}</b> '
+            f'<span class="p">(blue tokens raise it, red ones lower it)</span> <span class="id">'
+            f'{esc(rec["classifier"])} · id {esc(rec["id"])} · {rec["pooling"]}-pooled</span></div>'
+            f'<div class="text">{"".join(parts)}</div>'
+            + (f'<div class="sp">special tokens: {" ".join(specials)}</div>' if specials else "") + "</div>")
 
 
 def _tint(classes: list[str], token: dict, scale: float) -> str:

@@ -238,7 +238,7 @@ class ScoreRun:
                 parts.append(self.sink.table(c, [ids[sel[j]] for j in want], z[want],
                                              [hashes[sel[j]] for j in want]))
                 self.runs[k].scored += len(want)
-                if self.explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS and not c.is_regression:
+                if self.explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS:
                     for j in want:
                         self.explainer.add(text_id=ids[sel[j]], text=sub[j], clf=c, scores=z[j],
                                            spans=token_spans(scorer.lm, sub[j], feats.token_ids[j]),
@@ -296,10 +296,6 @@ def _explainer(cfg: ScoreConfig, output: Path, clfs: list[Classifier], scored_at
     if no:
         messages.append(f"no token explanation for {', '.join(no)}: single-token classifiers have no "
                         f"per-token reading (only mean- and max-pooled ones do)")
-    values = [c.name for c in clfs if c.is_regression]
-    if values:
-        messages.append(f"no token explanation for {', '.join(values)}: token explanations of regression "
-                        f"classifiers are not available yet")
     return Explainer(prefix, cfg.explain_limit)
 
 
