@@ -70,6 +70,16 @@ def test_report_of_a_regression_classifier(fitted, tmp_path):
     assert "a regression target" in page
     neurons = pq.read_table(tmp_path / "rep" / "neurons.parquet").to_pylist()
     assert {n["toward"] for n in neurons} <= {"higher", "lower", None} and neurons
+    # predicted vs true and residuals on validation and test, agreeing with the fit's own test score
+    assert "Predicted vs true values" in page
+    for split in ("validation", "test"):
+        assert f'aria-label="{split}: residuals' in page and f'aria-label="{split}: predicted vs true' in page
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    test = next(p for p in doc["regression"] if p["split"] == "test")
+    assert len(test["true"]) == 60
+    assert regression_scores(np.array(test["true"]), np.array(test["predicted"]))["r2"] == \
+        pytest.approx(fitted[3].stc["test"]["r2"], abs=1e-9)
+    np.testing.assert_allclose(np.array(test["true"]) - test["predicted"], test["residual"], atol=1e-12)
 
 
 def test_lasso_path_point_is_scikit_learns_optimum():

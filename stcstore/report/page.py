@@ -8,7 +8,7 @@ from typing import Any
 from .. import __version__
 from ..classifier.classifier import Classifier
 from ..core.html import PALETTE, esc
-from .svg import CSS, Series, bar_chart, line_chart
+from .svg import CSS, Series, bar_chart, line_chart, scatter
 
 
 def _fig_layers(clf: Classifier, data: dict[str, Any], metric: str) -> str:
@@ -146,6 +146,25 @@ def _fig_histograms(hists: list[dict[str, Any]]) -> str:
     return f'<p>{key}</p><div class="multiples">{"".join(figs)}</div>'
 
 
+def _fig_regression(points: list[dict[str, Any]]) -> str:
+    """Predicted vs true values and residuals of a regression classifier, per split (validation, test)."""
+    if not points:
+        return ""
+    figs = []
+    for k, p in enumerate(points):
+        colour = PALETTE[k % len(PALETTE)]
+        tips = [f"{i}: true {t:.4f}, predicted {v:.4f}" for i, t, v in zip(p["ids"], p["true"], p["predicted"])]
+        figs.append(scatter([Series(p["split"], list(zip(p["true"], p["predicted"])), colour, titles=tips)],
+                            title=f"{p['split']}: predicted vs true ({len(p['true'])} texts)", x_label="true value",
+                            y_label="predicted", diagonal=True))
+        figs.append(scatter([Series(p["split"], list(zip(p["predicted"], p["residual"])), colour, titles=tips)],
+                            title=f"{p['split']}: residuals (true − predicted)", x_label="predicted",
+                            y_label="residual", zero_line=True))
+    return ("<h2 id=\"regression\">Predicted vs true values</h2><p>The chosen classifier on the fit's "
+            "validation and test rows, from the stored features; on the diagonal, a prediction equals the true "
+            "value. Hover a point for its id.</p>" + "".join(figs))
+
+
 def _predictions_table(preds: list[dict[str, Any]]) -> str:
     if not preds:
         return ("<p>No predictions of this classifier in the store's <code>predictions</code> table yet "
@@ -188,6 +207,7 @@ code {{ background: #f3f3f3; padding: 0 .25em; border-radius: 3px; }}
 <p>Every choice (probe strength, pooling, η, L_temp) was made on validation; test was read once, for the
 chosen state.</p>
 {_results_table(clf)}
+{_fig_regression(data.get("regression", []))}
 <h2 id="layers">Where the information is: per-layer probes and the aggregate</h2>
 <p>Each thin line is an L1 logistic probe on one layer's pooled values, for one kind and pooling (strength
 chosen on validation); the thick line aggregates the η-sparsified neurons of layers 0..L_temp (STC paper, Figure 2).

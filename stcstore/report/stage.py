@@ -190,6 +190,27 @@ def _layers(clf: Classifier, neurons: list[dict[str, Any]]) -> list[dict[str, An
     return [out[k] for k in sorted(out)]
 
 
+def regression_points(store: Store, clf: Classifier) -> list[dict[str, Any]]:
+    """A regression classifier's predicted and true values on the fit's validation and test splits (from the
+    stored features, as the fit scored them): one entry per split with rows."""
+    if not clf.is_regression:
+        return []
+    cfg = clf.manifest["fit"]["config"]
+    fs = store.feature_set(clf.manifest["features"]["dataset"], clf.manifest["features"]["feature_set"])
+    picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in clf.groups])
+    out = []
+    for split in (cfg.get("val_split", "validation"), cfg.get("test_split", "test")):
+        ids, X, y = store.gather_split(fs, picks, split)
+        keep = np.array([v is not None for v in y], dtype=bool)
+        if not keep.any():
+            continue
+        pred = clf.predict_features(X[keep])
+        true = np.array([float(v) for v in y[keep]])
+        out.append({"split": split, "ids": [str(i) for i in ids[keep]], "true": true.tolist(),
+                    "predicted": pred.tolist(), "residual": (true - pred).tolist()})
+    return out
+
+
 def _summary(clf: Classifier, data: dict[str, Any], split: str) -> dict[str, Any]:
     m = clf.manifest
     return {"model": m["model"].get("model"), "dataset": m["features"]["dataset"],
@@ -227,6 +248,7 @@ def report(cfg: ReportConfig) -> ReportResult:
         messages.append(f"no neuron statistics for split {split!r} of feature set {m['features']['feature_set']}; "
                         f"the per-label columns are empty")
     layers = _layers(clf, neurons)
+    data["regression"] = regression_points(store, clf)
     summary = _summary(clf, data, split)
     doc = {"stcstore_version": __version__, "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "classifier": {"name": clf.name, "path": str(clf.path), "fingerprint": clf.fingerprint,
@@ -236,7 +258,7 @@ def report(cfg: ReportConfig) -> ReportResult:
                           "neurons": int(clf.coef_.shape[1]), "classes": [str(c) for c in clf.classes_]},
            "results": m["metrics"], "stats_split": split, "probes": data["probes"],
            "aggregates": data["aggregates"], "layers": layers, "top_neurons": neurons[:cfg.top], "histograms": hists,
-           "predictions": data["predictions"]}
+           "predictions": data["predictions"], "regression": data["regression"]}
     table = pa.Table.from_pylist([{k: r.get(k) for k in REPORT_NEURONS.names} for r in neurons],
                                  schema=REPORT_NEURONS)
     sink = pa.BufferOutputStream()

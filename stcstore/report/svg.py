@@ -174,3 +174,38 @@ svg.chart .grid { stroke: #e5e5e5; } svg.chart .axis { stroke: #888; }
 .multiples { display: flex; flex-wrap: wrap; gap: 0 8px; } .multiples svg.chart { margin: 0; }
 svg.chart .mark { stroke: #444; stroke-dasharray: 2 3; } svg.chart .marklabel { fill: #444; font-size: 11px; }
 """
+
+
+def scatter(series: list[Series], *, title: str, x_label: str, y_label: str, diagonal: bool = False,
+            zero_line: bool = False, width: int = 360, height: int = 330) -> str:
+    """Points only (each series its colour; hover titles as in `line_chart`), with the y = x diagonal
+    (predicted vs true) or the y = 0 line (residuals) when asked."""
+    pts = [p for s in series for p in s.points if math.isfinite(p[0]) and math.isfinite(p[1])]
+    if not pts:
+        return _svg(width, 60, title, ['<text x="56" y="40">no data</text>'])
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    if diagonal:  # the same range on both axes, so the diagonal is at 45°
+        lo, hi = min(xs + ys), max(xs + ys)
+        pad = (hi - lo) * 0.05 or 0.01
+        x_range = y_range = (lo - pad, hi + pad)
+    else:
+        pad_x, pad_y = (max(xs) - min(xs)) * 0.05 or 0.01, (max(ys) - min(ys)) * 0.08 or 0.01
+        x_range = (min(xs) - pad_x, max(xs) + pad_x)
+        y_range = (min(min(ys), 0.0) - pad_y, max(max(ys), 0.0) + pad_y) if zero_line else \
+            (min(ys) - pad_y, max(ys) + pad_y)
+    frame = _Frame(width, height, x_range, y_range, legend=False)
+    body = frame.axes([t for t in nice_ticks(*x_range) if x_range[0] <= t <= x_range[1]],
+                      [t for t in nice_ticks(*y_range) if y_range[0] <= t <= y_range[1]], x_label, y_label)
+    if diagonal:
+        a, b = x_range
+        body.append(f'<line x1="{frame.x(a):.1f}" y1="{frame.y(a):.1f}" x2="{frame.x(b):.1f}" y2="{frame.y(b):.1f}" '
+                    f'class="mark"/>')
+    if zero_line:
+        body.append(f'<line x1="{frame.x0}" y1="{frame.y(0):.1f}" x2="{frame.x1}" y2="{frame.y(0):.1f}" class="mark"/>')
+    for s in series:
+        for i, (x, y) in enumerate(s.points):
+            if math.isfinite(x) and math.isfinite(y):
+                tip = s.titles[i] if i < len(s.titles) else f"{s.name}: {x:.4f}, {y:.4f}"
+                body.append(f'<circle cx="{frame.x(x):.1f}" cy="{frame.y(y):.1f}" r="{s.marker}" fill="{s.colour}" '
+                            f'fill-opacity="0.6"><title>{esc(tip)}</title></circle>')
+    return _svg(width, height, title, body)
