@@ -213,3 +213,35 @@ def test_ray_options_and_unsupported_outputs_are_clear(tmp_path):
         ray_score(ScoreConfig(classifiers=(str(tmp_path),), output=str(tmp_path / "p.parquet"), input="x.jsonl"))
     r = cli("fit", "--store", str(tmp_path), "--dataset", "d", "--engine", "ray", "--gpus-per-worker", "-1")
     assert r.returncode == 1 and "--gpus-per-worker" in r.stderr
+
+
+def test_a_score_worker_killed_mid_run_leaves_every_prediction_once(tmp_path, tiny_gpt2_dir, cluster):
+    (st,) = _stores(tmp_path, 600, ("st",))
+    extract(st, ExtractConfig("d", model=str(tiny_gpt2_dir), batch_size=32, threads=1))
+    fit(st, FitConfig("d", model=str(tiny_gpt2_dir), kinds=("hidden",), poolings=("mean",), threads=1, **FAST),
+        out=tmp_path / "clf")
+    out = tmp_path / "pred"
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            if len(list(out.glob("run_date=*/part-*.parquet"))) >= 3:
+                pids = _worker_pids("ScoreWorker")
+                if pids:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+            time.sleep(0.005)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    r = ray_score(ScoreConfig((str(tmp_path / "clf"),), str(out), store=str(st), dataset="d", chunk_rows=10,
+                              batch_size=4, threads=1), RayOptions(workers=2))
+    t.join()
+    assert killed, "the run ended before a worker could be killed"
+    assert r.scored_texts == 600 and r.files_written == 60
+    preds = _preds(out)  # asserts no duplicates
+    assert len(preds) == 600 and not list(out.rglob(".tmp-*"))
+    local = score(ScoreConfig((str(tmp_path / "clf"),), str(tmp_path / "local"), store=str(st), dataset="d",
+                              chunk_rows=10, threads=1))
+    assert local.scored_texts == 600 and _preds(tmp_path / "local") == preds

@@ -9,7 +9,7 @@ driver renames the temps into place strictly in chunk order (as the local writer
 it), so a store cannot tell how a chunk was made.
 
 Failures: a dead actor is restarted and its chunk retried by Ray (`max_retries`); the retry writes a new
-temp, and the old attempt's temp is never committed (it is swept with the other temps). A dead driver
+temp, and the old attempt's temp is never committed (the driver sweeps such temps when the run ends). A dead driver
 releases the lock (flock) and takes its actors with it; the next run sweeps every temp and does only the
 chunks that were not committed. Commits rely on rename(2) being atomic within a directory, which POSIX
 filesystems and NFS (v3/v4), Lustre, GPFS and CephFS give; object stores (S3, GCS) mounted through FUSE
@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from ..core.atomic import commit
+from ..core.atomic import commit, remove_stale_temps
 from ..core.console import eprint, progress
 from ..core.errors import StcError
 from ..core.names import FeatureBlock
@@ -150,6 +150,9 @@ class RayChunkRunner:
                 shutil.rmtree(done.tmp, ignore_errors=True)
             for a in actors:
                 self.ray.kill(a)
+        # what attempts that died mid-chunk left behind (their retries were committed); the lock is ours and
+        # every task of this run has returned, so no temp here belongs to a live writer
+        remove_stale_temps(plan.fs.path)
         return run
 
     def _loop(self, pool: Any, chunks: Any, plan: Plan, first: int, n: int, ready: dict[int, ChunkDone],

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..core.atomic import remove_stale_temps
 from ..core.console import eprint, progress
 from ..core.errors import StcError
 from ..models.loading import LoadedModel
@@ -111,6 +112,7 @@ class RayChunkScorer:
         finally:
             for a in actors:
                 ray.kill(a)
+        remove_stale_temps(Path(cfg.output))  # part files of attempts that died mid-write (their retries landed)
 
     @staticmethod
     def _merge(run: ScoreRun, groups: list[Group], r: ChunkScored, bar: Any) -> None:
