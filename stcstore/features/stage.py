@@ -188,8 +188,19 @@ class Plan:
     stats_by_label: bool = True  # neuron statistics per (split, label); per split for labels that are values
 
 
+def model_parameters(lm: LoadedModel) -> dict[str, int]:
+    """The model's parameters, all and without the embeddings (what fine-tuning would update, as the STC
+    paper counts them; recorded in a new feature set for the fit's efficiency tables)."""
+    total = emb = 0
+    for name, p in lm.model.named_parameters():
+        total += p.numel()
+        if "embed" in name or name.split(".")[0] in ("wte", "wpe") or ".wte." in name or ".wpe." in name:
+            emb += p.numel()
+    return {"total": total, "non_embedding": total - emb}
+
+
 def _open_feature_set(store: Store, cfg: ExtractConfig, fp: dict, widths: dict[str, int],
-                      chunk_rows: int) -> tuple[FeatureSet, bool]:
+                      chunk_rows: int, params: dict[str, int] | None = None) -> tuple[FeatureSet, bool]:
     """The feature set these values belong in: the one with this fingerprint, one whose fingerprint
     differs only in where the model was loaded from, or a new one."""
     fs_id = fingerprint(fp)
@@ -210,7 +221,7 @@ def _open_feature_set(store: Store, cfg: ExtractConfig, fp: dict, widths: dict[s
     manifest = {
         "id": fs_id, "dataset": cfg.dataset, "fingerprint": fp, "columns": fp["columns"], "widths": widths,
         "chunk_rows": chunk_rows, "stcstore_version": __version__,
-        "stats_by_label": not _labels_are_values(store, cfg.dataset),
+        "stats_by_label": not _labels_are_values(store, cfg.dataset), "model_parameters": params,
         "created_with": {k: v for k, v in asdict(cfg).items() if k in ("batch_size", "max_tokens", "device",
                                                                        "threads", "layers", "kinds", "poolings")},
     }
@@ -233,7 +244,7 @@ def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel) -> Plan:
     row_bytes = sum(widths[b.kind] for b in blocks) * itemsize + 48  # + id/split/label, roughly
     chunk_rows = cfg.chunk_rows or max(MIN_CHUNK_ROWS, min(100_000, cfg.chunk_mb * 2**20 // row_bytes))
     fp = feature_fingerprint(lm, cfg, max_length, [b.column for b in blocks])
-    fs, created = _open_feature_set(store, cfg, fp, widths, chunk_rows)
+    fs, created = _open_feature_set(store, cfg, fp, widths, chunk_rows, model_parameters(lm))
     done: set[str] = set()
     for chunk in fs.chunks():
         done.update(read_chunk_columns(chunk, ["id"]).column("id").to_pylist())

@@ -47,6 +47,7 @@ from ..core.names import (
 from ..core.result import Result
 from ..store.store import FeatureSet, Store, neuron_picks
 from .probe import PathConfig
+from .efficiency import efficiency
 from .search import AggState, Fitter, ProbeState, agg_key, probe_key
 from .sparsify import check_eta
 from .splits import Splits, plan_splits
@@ -123,6 +124,7 @@ class FitResult(Result):
     classifier_dir: str | None
     seconds: dict[str, float]
     peak_rss_mb: float
+    efficiency: dict[str, Any] = field(default_factory=dict)  # the paper's Tables 5-7 for this model and data
     messages: list[str] = field(default_factory=list)
 
     def to_text(self) -> str:
@@ -273,6 +275,24 @@ def _classifier(fs: FeatureSet, splits: Splits, best: AggState, reports: dict[st
         task="regression" if not splits.classes else "classification")
 
 
+def _fit_config(cfg: FitConfig, fitter: Fitter, messages: list[str]) -> dict[str, Any]:
+    """The options that define the fit's result (its id): how it ran (threads, device) is left out, and so
+    are options that did not apply, so that they do not change the id."""
+    fit_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device")}
+    if cfg.task in (None, "classification"):  # the default: classification fit ids stay as they were
+        fit_cfg.pop("task")
+    if not fitter.probe_sampled:  # the cap did not apply: it did not change the result (nor the fit id)
+        fit_cfg.pop("probe_rows")
+    if not fitter.agg_rows:  # nor did the memory budget
+        fit_cfg.pop("memory_budget_mb")
+    else:
+        messages.append("memory budget {} MB: aggregates of {} searched on a stratified sample of train rows "
+                        "({}); the chosen one refitted on all {:,} train rows, streamed from disk".format(
+                            cfg.memory_budget_mb, ", ".join(f"{k}.{p}" for k, p in fitter.agg_rows),
+                            ", ".join(f"{n:,}" for n in fitter.agg_rows.values()), len(fitter.splits.y[cfg.train_split])))
+    return fit_cfg
+
+
 def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, force: bool = False,
         probe_runner: ProbeRunner | None = None) -> FitResult:
     """Fit STC on one dataset of a store; save the chosen classifier to `out` (a new directory). Holds the
@@ -315,26 +335,19 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         t0 = time.perf_counter()
         reports = _test_reports(fitter, fs, probes, best)
         seconds["test"] = time.perf_counter() - t0
-        fit_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device")}  # how, not what
-        if cfg.task in (None, "classification"):  # the default: classification fit ids stay as they were
-            fit_cfg.pop("task")
-        if not fitter.probe_sampled:  # the cap did not apply: it did not change the result (nor the fit id)
-            fit_cfg.pop("probe_rows")
-        if not fitter.agg_rows:  # nor did the memory budget
-            fit_cfg.pop("memory_budget_mb")
-        else:
-            messages.append("memory budget {} MB: aggregates of {} searched on a stratified sample of train rows "
-                            "({}); the chosen one refitted on all {:,} train rows, streamed from disk".format(
-                                cfg.memory_budget_mb, ", ".join(f"{k}.{p}" for k, p in fitter.agg_rows),
-                                ", ".join(f"{n:,}" for n in fitter.agg_rows.values()), len(fitter.splits.y[cfg.train_split])))
+        eff = efficiency(fs.manifest["fingerprint"], fs.manifest.get("model_parameters"), probes, aggs, best,
+                         len(splits.y[cfg.train_split]), fitter.K if fitter.K != 2 else 1, cfg.metric)
+        fit_cfg = _fit_config(cfg, fitter, messages)
         fit_id = fingerprint([fs.id, splits.data_fingerprint, fit_cfg, FIT_FORMAT_VERSION])
         t0 = time.perf_counter()
         if write_tables(store, cfg.dataset, fit_id, probe_rows(fit_id, fs, list(probes.values())),
                         aggregate_rows(fit_id, fs, aggs, best)):
             messages.append(f"replaced the tables of the identical earlier fit {fit_id}")
     if out_path is not None:
-        _classifier(fs, splits, best, reports, fit_id, fit_cfg, cfg.seed, len(fitter.probe_y), fitter.search_rows
-                    ).save(out_path, force=force)
+        clf = _classifier(fs, splits, best, reports, fit_id, fit_cfg, cfg.seed, len(fitter.probe_y),
+                          fitter.search_rows)
+        clf.manifest["efficiency"] = eff
+        clf.save(out_path, force=force)
     seconds["write"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
     c = best.result.chosen
@@ -350,5 +363,5 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         carved_validation=splits.carved_validation, seed=cfg.seed,
         fit_id=fit_id, classifier_dir=str(out_path) if out_path is not None else None,
         seconds={k: round(v, 2) for k, v in seconds.items()}, peak_rss_mb=round(peak_rss_mb(), 1),
-        messages=messages,
+        efficiency=eff, messages=messages,
     )

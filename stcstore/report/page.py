@@ -165,6 +165,39 @@ def _fig_regression(points: list[dict[str, Any]]) -> str:
             "value. Hover a point for its id.</p>" + "".join(figs))
 
 
+def _efficiency(clf: Classifier, metric: str) -> str:
+    """The paper's Tables 5-7 for this fit (recorded in the classifier by `stcstore fit` since 0.3)."""
+    eff = clf.manifest.get("efficiency")
+    if not eff:
+        return "<p>No efficiency record: the classifier was fitted before stcstore 0.3.</p>"
+    p, f = eff["parameters"], eff["training_flops"]
+
+    def big(v: float) -> str:
+        for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+            if abs(v) >= scale:
+                return f"{v / scale:.3g}{unit}"
+        return f"{v:.3g}"
+
+    t5 = (f"<table><tr><th>fine-tuning ({esc(p['fine_tuning_source'])})</th><th>STC: probes + classifier</th>"
+          f"<th>ratio</th><th>paper's STC estimate</th></tr><tr><td>{big(p['fine_tuning'])}</td>"
+          f"<td>{big(p['stc_probes'])} + {big(p['stc_classifier'])} = {big(p['stc'])}</td><td>{p['ratio']:g}:1</td>"
+          f"<td>{big(p['paper_estimate_stc'])}</td></tr></table>")
+    t6 = (f"<table><tr><th>fine-tuning, 1 epoch</th><th>forward</th><th>LR probes</th><th>LR aggregation</th>"
+          f"<th>Frozen + STC</th><th>speed-up (1 / 2 epochs)</th></tr><tr><td>{big(f['fine_tuning_per_epoch'])}</td>"
+          f"<td>{big(f['forward'])}</td><td>{big(f['lr_probes'])}</td><td>{big(f['lr_aggregation'])}</td>"
+          f"<td>{big(f['frozen_stc'])}</td><td>{f['speedup_1_epoch']:g} / {f['speedup_2_epochs']:g}</td></tr></table>")
+    cells = []
+    for r in eff["lower_layers"]:
+        chosen = "" if r["l_temp"] is None else f"η {r['eta']:g}, L_temp {r['l_temp']}"
+        cells.append(f"<tr><td>{r['share']:.0%}</td><td>{r['blocks']}</td><td>{_score(r['validation'])}</td>"
+                     f"<td>{chosen}</td><td>{r['forward_saving']:.0%}</td></tr>")
+    rows = "".join(cells)
+    t7 = (f"<table><tr><th>lower layers</th><th>blocks</th><th>validation {esc(metric)}</th><th>best aggregate"
+          f"</th><th>forward pass saved</th></tr>{rows}</table>")
+    return (f"<h3>Trainable parameters (Table 5)</h3>{t5}<h3>Training FLOPs on {f['texts']:,} texts, the "
+            f"paper's per-text estimates (Table 6)</h3>{t6}<h3>Using only the lower layers (Table 7)</h3>{t7}")
+
+
 def _predictions_table(preds: list[dict[str, Any]]) -> str:
     if not preds:
         return ("<p>No predictions of this classifier in the store's <code>predictions</code> table yet "
@@ -228,6 +261,8 @@ and the effect size (largest gap between label means over the pooled within-labe
 <p>Distribution of each top neuron's stored value per label, on the <b>{esc(split)}</b> split (STC paper,
 Figure 4a). A neuron can matter in combination with others without separating the labels on its own.</p>
 {_fig_histograms(hists)}
+<h2 id="efficiency">Efficiency (STC paper, section 5.2)</h2>
+{_efficiency(clf, metric)}
 <h2 id="predictions">Predictions in this store</h2>
 {_predictions_table(data['predictions'])}
 <p style="color:#777">stcstore {esc(__version__)}, {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p>
