@@ -18,6 +18,7 @@ from stcstore.core.names import (
     MAX_TOKENS,
     MEMORY_BUDGET_MB,
     METRICS,
+    PROBES,
     REGRESSION_METRICS,
     POOLINGS,
     PROBE_ROWS,
@@ -82,6 +83,9 @@ TORCH_DTYPE = click.option("--torch-dtype", default=TORCH_DTYPES[0], show_defaul
 METRIC = click.option("--metric", default=None, type=click.Choice(METRICS + REGRESSION_METRICS),
                       help="Validation metric that every choice is made on [default: accuracy; with --task "
                            "regression: r2]. mae: lower is better.")
+PROBE = click.option("--probe", default="lr", show_default=True, type=click.Choice(PROBES),
+                     help="Per-layer probes: lr (L1 path, the paper's) or slp (one hidden layer of √width ReLU "
+                          "units, early-stopped on validation; neuron importance: L2 norm of its input weights).")
 TASK = click.option("--task", default=None, type=click.Choice(TASKS),
                     help="classification (labels are classes) or regression (labels are numbers) [default: "
                          "classification; numeric labels with many distinct values are refused without --task].")

@@ -3,5 +3,6 @@
 CREATE OR REPLACE VIEW probes AS
 SELECT dataset, fit_id, feature_set, kind, pooling, layer, step, lam, C, n_nonzero, objective,
        val_accuracy, val_macro_f1, val_log_loss, iterations, seconds, chosen,
-       val_r2, val_mae, val_pearson, val_spearman, val_mse  -- regression targets (else null)
+       val_r2, val_mae, val_pearson, val_spearman, val_mse,  -- regression targets (else null)
+       coalesce(probe, 'lr') AS probe  -- lr, or slp (`fit --probe slp`: one row per epoch, step = epoch)
 FROM _probes;

@@ -22,6 +22,7 @@ INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet", "tweets")
 METRICS = ("accuracy", "macro_f1")  # validation metrics every fit choice can be made on (classification)
 REGRESSION_METRICS = ("r2", "mae", "pearson", "spearman")  # ... and for a regression target (mae: lower is better)
 TASKS = ("classification", "regression")
+PROBES = ("lr", "slp")  # per-layer probe kinds: L1 linear (the paper's), single hidden layer (appendix A.2)
 EXPLANATIONS = ("tokens",)
 SPLITS = ("train", "validation", "test")
 # defaults shared by the configs and the CLI

@@ -60,6 +60,7 @@ PROBES = pa.schema([
     ("val_macro_f1", pa.float64()), ("val_log_loss", pa.float64()), ("iterations", pa.int64()),
     ("seconds", pa.float64()), ("chosen", pa.bool_()),
     *REGRESSION_COLUMNS,  # null for classification (and in tables written before 0.3)
+    ("probe", pa.string()),  # lr | slp (null in tables written before 0.3: lr); slp rows: step = epoch
 ])
 AGGREGATES = pa.schema([
     ("fit_id", pa.string()), ("feature_set", pa.string()), ("kind", pa.string()), ("pooling", pa.string()),

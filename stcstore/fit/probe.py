@@ -131,7 +131,7 @@ class _Path:
         lam = self.lam(i)
         t1 = time.perf_counter()
         pt = self.solver.fit(lam, warm, lam_prev)
-        s = _scores(self.Xva.decision(pt.coef, pt.intercept), self.yva, self.n_classes)
+        s = path_scores(self.Xva.decision(pt.coef, pt.intercept), self.yva, self.n_classes)
         self.rows.append({"step": i, "lam": lam, "C": pt.C, "n_nonzero": pt.n_nonzero, "objective": pt.objective,
                           **{f"val_{k}": v for k, v in s.items()}, "iterations": pt.iterations,
                           "seconds": time.perf_counter() - t1})
@@ -158,7 +158,7 @@ class _Path:
         self.rows.sort(key=lambda r: r["step"])
         for r in self.rows:
             r["chosen"] = r["step"] == step
-        train = _scores(self.solver.design.decision(chosen.coef, chosen.intercept), self.ytr, self.n_classes)
+        train = path_scores(self.solver.design.decision(chosen.coef, chosen.intercept), self.ytr, self.n_classes)
         return PathResult(chosen, s_val, train, self.rows, time.perf_counter() - self.t0, step, self.lam_top)
 
 
@@ -189,7 +189,7 @@ def fit_around(Xtr: "np.ndarray | DenseDesign | ChunkedDesign", ytr: np.ndarray,
         return path.result()
 
 
-def _scores(sc: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:
+def path_scores(sc: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:
     """Validation or train scores of linear scores [n, K]; n_classes 0: a regression target (sc[:, 0] the value)."""
     if n_classes == 0:
         return regression_scores(y, sc[:, 0])

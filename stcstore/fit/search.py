@@ -25,6 +25,7 @@ from .probe import (
     standardize_,
     validation_key,
 )
+from .slp import SLP, fit_slp
 from .solver import ColumnDesign, PathPoint
 from .sparsify import select_neurons
 from .spill import ChunkedDesign, spill
@@ -42,6 +43,7 @@ class ProbeState:
     mean: np.ndarray
     scale: np.ndarray
     result: PathResult
+    slp: SLP | None = None  # `--probe slp`: the network (result.chosen.coef then holds its input importances)
 
 
 @dataclass
@@ -114,6 +116,10 @@ class Fitter:
         Xtr = self.store.gather(self.fs, [(block.column, None)], self.probe_plan)[1]
         mean, scale = standardize_(Xtr)
         Xva = apply_standardization(self.read([(block.column, None)], self.va), mean, scale)
+        if self.cfg.probe == "slp":
+            net, res = fit_slp(Xtr, self.probe_y, Xva, self.splits.y[self.va], self.K, self.cfg.metric,
+                               self.cfg.seed, device=self.cfg.device)
+            return ProbeState(block, mean, scale, res, net)
         res = fit_path(Xtr, self.probe_y, Xva, self.splits.y[self.va], self.K, self.cfg.metric,
                        self.cfg.path, self.cfg.device)
         return ProbeState(block, mean, scale, res)
@@ -222,12 +228,14 @@ class Fitter:
         return neuron_picks(self.fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in a.groups])
 
     def test_scores(self, picks: list[tuple[str, np.ndarray | None]], mean: np.ndarray, scale: np.ndarray,
-                    res: PathResult) -> dict[str, float]:
-        """Scores of the test rows, read one store chunk at a time (test may be any size)."""
+                    res: PathResult, net: SLP | None = None) -> dict[str, float]:
+        """Scores of the test rows, read one store chunk at a time (test may be any size); `net`: an SLP
+        probe's network scores them instead of the linear weights."""
         y = self.splits.y[self.te]
         if len(y) == 0:
             return {m: float("nan") for m in (REGRESSION_METRICS if self.K == 0 else METRICS)}
-        sc = np.concatenate([decision(apply_standardization(X, mean, scale), res.chosen.coef, res.chosen.intercept)
+        sc = np.concatenate([net.decision(apply_standardization(X, mean, scale)) if net is not None else
+                             decision(apply_standardization(X, mean, scale), res.chosen.coef, res.chosen.intercept)
                              for _, X in self.store.gather_by_chunk(self.fs, picks, self.splits.plans[self.te])])
         if self.K == 0:  # a regression target
             out = regression_scores(y, sc[:, 0])

@@ -33,6 +33,7 @@ from ..core.names import (
     KINDS,
     MEMORY_BUDGET_MB,
     METRICS,
+    PROBES,
     REGRESSION_METRICS,
     TASKS,
     POOLINGS,
@@ -78,11 +79,13 @@ class FitConfig:
     device: str = "cpu"  # torch device of the solver, e.g. cuda:0 (the store is read on the host)
     path: PathConfig = field(default_factory=PathConfig)
     task: str | None = None  # classification (default; refused for labels that look like values) | regression
+    probe: str = "lr"  # per-layer probes: lr (L1 path) | slp (one hidden layer; paper appendix A.2)
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "--dataset")
         if self.task is not None:
             check_choice(self.task, TASKS, "--task")
+        check_choice(self.probe, PROBES, "--probe")
         regression = self.task == "regression"
         if self.metric is None:
             object.__setattr__(self, "metric", "r2" if regression else "accuracy")
@@ -239,9 +242,11 @@ def _test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Pro
     metric = fitter.cfg.metric
 
     def probe_report(p: ProbeState) -> dict[str, Any]:
-        test = fitter.test_scores([(p.block.column, None)], p.mean, p.scale, p.result)
+        test = fitter.test_scores([(p.block.column, None)], p.mean, p.scale, p.result, p.slp)
         c = p.result.chosen
-        return {"what": f"{p.block.column} ({c.n_nonzero} neurons, C {c.C:.3g})", "kind": p.block.kind,
+        what = f"{p.block.column} (SLP, {p.slp.W1.shape[0]} hidden units, epoch {p.result.step})" if p.slp else \
+            f"{p.block.column} ({c.n_nonzero} neurons, C {c.C:.3g})"
+        return {"what": what, "kind": p.block.kind,
                 "pooling": p.block.pooling, "layer": p.block.layer, "n_nonzero": c.n_nonzero, "C": c.C,
                 "validation": _metrics(p.result.validation), "test": test}
 
@@ -281,6 +286,8 @@ def _fit_config(cfg: FitConfig, fitter: Fitter, messages: list[str]) -> dict[str
     fit_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device")}
     if cfg.task in (None, "classification"):  # the default: classification fit ids stay as they were
         fit_cfg.pop("task")
+    if cfg.probe == "lr":  # likewise
+        fit_cfg.pop("probe")
     if not fitter.probe_sampled:  # the cap did not apply: it did not change the result (nor the fit id)
         fit_cfg.pop("probe_rows")
     if not fitter.agg_rows:  # nor did the memory budget

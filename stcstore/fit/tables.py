@@ -21,7 +21,8 @@ def probe_rows(fit_id: str, fs: FeatureSet, probes: list["ProbeState"]) -> pa.Ta
     for p in probes:
         for r in p.result.rows:
             rows.append({"fit_id": fit_id, "feature_set": fs.id, "kind": p.block.kind,
-                         "pooling": p.block.pooling, "layer": p.block.layer, **r})
+                         "pooling": p.block.pooling, "layer": p.block.layer, **r,
+                         "probe": "slp" if p.slp is not None else "lr"})
     return pa.Table.from_pylist(rows, schema=schemas.PROBES)
 
 
