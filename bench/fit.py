@@ -8,6 +8,8 @@ process, exactly like this checkout's fit, so both get the same cores and their 
     python bench/fit.py --store ST --dataset sst6k --threads 2
     python bench/fit.py --store ST --dataset irony --model <path> --no-baseline
     python bench/fit.py --store ST --dataset sst2 --baseline-ref d21cba0 --repeat 1
+    python bench/fit.py --store ST --dataset irony --no-baseline --probes lr,slp       # LR vs SLP probes
+    python bench/fit.py --store ST --dataset joy --no-baseline --metric r2 --fit-args '--task regression'
 
 Both fits write their tables into the store (a different fit id each: the fit format changed), and the
 baseline's classifier goes to a temporary folder. Prints, for each version: probe, aggregate and total
@@ -79,6 +81,8 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="only this checkout's fit")
     ap.add_argument("--metric", default="accuracy")
     ap.add_argument("--fit-args", default="", help="extra options for this checkout's fit, e.g. '--probe-rows 5000'")
+    ap.add_argument("--probes", default="lr", help="per-layer probe kinds to run this checkout's fit with, e.g. "
+                    "lr,slp: one fit each, compared with the first")
     ap.add_argument("--baseline-json", default=None, help="reuse the baseline's result from this file when it "
                     "exists (else run it and save it there): for repeated runs while developing")
     args = ap.parse_args()
@@ -89,14 +93,24 @@ def main() -> None:
         runs["baseline"] = run_fit(baseline_site(args.baseline_ref), args, ["--metric", args.metric])
         if args.baseline_json:
             Path(args.baseline_json).write_text(json.dumps(runs["baseline"]))
-    runs["new"] = run_fit(None, args, ["--metric", args.metric] + args.fit_args.split())
-    r = runs["new"]
+    kinds = [k.strip() for k in args.probes.split(",") if k.strip()]
+    for k in kinds:
+        runs["new" if k == "lr" else f"new {k}"] = run_fit(None, args, ["--metric", args.metric, "--probe", k]
+                                                           + args.fit_args.split())
+    r = runs["new" if "lr" in kinds else f"new {kinds[0]}"]
     print(f"store {args.store}, dataset {args.dataset}: train {r['n_train']}, validation {r['n_validation']}, "
-          f"{len(r['classes'])} classes; metric {args.metric}; threads {args.threads or 'default'}")
+          f"{len(r['classes']) or 'regression, no'} classes; metric {args.metric}; threads {args.threads or 'default'}")
     print(f"{'version':10s} {'probes s':>8s} {'aggregate':>10s} {'total s':>8s} {'RSS GB':>8s} {'STC val':>9s} "
           f"{'STC test':>9s} {'probe val':>9s}  chosen")
     for name, res in runs.items():
-        print(describe(name if name == "new" else f"{args.baseline_ref[:9]}", res, args.metric))
+        print(describe(name if name.startswith("new") else f"{args.baseline_ref[:9]}", res, args.metric))
+    news = [n for n in runs if n.startswith("new")]
+    for n in news[1:]:  # the other probe kinds against the first
+        a, o = runs[news[0]], runs[n]
+        print(f"{n} ÷ {news[0]}: probes {o['seconds']['probes'] / max(a['seconds']['probes'], 1e-9):.2f}, aggregate "
+              f"{o['seconds']['aggregate'] / max(a['seconds']['aggregate'], 1e-9):.2f}; best probe validation "
+              f"{o['best_probe']['validation'][args.metric] - a['best_probe']['validation'][args.metric]:+.4f}, STC "
+              f"validation {o['stc']['validation'][args.metric] - a['stc']['validation'][args.metric]:+.4f}")
     if "baseline" in runs:
         b = runs["baseline"]
         ratio = {k: r["seconds"][k] / max(b["seconds"][k], 1e-9) for k in ("probes", "aggregate", "total")}
