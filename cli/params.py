@@ -118,7 +118,7 @@ def engine(what: str):
     def decorate(f):
         for opt in reversed([
             click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                         help=f"Where {what} runs: this process, or a Ray cluster (pip install 'stcstore[ray]')."),
+                         help=f"Where to run {what}: this process, or a Ray cluster (pip install 'stcstore[ray]')."),
             click.option("--ray-address", default=None,
                          help="Ray cluster to join [default: RAY_ADDRESS, else a cluster started by `ray start` on "
                               "this machine, else a new local one]; 'local' always starts a new local one."),
