@@ -49,8 +49,8 @@ class SLP:
         """Output scores [n, K] (float64) of standardised X [n, d]."""
         Xt = torch.as_tensor(X, dtype=torch.float32)
         with torch.no_grad():
-            h = torch.relu(F.linear(Xt, torch.from_numpy(self.W1), torch.from_numpy(self.b1)))
-            return F.linear(h, torch.from_numpy(self.W2), torch.from_numpy(self.b2)).double().numpy()
+            W1, b1, W2, b2 = (torch.tensor(a) for a in (self.W1, self.b1, self.W2, self.b2))  # copies: may be read-only
+            return F.linear(torch.relu(F.linear(Xt, W1, b1)), W2, b2).double().numpy()
 
     def importance(self) -> np.ndarray:
         """[d]: the L2 norm of each input's first-layer weights."""
