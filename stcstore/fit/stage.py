@@ -247,7 +247,7 @@ def _test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Pro
         what = f"{p.block.column} (SLP, {p.slp.W1.shape[0]} hidden units, epoch {p.result.step})" if p.slp else \
             f"{p.block.column} ({c.n_nonzero} neurons, C {c.C:.3g})"
         return {"what": what, "kind": p.block.kind,
-                "pooling": p.block.pooling, "layer": p.block.layer, "n_nonzero": c.n_nonzero, "C": c.C,
+                "pooling": p.block.pooling, "layer": p.block.layer, "n_nonzero": c.n_nonzero, "C": None if p.slp else c.C,
                 "validation": _metrics(p.result.validation), "test": test}
 
     base_block = FeatureBlock("hidden", "single", fs.manifest["fingerprint"]["n_layers"])
