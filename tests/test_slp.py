@@ -46,5 +46,7 @@ def test_fit_with_slp_probes(tmp_path, bert_tokenizer):
     q = run_query(st, "select probe, count(distinct kind||pooling||layer) as blocks, sum(chosen::int) as chosen "
                       "from probes group by probe order by probe").rows
     assert [r["probe"] for r in q] == ["lr", "slp"] and q[0]["blocks"] == q[1]["blocks"] == q[1]["chosen"]
+    r = cli("report", "--store", str(st), "--classifier", str(tmp_path / "clf"), "--out", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
     r = cli("fit", "--store", str(st), "--dataset", "d", "--model", "tiny-bert", "--probe", "mlp")
     assert r.returncode == 1 and "--probe" in r.stderr
