@@ -68,7 +68,7 @@ def main() -> None:
         for name, opts in runs:
             st = tmp / name.replace(" ", "").replace(",", "-")
             ingest(st, [src], IngestConfig("d", split="train"))
-            threads = args.cpus if opts is None else max(1, int(opts.cpus_per_worker))
+            threads = args.cpus if opts is None else opts.worker_threads(None)
             cfg = ExtractConfig("d", model=args.model, chunk_rows=args.chunk_rows, threads=threads)
             runner = None if opts is None else RayChunkRunner(ray, opts, ship_model=False)
             t = time.perf_counter()

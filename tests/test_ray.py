@@ -4,6 +4,7 @@ driver killed mid-run still end with a complete, duplicate-free store. Skipped w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -70,6 +72,32 @@ def _worker_pids(name: str) -> list[int]:
             if cmd.startswith(f"ray::{name}"):
                 pids.append(int(p.name))
     return pids
+
+
+@contextlib.contextmanager
+def _kill_a_worker(name: str, ready: Callable[[], bool]) -> Iterator[list[int]]:
+    """While the body runs, SIGKILL one actor process of class `name` as soon as `ready()` holds (polled
+    every 5 ms); yields the list of killed pids (empty if the body ended first)."""
+    killed: list[int] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed and not done.is_set():
+            if ready():
+                pids = _worker_pids(name)
+                if pids:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+            time.sleep(0.005)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    try:
+        yield killed
+    finally:
+        done.set()
+        t.join()
 
 
 def test_extract_on_ray_equals_local_extract_byte_for_byte(tmp_path, tiny_gpt2_dir, cluster):
@@ -144,23 +172,13 @@ def test_a_worker_killed_mid_run_leaves_a_complete_store(tmp_path, tiny_gpt2_dir
     cfg = ExtractConfig("d", model=str(tiny_gpt2_dir), chunk_rows=10, batch_size=4, threads=1)
     extract(ref, cfg)
     fs_glob = st / "features" / "dataset=d"
-    killed: list[int] = []
 
-    def killer() -> None:
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            fs = next(fs_glob.glob("fs=*"), None) if fs_glob.exists() else None
-            if fs is not None and len(list(fs.glob("chunk-*"))) >= 3:
-                pids = _worker_pids("ExtractWorker")
-                if pids:
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(pids[0])
-            time.sleep(0.005)
+    def ready() -> bool:
+        fs = next(fs_glob.glob("fs=*"), None) if fs_glob.exists() else None
+        return fs is not None and len(list(fs.glob("chunk-*"))) >= 3
 
-    t = threading.Thread(target=killer)
-    t.start()
-    r = ray_extract(st, cfg, RayOptions(workers=2))
-    t.join()
+    with _kill_a_worker("ExtractWorker", ready) as killed:
+        r = ray_extract(st, cfg, RayOptions(workers=2))
     assert killed, "the run ended before a worker could be killed"
     assert r.texts_extracted == 600 and r.chunks_total == 60
     sa, sb = _snapshot(ref), _snapshot(st)
@@ -221,23 +239,9 @@ def test_a_score_worker_killed_mid_run_leaves_every_prediction_once(tmp_path, ti
     fit(st, FitConfig("d", model=str(tiny_gpt2_dir), kinds=("hidden",), poolings=("mean",), threads=1, **FAST),
         out=tmp_path / "clf")
     out = tmp_path / "pred"
-    killed: list[int] = []
-
-    def killer() -> None:
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            if len(list(out.glob("run_date=*/part-*.parquet"))) >= 3:
-                pids = _worker_pids("ScoreWorker")
-                if pids:
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(pids[0])
-            time.sleep(0.005)
-
-    t = threading.Thread(target=killer)
-    t.start()
-    r = ray_score(ScoreConfig((str(tmp_path / "clf"),), str(out), store=str(st), dataset="d", chunk_rows=10,
-                              batch_size=4, threads=1), RayOptions(workers=2))
-    t.join()
+    with _kill_a_worker("ScoreWorker", lambda: len(list(out.glob("run_date=*/part-*.parquet"))) >= 3) as killed:
+        r = ray_score(ScoreConfig((str(tmp_path / "clf"),), str(out), store=str(st), dataset="d", chunk_rows=10,
+                                  batch_size=4, threads=1), RayOptions(workers=2))
     assert killed, "the run ended before a worker could be killed"
     assert r.scored_texts == 600 and r.files_written == 60
     preds = _preds(out)  # asserts no duplicates

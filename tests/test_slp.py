@@ -4,7 +4,6 @@ importances driving sparsification, and their rows in the probes table beside th
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from stcstore.fit import FitConfig, fit
 from stcstore.fit.slp import SLPConfig, fit_slp

@@ -51,6 +51,12 @@ class FeatureGroup:
         return FeatureBlock(self.kind, self.pooling, self.layer)
 
 
+def groups_blocks_run(groups: Iterable[FeatureGroup]) -> int:
+    """Transformer blocks a forward pass runs to compute these groups (`blocks_to_run`)."""
+    groups = list(groups)
+    return blocks_to_run([g.layer for g in groups if g.kind == "hidden"], [g.layer for g in groups if g.kind == "ffn"])
+
+
 class Classifier:
     """Scikit-learn style classifier on texts (or on stored features) with early exit at L_temp.
 
@@ -87,8 +93,7 @@ class Classifier:
                          "max_length": fp["max_length"], "dtype": fp["dtype"], "torch_dtype": fp["torch_dtype"],
                          "feature_format": fp.get("feature_format")},
             "kind": kind, "pooling": pooling, "eta": eta, "l_temp": l_temp,
-            "blocks_run": blocks_to_run([g.layer for g in groups if g.kind == "hidden"],
-                                        [g.layer for g in groups if g.kind == "ffn"]),
+            "blocks_run": groups_blocks_run(groups),
             "groups": [asdict(g) for g in groups], "classes": list(classes),
             "metrics": metrics, "fit": fit,
         }

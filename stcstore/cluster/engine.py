@@ -42,6 +42,10 @@ class RayOptions:
                            f"enough for one worker of {self.cpus_per_worker:g} CPUs and {self.gpus_per_worker:g} GPUs")
         return fits
 
+    def worker_threads(self, threads: int | None) -> int:
+        """A worker's torch threads: the command's --threads, else the CPUs it reserved (at least 1)."""
+        return threads or max(1, int(self.cpus_per_worker))
+
     def worker_device(self, device: str) -> str:
         """The torch device inside a worker: its GPU when it asked for one (Ray sets CUDA_VISIBLE_DEVICES)."""
         return "cuda" if self.gpus_per_worker else device

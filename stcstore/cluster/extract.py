@@ -110,7 +110,7 @@ class RayChunkRunner:
         model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model  # a local folder: absolute
         spec = WorkerSpec(model, cfg.gguf_file, cfg.torch_dtype, opts.worker_device(cfg.device),
                           tuple(plan.blocks), plan.max_length, cfg.dtype, cfg.batch_size, cfg.max_tokens,
-                          cfg.threads or max(1, int(opts.cpus_per_worker)), plan.stats_by_label)
+                          opts.worker_threads(cfg.threads), plan.stats_by_label)
         actor = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker,
                            max_restarts=opts.max_retries, max_task_retries=opts.max_retries)(ExtractWorker)
         self._model_ref = ray.put(lm) if self.ship_model else None  # kept alive: a restarted actor reads it again

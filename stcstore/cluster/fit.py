@@ -35,7 +35,7 @@ class RayProbeRunner:
 
     def __init__(self, ray: Any, opts: RayOptions, threads: int | None) -> None:
         self.ray, self.opts = ray, opts
-        self.threads = threads or max(1, int(opts.cpus_per_worker))
+        self.threads = opts.worker_threads(threads)
 
     def __call__(self, fitter: Fitter, blocks: list[FeatureBlock]) -> Iterator[ProbeState]:
         ray, opts = self.ray, self.opts

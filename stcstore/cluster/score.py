@@ -91,7 +91,7 @@ class RayChunkScorer:
                            max_restarts=opts.max_retries, max_task_retries=opts.max_retries)(ScoreWorker)
         self._models_ref = ray.put(self.models) if self.models else None  # kept alive for actor restarts
         actors = [actor.remote(cfg, self._models_ref, opts.worker_device(cfg.device),
-                               cfg.threads or max(1, int(opts.cpus_per_worker))) for _ in range(n)]
+                               opts.worker_threads(cfg.threads)) for _ in range(n)]
         self.workers_used = n
         pool = ActorPool(actors)
         run_id = run.sink.run_id

@@ -90,6 +90,23 @@ class FeatureBlock:
         return cls(kind, pooling, int(layer))
 
 
+# numeric labels with more distinct values than this are values (a regression target), not classes
+MAX_NUMERIC_CLASSES = 20
+
+
+def labels_look_like_values(distinct: set[str]) -> bool:
+    """Whether a set of distinct stored labels looks like a regression target: more than
+    MAX_NUMERIC_CLASSES of them, every one a number. (Fit refuses them without --task; extract keeps their
+    neuron statistics per split, not per label.)"""
+    if len(distinct) <= MAX_NUMERIC_CLASSES:
+        return False
+    try:
+        [float(v) for v in distinct]
+    except ValueError:
+        return False
+    return True
+
+
 def blocks_to_run(hidden_layers: list[int], ffn_layers: list[int]) -> int:
     """How many transformer blocks a forward pass must run: h{l} needs blocks 0..l-1, a{l} blocks 0..l."""
     return max(list(hidden_layers) + [l + 1 for l in ffn_layers], default=0)

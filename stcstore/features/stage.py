@@ -36,6 +36,7 @@ from ..core.names import (
     check_choice,
     check_kinds_poolings,
     check_name,
+    labels_look_like_values,
 )
 from ..core.result import Result
 from ..models.loading import IDENTITY_KEYS, LEGACY_OPTIONAL, LoadedModel, load_model
@@ -253,25 +254,15 @@ def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel) -> Plan:
                 store.text_count(cfg.dataset), bool(fs.manifest.get("stats_by_label", True)))
 
 
-# a dataset whose labels are all numbers with more distinct values than this has values, not classes
-MAX_LABEL_GROUPS = 20
-
-
 def _labels_are_values(store: Store, dataset: str) -> bool:
-    """Whether the dataset's labels look like a regression target (numbers, many distinct values); decided
+    """Whether the dataset's labels look like a regression target (`labels_look_like_values`); decided
     when its feature set is created and recorded there, so every chunk groups its statistics alike."""
     distinct: set[str] = set()
     for b in store.text_batches(dataset, ["label"]):
         distinct.update(v for v in b.column("label").to_pylist() if v is not None)
         if len(distinct) > 10_000:
             break
-    if len(distinct) <= MAX_LABEL_GROUPS:
-        return False
-    try:
-        [float(v) for v in distinct]
-    except ValueError:
-        return False
-    return True
+    return labels_look_like_values(distinct)
 
 
 def _check_space(path: Path, needed: int, force: bool, messages: list[str]) -> None:

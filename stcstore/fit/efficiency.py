@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ..core.names import blocks_to_run
+from ..classifier.classifier import groups_blocks_run
 from .probe import validation_key
 
 if TYPE_CHECKING:
@@ -90,4 +90,4 @@ def lower_layers(aggs: list["AggState"], best: "AggState", n_layers: int, metric
 
 
 def _blocks(a: "AggState") -> int:
-    return blocks_to_run([g.layer for g in a.groups if g.kind == "hidden"], [g.layer for g in a.groups if g.kind == "ffn"])
+    return groups_blocks_run(a.groups)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from ..core.names import METRICS, REGRESSION_METRICS
+
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
     """y_true, y_pred: [n] class indices (y_true may hold -1 for a label unseen in training: always wrong).
@@ -38,6 +40,12 @@ def log_loss(y_true: np.ndarray, proba: np.ndarray) -> float:
         return float("nan")
     p = proba[np.flatnonzero(keep), y[keep]]
     return float(-np.log(np.clip(p, 1e-15, 1.0)).mean())
+
+
+def reported(s: dict[str, float]) -> dict[str, float]:
+    """The metrics a fit reports of a score dict (classification or regression; without the tie-breaking
+    log-loss / MSE)."""
+    return {m: s[m] for m in (REGRESSION_METRICS if "r2" in s else METRICS)}
 
 
 def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

@@ -12,16 +12,17 @@ import numpy as np
 import torch
 
 from ..classifier.classifier import FeatureGroup
-from ..classifier.linear import decision, predict_index
+from ..classifier.linear import decision
 from ..core.names import KINDS, METRICS, REGRESSION_METRICS, FeatureBlock
 from ..store.store import FeatureSet, Store, neuron_picks
-from .metrics import regression_scores, scores
+from .metrics import reported
 from .probe import (
     PathResult,
     apply_standardization,
     fit_around,
     fit_path,
     lambda_max,
+    path_scores,
     standardize_,
     validation_key,
 )
@@ -147,8 +148,13 @@ class Fitter:
         yva = self.splits.y[self.va]
         # one grid of strengths for the whole group, so that a neighbour's chosen step means the same here
         lam_top = lambda_max(Xtr_all, ytr, self.K, self.cfg.device) if self.cfg.path.warm_aggregates else None
-        Xtr_dev = torch.from_numpy(Xtr_all).to(self.cfg.device)  # one copy on a GPU, none on the CPU
-        Xva_dev = torch.from_numpy(Xva_all).to(self.cfg.device)
+        on_device: list[torch.Tensor] = []  # the blocks on the solver's device, made when a view is first needed
+
+        def views(cols: np.ndarray) -> tuple[ColumnDesign, ColumnDesign]:
+            if not on_device:  # one copy on a GPU, none on the CPU
+                on_device.extend(torch.from_numpy(a).to(self.cfg.device) for a in (Xtr_all, Xva_all))
+            return ColumnDesign(on_device[0], cols), ColumnDesign(on_device[1], cols)
+
         # the memory budget left beside the blocks for a copy of an aggregate's columns; else views of them
         room = np.inf if self.cfg.memory_budget_mb is None else \
             self.cfg.memory_budget_mb * 2**20 - Xtr_all.nbytes - Xva_all.nbytes
@@ -171,7 +177,7 @@ class Fitter:
                 else:
                     # a contiguous copy of the columns is faster to solve on; within the budget only
                     if 4 * (len(ytr) + len(yva)) * len(cols) > room:
-                        Xtr, Xva = ColumnDesign(Xtr_dev, cols), ColumnDesign(Xva_dev, cols)
+                        Xtr, Xva = views(cols)
                     else:
                         Xtr, Xva = np.ascontiguousarray(Xtr_all[:, cols]), np.ascontiguousarray(Xva_all[:, cols])
                     # the neighbour: the previous η at this depth (a subset of these columns), else the previous depth
@@ -237,10 +243,7 @@ class Fitter:
         sc = np.concatenate([net.decision(apply_standardization(X, mean, scale)) if net is not None else
                              decision(apply_standardization(X, mean, scale), res.chosen.coef, res.chosen.intercept)
                              for _, X in self.store.gather_by_chunk(self.fs, picks, self.splits.plans[self.te])])
-        if self.K == 0:  # a regression target
-            out = regression_scores(y, sc[:, 0])
-            return {m: out[m] for m in REGRESSION_METRICS}
-        return scores(y, predict_index(sc), self.K)
+        return reported(path_scores(sc, y, self.K))
 
 
 def _mapped(near: tuple[np.ndarray, AggState], cols: np.ndarray, width: int) -> PathPoint:

@@ -75,9 +75,7 @@ def fit_slp(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, 
     net = net.to(device)
     X = torch.from_numpy(Xtr).to(device)
     Xv = torch.from_numpy(Xva).to(device)
-    if n_classes == 0:
-        y = torch.as_tensor(ytr, dtype=torch.float32, device=device)[:, None]
-    elif K == 1:
+    if K == 1:  # a value, or the positive class of two
         y = torch.as_tensor(ytr, dtype=torch.float32, device=device)[:, None]
     else:
         y = torch.as_tensor(ytr, dtype=torch.long, device=device)

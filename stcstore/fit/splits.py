@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from ..core.errors import StcError
 from ..core.fingerprint import Fingerprint
+from ..core.names import labels_look_like_values
 from ..store.store import FeatureSet, Store
 
 if TYPE_CHECKING:
@@ -89,20 +90,12 @@ def plan_splits(store: Store, fs: FeatureSet, cfg: "FitConfig") -> Splits:
     return Splits(classes, plans, y, carved, unlabeled, h.hexdigest())
 
 
-# numeric labels with more distinct values than this look like a regression target
-MAX_NUMERIC_CLASSES = 20
-
-
 def _task(cfg: "FitConfig", train_labels: np.ndarray) -> str:
     """The fit's task: --task, else classification, refused for labels that look like a regression target."""
     if cfg.task is not None:
         return cfg.task
     distinct = set(train_labels.tolist())
-    if len(distinct) > MAX_NUMERIC_CLASSES:
-        try:
-            [float(v) for v in distinct]
-        except ValueError:
-            return "classification"
+    if labels_look_like_values(distinct):
         raise StcError(f"the labels of dataset {cfg.dataset!r} are numbers with {len(distinct)} distinct values in "
                        f"{cfg.train_split!r}: that looks like a regression target. Pass --task regression to fit "
                        f"values (R², MAE, Pearson, Spearman), or --task classification to treat each value as a class")

@@ -49,6 +49,7 @@ from ..core.result import Result
 from ..store.store import FeatureSet, Store, neuron_picks
 from .probe import PathConfig
 from .efficiency import efficiency
+from .metrics import reported
 from .search import AggState, Fitter, ProbeState, agg_key, probe_key
 from .sparsify import check_eta
 from .splits import Splits, plan_splits
@@ -232,10 +233,6 @@ def _fit_aggregates(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[
     return aggs, best
 
 
-def _metrics(s: dict[str, float]) -> dict[str, float]:
-    return {m: s[m] for m in (REGRESSION_METRICS if "r2" in s else METRICS)}
-
-
 def _test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, ProbeState], best: AggState
                   ) -> dict[str, dict[str, Any]]:
     """Stage 4: baseline, best probe and STC on validation and test; test is read here, once per state."""
@@ -248,7 +245,7 @@ def _test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Pro
             f"{p.block.column} ({c.n_nonzero} neurons, C {c.C:.3g})"
         return {"what": what, "kind": p.block.kind,
                 "pooling": p.block.pooling, "layer": p.block.layer, "n_nonzero": c.n_nonzero, "C": None if p.slp else c.C,
-                "validation": _metrics(p.result.validation), "test": test}
+                "validation": reported(p.result.validation), "test": test}
 
     base_block = FeatureBlock("hidden", "single", fs.manifest["fingerprint"]["n_layers"])
     if base_block in probes:
@@ -262,7 +259,7 @@ def _test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Pro
     best_probe = probe_report(max(probes.values(), key=lambda p: probe_key(p, metric)))
     picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in best.groups])
     stc = {"what": f"{best.kind}.{best.pooling} η {best.eta} L_temp {best.l_temp} ({best.n_neurons} neurons)",
-           "validation": _metrics(best.result.validation),
+           "validation": reported(best.result.validation),
            "test": fitter.test_scores(picks, best.mean, best.scale, best.result)}
     return {"baseline": baseline, "best_probe": best_probe, "stc": stc}
 

@@ -116,13 +116,24 @@ def _html_value_card(rec: dict) -> str:
     text = rec["text"]
     push = [t["contribution"] if t["contribution"] is not None else t["value"] - rec["value"] for t in rec["tokens"]]
     scale = max((abs(v) for v in push), default=0.0)
-    parts, pos, specials = [], 0, []
+    chips = []
     for t, v in zip(rec["tokens"], push):
         colour = CLASS_COLOURS[1] if v > 0 else CLASS_COLOURS[0]
         alpha = min(1.0, abs(v) / scale) if scale > 0 else 0.0
         what = f"contribution {t['contribution']:+.4f}" if t["contribution"] is not None else "max-pooled"
-        chip = (f'<span class="t" style="background:{rgba(colour, 0.8 * alpha)}" '
-                f'title="{esc(t["token"])}: value {t["value"]:.4f}, {what}">')
+        chips.append(f'<span class="t" style="background:{rgba(colour, 0.8 * alpha)}" '
+                     f'title="{esc(t["token"])}: value {t["value"]:.4f}, {what}">')
+    return (f'<div class="card"><div class="head">predicted value <b>{rec["value"]:.4f}</b> '
+            f'<span class="p">(blue tokens raise it, red ones lower it)</span> <span class="id">'
+            f'{esc(rec["classifier"])} · id {esc(rec["id"])} · {rec["pooling"]}-pooled</span></div>'
+            + _coloured_text(text, rec["tokens"], chips) + "</div>")
+
+
+def _coloured_text(text: str, tokens: list[dict], chips: list[str]) -> str:
+    """The text with each token wrapped in its chip (an opening <span>), in place; special tokens (no span
+    in the text) listed after it."""
+    parts, pos, specials = [], 0, []
+    for t, chip in zip(tokens, chips):
         if t["start"] < 0:
             specials.append(chip + esc(t["token"]) + "</span>")
             continue
@@ -132,11 +143,8 @@ def _html_value_card(rec: dict) -> str:
             parts.append(chip + esc(text[t["start"]:t["end"]]) + "</span>")
             pos = t["end"]
     parts.append(esc(text[pos:]))
-    return (f'<div class="card"><div class="head">predicted value <b>{rec["value"]:.4f}</b> '
-            f'<span class="p">(blue tokens raise it, red ones lower it)</span> <span class="id">'
-            f'{esc(rec["classifier"])} · id {esc(rec["id"])} · {rec["pooling"]}-pooled</span></div>'
-            f'<div class="text">{"".join(parts)}</div>'
-            + (f'<div class="sp">special tokens: {" ".join(specials)}</div>' if specials else "") + "</div>")
+    return (f'<div class="text">{"".join(parts)}</div>'
+            + (f'<div class="sp">special tokens: {" ".join(specials)}</div>' if specials else ""))
 
 
 def _tint(classes: list[str], token: dict, scale: float) -> str:
@@ -150,22 +158,12 @@ def _tint(classes: list[str], token: dict, scale: float) -> str:
 def _html_card(rec: dict) -> str:
     classes = rec["classes"]
     text = rec["text"]
-    parts, pos = [], 0
-    specials = []
     scale = max((t["margin"] for t in rec["tokens"]), default=0.0)
+    chips = []
     for t in rec["tokens"]:
         title = esc(f"{t['token']}: " + ", ".join(f"{c} {p:.3f}" for c, p in zip(classes, t["probabilities"]))
                      + f"; log-odds margin {t['margin']:.2f}")
-        chip = f'<span class="t" style="background:{_tint(classes, t, scale)}" title="{title}">'
-        if t["start"] < 0:
-            specials.append(chip + esc(t["token"]) + "</span>")
-            continue
-        if t["start"] > pos:
-            parts.append(esc(text[pos:t["start"]]))
-        if t["start"] >= pos:
-            parts.append(chip + esc(text[t["start"]:t["end"]]) + "</span>")
-            pos = t["end"]
-    parts.append(esc(text[pos:]))
+        chips.append(f'<span class="t" style="background:{_tint(classes, t, scale)}" title="{title}">')
     verdict = " · ".join(f"P({c}) {p:.3f}" for c, p in zip(classes, rec["probabilities"]))
     colour = CLASS_COLOURS[classes.index(rec["label"]) % len(CLASS_COLOURS)]
     swatches = " ".join(f'<span class="t" style="background:{rgba(CLASS_COLOURS[i % len(CLASS_COLOURS)], 0.8)}">'
@@ -174,8 +172,7 @@ def _html_card(rec: dict) -> str:
             f'<b style="color:{colour}">{esc(rec["label"])}</b> '
             f'<span class="p">{esc(verdict)}</span> <span class="id">{esc(rec["classifier"])} · id '
             f'{esc(rec["id"])} · {rec["pooling"]}-pooled</span></div>'
-            f'<div class="text">{"".join(parts)}</div>'
-            + (f'<div class="sp">special tokens: {" ".join(specials)}</div>' if specials else "") + "</div>")
+            + _coloured_text(text, rec["tokens"], chips) + "</div>")
 
 
 def _html_page(cards: list[str], n: int, limit: int) -> str:
