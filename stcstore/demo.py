@@ -16,9 +16,7 @@ from .core.result import Result
 from .features import ExtractConfig, extract
 from .fit import FitConfig, FitResult, fit
 from .ingest import IngestConfig, ingest
-from .report import ReportConfig, report
 from .score import ScoreConfig, ScoreResult, score
-from .store.sql import StoreSQL, named_query
 
 DEMO_DATASET = "sst2-sample"
 
@@ -87,6 +85,11 @@ class DemoResult(Result):
 
 
 def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> DemoResult:
+    # DuckDB (and the report, which queries through it) load here, not on import: bench/gpu.py takes the
+    # sample's files from this module on machines that have no DuckDB
+    from .report import ReportConfig, report
+    from .store.sql import StoreSQL, named_query
+
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     ingest(out, demo_files(), IngestConfig(dataset=DEMO_DATASET))
