@@ -9,12 +9,18 @@ process, exactly like this checkout's fit, so both get the same cores and their 
     python bench/fit.py --store ST --dataset irony --model <path> --no-baseline
     python bench/fit.py --store ST --dataset sst2 --baseline-ref d21cba0 --repeat 1
     python bench/fit.py --store ST --dataset irony --no-baseline --probes lr,slp       # LR vs SLP probes
+    python bench/fit.py --store ST --dataset irony --no-baseline --aggregators lr,consolidation
     python bench/fit.py --store ST --dataset joy --no-baseline --metric r2 --fit-args '--task regression'
 
 Both fits write their tables into the store (a different fit id each: the fit format changed), and the
 baseline's classifier goes to a temporary folder. Prints, for each version: probe, aggregate and total
 seconds, peak RSS, the chosen configuration and its validation score, then the new ÷ baseline ratios and
 the validation difference (goal: ≥ 6x faster on 6k-row data, validation within ±0.003 or better).
+
+`--aggregators lr,consolidation` adds a fit with `--aggregator consolidation` (SLP probes, then both the LR
+aggregate and the consolidation head on their neurons) and prints the three aggregations side by side: the
+paper's (LR probes, LR aggregate), the LR aggregate on the SLP probes' neurons, and the consolidation head,
+each with its aggregation seconds, validation and test scores and chosen configuration.
 """
 
 from __future__ import annotations
@@ -71,6 +77,24 @@ def describe(name: str, r: dict, metric: str) -> str:
             f"{c['kind']}.{c['pooling']} η {c['eta']} L_temp {c['l_temp']}, {c['n_neurons']} neurons")
 
 
+def compare_aggregators(runs: dict, metric: str) -> None:
+    kc = runs["new consolidation"]
+    rows = []
+    if "new" in runs:
+        r = runs["new"]
+        rows.append(("LR probes → LR aggregate (paper)", r["seconds"]["probes"], r["seconds"]["aggregate"], r["stc"],
+                     r["chosen"]))
+    for key, name, sec in (("lr", "SLP probes → LR aggregate", "aggregate"),
+                           ("consolidation", "SLP probes → consolidation head", "consolidation")):
+        a = kc["aggregators"][key]
+        rows.append((name, kc["seconds"]["probes"], kc["seconds"][sec], a, a["chosen"]))
+    print(f"\n{'aggregation':34s} {'probes s':>8s} {'aggr. s':>8s} {'val':>7s} {'test':>7s}  chosen")
+    for name, tp, ta, s, c in rows:
+        print(f"{name:34s} {tp:8.1f} {ta:8.1f} {s['validation'][metric]:7.4f} {s['test'][metric]:7.4f}  "
+              f"{c['kind']}.{c['pooling']} η {c['eta']} L_temp {c['l_temp']}, {c['n_neurons']} neurons"
+              + (f" → {c['frozen_units']} frozen → {c['units']} units" if "units" in c else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", required=True)
@@ -83,6 +107,8 @@ def main() -> None:
     ap.add_argument("--fit-args", default="", help="extra options for this checkout's fit, e.g. '--probe-rows 5000'")
     ap.add_argument("--probes", default="lr", help="per-layer probe kinds to run this checkout's fit with, e.g. "
                     "lr,slp: one fit each, compared with the first")
+    ap.add_argument("--aggregators", default="lr", help="lr,consolidation: also a fit with --aggregator "
+                    "consolidation, its head and LR aggregate compared with the LR probes' LR aggregate")
     ap.add_argument("--baseline-json", default=None, help="reuse the baseline's result from this file when it "
                     "exists (else run it and save it there): for repeated runs while developing")
     args = ap.parse_args()
@@ -97,14 +123,20 @@ def main() -> None:
     for k in kinds:
         runs["new" if k == "lr" else f"new {k}"] = run_fit(None, args, ["--metric", args.metric, "--probe", k]
                                                            + args.fit_args.split())
+    if "consolidation" in args.aggregators.split(","):
+        runs["new consolidation"] = run_fit(None, args, ["--metric", args.metric, "--aggregator", "consolidation"]
+                                            + args.fit_args.split())
     r = runs["new" if "lr" in kinds else f"new {kinds[0]}"]
     print(f"store {args.store}, dataset {args.dataset}: train {r['n_train']}, validation {r['n_validation']}, "
           f"{len(r['classes']) or 'regression, no'} classes; metric {args.metric}; threads {args.threads or 'default'}")
     print(f"{'version':10s} {'probes s':>8s} {'aggregate':>10s} {'total s':>8s} {'RSS GB':>8s} {'STC val':>9s} "
           f"{'STC test':>9s} {'probe val':>9s}  chosen")
     for name, res in runs.items():
-        print(describe(name if name.startswith("new") else f"{args.baseline_ref[:9]}", res, args.metric))
-    news = [n for n in runs if n.startswith("new")]
+        if name != "new consolidation":
+            print(describe(name if name.startswith("new") else f"{args.baseline_ref[:9]}", res, args.metric))
+    if "new consolidation" in runs:
+        compare_aggregators(runs, args.metric)
+    news = [n for n in runs if n.startswith("new") and n != "new consolidation"]
     for n in news[1:]:  # the other probe kinds against the first
         a, o = runs[news[0]], runs[n]
         print(f"{n} ÷ {news[0]}: probes {o['seconds']['probes'] / max(a['seconds']['probes'], 1e-9):.2f}, aggregate "

@@ -18,6 +18,7 @@ from stcstore.core.names import (
     MAX_TOKENS,
     MEMORY_BUDGET_MB,
     METRICS,
+    AGGREGATORS,
     PROBES,
     REGRESSION_METRICS,
     POOLINGS,
@@ -83,9 +84,15 @@ TORCH_DTYPE = click.option("--torch-dtype", default=TORCH_DTYPES[0], show_defaul
 METRIC = click.option("--metric", default=None, type=click.Choice(METRICS + REGRESSION_METRICS),
                       help="Validation metric that every choice is made on [default: accuracy; with --task "
                            "regression: r2]. mae: lower is better.")
-PROBE = click.option("--probe", default="lr", show_default=True, type=click.Choice(PROBES),
+PROBE = click.option("--probe", default=None, type=click.Choice(PROBES),
                      help="Per-layer probes: lr (L1 path, the paper's) or slp (one hidden layer of √width ReLU "
-                          "units, early-stopped on validation; neuron importance: L2 norm of its input weights).")
+                          "units, early-stopped on validation; neuron importance: L2 norm of its input weights) "
+                          "[default: lr; slp with --aggregator consolidation].")
+AGGREGATOR = click.option("--aggregator", default="lr", show_default=True, type=click.Choice(AGGREGATORS),
+                          help="Cross-layer aggregation: lr (L1 model on the kept neurons, the paper's) or "
+                               "consolidation (the tweet-analysis preprint's dual-phase head: the SLP probes' "
+                               "frozen first layers on the kept neurons feed a cross-layer network). "
+                               "consolidation also fits lr and reports both; it saves the consolidation head.")
 TASK = click.option("--task", default=None, type=click.Choice(TASKS),
                     help="classification (labels are classes) or regression (labels are numbers) [default: "
                          "classification; numeric labels with many distinct values are refused without --task].")

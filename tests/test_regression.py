@@ -203,3 +203,26 @@ def test_token_explanations_add_up_to_the_predicted_value(fitted, tmp_path):
         assert total == pytest.approx(v, abs=1e-3)  # float16 storage of each token's values (measured: 3e-4)
         assert rec["value"] == pytest.approx(v, abs=1e-6)
     assert "predicted value" in (tmp_path / "p.explain.html").read_text()
+
+
+def test_consolidation_head_on_a_value_target(fitted, tmp_path):
+    """The consolidation head also predicts values: chosen on validation R², saved, and the saved head's
+    predictions give the fit's test R²; its token explanations carry values but no (non-additive)
+    contributions."""
+    st, lm, _, _ = fitted
+    res = fit(st, FitConfig("d", model="tiny-bert", task="regression", aggregator="consolidation",
+                            poolings=("mean",), **FAST), out=tmp_path / "kc")
+    assert res.chosen["aggregator"] == "consolidation" and set(res.aggregators) == {"lr", "consolidation"}
+    assert res.stc["validation"]["r2"] > 0.3
+    clf = load_classifier(tmp_path / "kc", model=lm)
+    assert clf.is_regression and clf.head == "consolidation"
+    ids, X = clf.store_features(Store(st), "d", "test")
+    labels = dict(zip(*Store(st).texts("d", columns=["id", "label"]).to_pydict().values()))
+    got = regression_scores(np.array([float(labels[i]) for i in ids]), clf.predict_features(X))
+    assert got["r2"] == pytest.approx(res.stc["test"]["r2"], abs=1e-9)
+    src = write_jsonl(tmp_path / "new.jsonl", [{"id": "n0", "text": "great superb brilliant film"}])
+    score(ScoreConfig((str(tmp_path / "kc"),), str(tmp_path / "p.parquet"), input=str(src), explain="tokens"),
+          models={"tiny-bert": lm})
+    rec = json.loads((tmp_path / "p.explain.jsonl").read_text().splitlines()[0])
+    assert rec["tokens"] and all(t["contribution"] is None for t in rec["tokens"])
+    assert rec["value"] == pytest.approx(pq.read_table(tmp_path / "p.parquet").column("value")[0].as_py(), abs=1e-5)

@@ -140,7 +140,7 @@ def test_page_is_self_contained_with_well_formed_charts(reported):
 
 def test_binary_weights_point_to_the_class_they_favour():
     coef = np.array([[0.5, -2.0, 0.0]])
-    clf = SimpleNamespace(classes_=np.array(["neg", "pos"]), coef_=coef,
+    clf = SimpleNamespace(classes_=np.array(["neg", "pos"]), column_importance=lambda: ((coef ** 2).sum(0), coef),
                           groups=[FeatureGroup("ffn", "mean", 1, [7, 3]), FeatureGroup("ffn", "mean", 2, [4])])
     rows = neuron_rows(clf)
     assert [(r["layer"], r["neuron"], r["rank"], r["toward"]) for r in rows] == \

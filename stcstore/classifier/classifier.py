@@ -11,6 +11,10 @@ Directory layout (names are API)::
     CLASSIFIER/mean.npy         [n_features] float64, train mean of each selected neuron
     CLASSIFIER/scale.npy        [n_features] float64, train standard deviation (1 for constant neurons)
 
+A consolidation head (`fit --aggregator consolidation`, format 2, "head" in the manifest) keeps, instead
+of coef/intercept alone, the arrays of heads.ConsolidationHead: sub_weight, sub_bias, hidden_mean,
+hidden_scale, coef1, intercept1, coef [K, units], intercept [K].
+
 Arrays are read with `numpy.load(allow_pickle=False)` and checked against the manifest's SHA-256, so
 loading can never run code and a damaged file is refused. The feature vector is the concatenation of
 the groups' neurons, in manifest order.
@@ -29,8 +33,9 @@ from .. import __version__
 from ..core.errors import FingerprintMismatchError, StcError
 from ..core.fingerprint import fingerprint, sha256_hex
 from ..core.names import FeatureBlock, blocks_to_run
+from .heads import ConsolidationHead
 from .linear import decision, predict_index, probabilities
-from .manifest import ARRAYS, CLASSIFIER_FORMAT, CLASSIFIER_VERSION, MODEL_CHECK_KEYS, check_arrays
+from .manifest import CLASSIFIER_FORMAT, MODEL_CHECK_KEYS, array_names, check_arrays, head_type
 
 if TYPE_CHECKING:
     from ..features.compute import FeatureComputer
@@ -68,11 +73,16 @@ class Classifier:
                        for g in manifest["groups"]]
         self.classes_ = np.asarray(manifest["classes"], dtype=object)  # empty for a regression target
         self.task = manifest.get("task", "classification")
-        self.coef_ = arrays["coef"]
+        self.arrays = {n: arrays[n] for n in array_names(manifest)}
+        self.coef_ = arrays["coef"]  # a consolidation head: its output layer
         self.intercept_ = arrays["intercept"]
         self.mean_ = arrays["mean"]
         self.scale_ = arrays["scale"]
-        check_arrays(manifest, arrays)  # shapes against groups and classes, finite values, positive scales
+        check_arrays(manifest, arrays)  # shapes against groups, classes and head, finite values, positive scales
+        self.head = head_type(manifest)
+        self._consolidation = ConsolidationHead(list(manifest["head"]["hidden_units"]),
+                                                [len(g.neurons) for g in self.groups], self.arrays) \
+            if self.head == "consolidation" else None
         self._lm: LoadedModel | None = None
         self._computer: FeatureComputer | None = None
         self.path: Path | None = None
@@ -82,11 +92,14 @@ class Classifier:
     @classmethod
     def from_fit(cls, *, fs: "FeatureSet", groups: list[FeatureGroup], classes: list[str], coef: np.ndarray,
                  intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray, kind: str, pooling: str, eta: float,
-                 l_temp: int, metrics: dict[str, Any], fit: dict[str, Any], task: str = "classification"
+                 l_temp: int, metrics: dict[str, Any], fit: dict[str, Any], task: str = "classification",
+                 head: dict[str, Any] | None = None, head_arrays: dict[str, np.ndarray] | None = None
                  ) -> "Classifier":
+        """`head` / `head_arrays`: a consolidation head's manifest entry and arrays (coef and intercept are
+        then its output layer); without them, the linear head."""
         fp = fs.manifest["fingerprint"]
         manifest = {
-            "format": CLASSIFIER_FORMAT, "version": CLASSIFIER_VERSION, "stcstore_version": __version__,
+            "format": CLASSIFIER_FORMAT, "version": 1 if head is None else 2, "stcstore_version": __version__,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "model": {k: fp.get(k) for k in ("model", "model_source", "revision", *MODEL_CHECK_KEYS) if k in fp},
             "features": {"feature_set": fs.id, "dataset": fs.manifest.get("dataset"),
@@ -99,17 +112,17 @@ class Classifier:
         }
         if task != "classification":  # written only when it differs: classification manifests stay as before
             manifest["task"] = task
-        arrays = {"coef": np.asarray(coef, dtype=np.float64), "intercept": np.asarray(intercept, dtype=np.float64),
-                  "mean": np.asarray(mean, dtype=np.float64), "scale": np.asarray(scale, dtype=np.float64)}
-        return cls(manifest, arrays)
+        if head is not None:
+            manifest["head"] = head
+        arrays = {"coef": coef, "intercept": intercept, "mean": mean, "scale": scale, **(head_arrays or {})}
+        return cls(manifest, {n: np.asarray(a, dtype=np.float64) for n, a in arrays.items()})
 
     def save(self, path: str | Path, force: bool = False) -> Path:
         """Write the directory atomically (temp directory + rename). An existing non-empty directory is
         replaced only with force=True."""
         from .files import save_classifier
 
-        self.manifest = save_classifier(self.manifest, {n: getattr(self, f"{n}_") for n in ARRAYS}, Path(path),
-                                        force)
+        self.manifest = save_classifier(self.manifest, self.arrays, Path(path), force)
         self.path = Path(path)
         return self.path
 
@@ -169,8 +182,10 @@ class Classifier:
         ident = {k: m.get(k) for k in ("features", "kind", "pooling", "eta", "l_temp", "groups", "classes")}
         if self.is_regression:
             ident["task"] = self.task
+        if self.head != "linear":  # linear classifiers keep the fingerprint they always had
+            ident["head"] = m["head"]
         ident["model"] = {k: m["model"][k] for k in MODEL_CHECK_KEYS if k in m["model"]}  # 0.1.0's keys: same value
-        ident["arrays"] = {n: sha256_hex(np.ascontiguousarray(getattr(self, f"{n}_")).tobytes()) for n in ARRAYS}
+        ident["arrays"] = {n: sha256_hex(np.ascontiguousarray(a).tobytes()) for n, a in self.arrays.items()}
         return fingerprint(ident)
 
     @property
@@ -220,9 +235,23 @@ class Classifier:
         return np.concatenate([tokens[(g.kind, g.layer)][:, pos] for g, pos in self.positions(columns)], axis=1)
 
     def decision_function_features(self, X: np.ndarray) -> np.ndarray:
-        """X: [n, n_features] raw (stored-dtype) feature values -> linear scores [n, K]."""
+        """X: [n, n_features] raw (stored-dtype) feature values -> scores [n, K] (linear, or the head's)."""
         Z = (np.asarray(X, dtype=np.float32) - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
+        if self._consolidation is not None:
+            return self._consolidation.decision(Z)
         return decision(Z, self.coef_, self.intercept_)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.mean_.shape[0])
+
+    def column_importance(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(importance [n_features], weights [K, n_features] or None) of each column: the linear weights'
+        squared norm (and the weights), or for a consolidation head the squared L2 norm of each kept
+        neuron's frozen first-layer weights (no per-class direction: the head is not linear)."""
+        if self._consolidation is not None:
+            return self._consolidation.input_importance() ** 2, None
+        return (self.coef_ ** 2).sum(axis=0), self.coef_
 
     @property
     def is_regression(self) -> bool:
@@ -272,8 +301,9 @@ class Classifier:
 
     def __repr__(self) -> str:
         m = self.manifest
+        head = "" if self.head == "linear" else f"{self.head} head, "
         return (f"Classifier({m['model'].get('model')}, {m['kind']}.{m['pooling']}, η {m['eta']}, "
-                f"L_temp {m['l_temp']}, {self.coef_.shape[1]} neurons, "
+                f"L_temp {m['l_temp']}, {self.n_features} neurons, {head}"
                 + ("regression)" if self.is_regression else f"classes {list(self.classes_)})"))
 
 

@@ -16,7 +16,7 @@ from ..core.atomic import check_output_dir, commit_replacing, staging, write_jso
 from ..core.errors import StcError
 from ..core.fingerprint import file_sha256
 from .classifier import Classifier
-from .manifest import ARRAYS, check_header, check_manifest
+from .manifest import array_names, check_header, check_manifest
 
 if TYPE_CHECKING:
     from ..models.loading import LoadedModel
@@ -31,7 +31,7 @@ def save_classifier(manifest: dict[str, Any], arrays: dict[str, np.ndarray], fin
     manifest = json.loads(json.dumps(manifest))
     manifest["arrays"] = {}
     with staging(final, directory=True) as tmp:
-        for name in ARRAYS:
+        for name in array_names(manifest):
             arr = arrays[name]
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
             manifest["arrays"][name] = {"file": f"{name}.npy", "shape": list(arr.shape), "dtype": str(arr.dtype),
@@ -54,7 +54,7 @@ def load_classifier(path: str | Path, model: "str | LoadedModel | None" = None,
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
         check_header(manifest)
         check_manifest(manifest)
-        arrays = {name: _load_array(root, name, manifest["arrays"][name]) for name in ARRAYS}
+        arrays = {name: _load_array(root, name, manifest["arrays"][name]) for name in array_names(manifest)}
         clf = Classifier(manifest, arrays)  # checks the arrays against the manifest
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise StcError(f"{mpath} is not valid UTF-8 JSON ({type(exc).__name__}); the classifier directory is "

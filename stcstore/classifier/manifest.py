@@ -11,10 +11,24 @@ import numpy as np
 
 from ..core.errors import StcError
 from ..core.names import KINDS, POOLINGS, STORED_DTYPES, TORCH_DTYPES, blocks_to_run
+from .heads import HEAD_ARRAYS, HEADS
 
 CLASSIFIER_FORMAT = "stcstore-classifier"
-CLASSIFIER_VERSION = 1
-ARRAYS = ("coef", "intercept", "mean", "scale")
+# 2: a consolidation head ("head" in the manifest, its own arrays). Linear classifiers are still written as
+# version 1, which stcstore 0.1 and 0.2 read; a version-2 classifier tells them to upgrade.
+CLASSIFIER_VERSION = 2
+ARRAYS = ("coef", "intercept", "mean", "scale")  # a linear classifier's arrays, in file order
+
+
+def head_type(m: dict[str, Any]) -> str:
+    """"linear" (no "head" in the manifest, as in every classifier before 0.3) or "consolidation"."""
+    head = m.get("head")
+    return head.get("type", "?") if isinstance(head, dict) else "linear"
+
+
+def array_names(m: dict[str, Any]) -> tuple[str, ...]:
+    """The arrays a classifier of this manifest keeps, in file order."""
+    return ARRAYS if head_type(m) == "linear" else ("mean", "scale", *HEAD_ARRAYS[head_type(m)])
 # the fields of a model fingerprint that define what it computes (models.loading.IDENTITY_KEYS; repeated
 # here so that reading a classifier does not import torch). Classifiers written by 0.1.0 lack config_sha256.
 MODEL_CHECK_KEYS = ("model_type", "adapter", "weights_sha256", "tokenizer_sha256", "n_layers", "hidden_size",
@@ -106,8 +120,9 @@ def _check(m: dict[str, Any]) -> None:
     for key in ("metrics", "fit"):
         if key in m and not isinstance(m[key], dict):
             raise _Bad(f"{key} is not an object")
+    _check_head(m, len(groups))
     specs = _get(m, "arrays", dict, "")
-    for name in ARRAYS:
+    for name in array_names(m):
         spec = _get(specs, name, dict, "arrays.")
         f = _get(spec, "file", str, f"arrays.{name}.")
         if f != f"{name}.npy":
@@ -116,19 +131,47 @@ def _check(m: dict[str, Any]) -> None:
         _get(spec, "shape", list, f"arrays.{name}.")
 
 
-def check_arrays(m: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Shapes against the manifest's groups and classes, and every value finite (scales positive)."""
+def _check_head(m: dict[str, Any], n_groups: int) -> None:
+    if "head" not in m:
+        return
+    head = _get(m, "head", dict, "")
+    kind = _get(head, "type", str, "head.")
+    if kind not in HEADS:
+        raise _Bad(f"head.type is {kind!r}, not one of {HEADS}")
+    if kind == "consolidation":
+        if m.get("version") != 2:
+            raise _Bad("a consolidation head needs classifier format 2")
+        units = _get(head, "hidden_units", list, "head.")
+        if len(units) != n_groups or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units):
+            raise _Bad(f"head.hidden_units must be one positive integer per group ({n_groups})")
+        _int(head, "units", "head.", 1)
+
+
+def expected_shapes(m: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The shape of every array, from the manifest's groups, classes and head."""
     n = sum(len(g["neurons"]) for g in m["groups"])
     k = 1 if len(m["classes"]) in (0, 2) else len(m["classes"])  # 0 classes: a regression target, one value
-    want = {"coef": (k, n), "intercept": (k,), "mean": (n,), "scale": (n,)}
-    for name, shape in want.items():
+    if head_type(m) == "linear":
+        return {"coef": (k, n), "intercept": (k,), "mean": (n,), "scale": (n,)}
+    units, sizes = m["head"]["hidden_units"], [len(g["neurons"]) for g in m["groups"]]
+    h, u = sum(units), m["head"]["units"]
+    return {"mean": (n,), "scale": (n,), "sub_weight": (sum(a * b for a, b in zip(units, sizes)),),
+            "sub_bias": (h,), "hidden_mean": (h,), "hidden_scale": (h,), "coef1": (u, h), "intercept1": (u,),
+            "coef": (k, u), "intercept": (k,)}
+
+
+def check_arrays(m: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Shapes against the manifest's groups, classes and head, and every value finite (scales positive)."""
+    n = sum(len(g["neurons"]) for g in m["groups"])
+    for name, shape in expected_shapes(m).items():
         a = arrays[name]
         if a.shape != shape:
-            raise StcError(f"{name}.npy has shape {a.shape}; the manifest's {n} neurons and {len(m['classes'])} "
-                           f"classes need {shape}")
+            raise StcError(f"{name}.npy has shape {a.shape}; the manifest's {n} neurons, {len(m['classes'])} "
+                           f"classes and {head_type(m)} head need {shape}")
         if not np.isfinite(a).all():
             raise StcError(f"{name}.npy holds NaN or infinite values; the classifier is damaged")
-    if not (arrays["scale"] > 0).all():
-        raise StcError("scale.npy holds values <= 0; standardisation would divide by them")
+    for name in ("scale", "hidden_scale"):
+        if name in arrays and not (arrays[name] > 0).all():
+            raise StcError(f"{name}.npy holds values <= 0; standardisation would divide by them")
     if not math.isfinite(float(np.abs(arrays["coef"]).sum())):
         raise StcError("coef.npy is too large to score with")

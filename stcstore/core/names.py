@@ -23,6 +23,8 @@ METRICS = ("accuracy", "macro_f1")  # validation metrics every fit choice can be
 REGRESSION_METRICS = ("r2", "mae", "pearson", "spearman")  # ... and for a regression target (mae: lower is better)
 TASKS = ("classification", "regression")
 PROBES = ("lr", "slp")  # per-layer probe kinds: L1 linear (the paper's), single hidden layer (appendix A.2)
+# cross-layer aggregation: the paper's L1 linear model, or the tweet-analysis preprint's consolidation head
+AGGREGATORS = ("lr", "consolidation")
 EXPLANATIONS = ("tokens",)
 SPLITS = ("train", "validation", "test")
 # defaults shared by the configs and the CLI

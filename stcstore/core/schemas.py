@@ -69,6 +69,7 @@ AGGREGATES = pa.schema([
     ("val_log_loss", pa.float64()), ("train_accuracy", pa.float64()), ("path_points", pa.int64()),
     ("seconds", pa.float64()), ("chosen", pa.bool_()),
     *REGRESSION_COLUMNS,
+    ("aggregator", pa.string()),  # lr | consolidation (null in tables written before 0.3: lr)
 ])
 
 # ---------------------------------------------------------------- score: predictions (file or run_date=... table)

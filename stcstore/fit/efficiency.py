@@ -1,7 +1,8 @@
 """The STC paper's efficiency tables (section 5.2, Tables 5-7), for the user's model and data.
 
 * Table 5, trainable parameters: fine-tuning updates the model's non-embedding parameters (counted when the
-  feature set was extracted, else estimated from its shape); STC trains the probes and the aggregate. Both
+  feature set was extracted, else estimated from its shape); STC trains the probes (SLP probes: both
+  layers) and the aggregate (a consolidation head: its cross-layer network). Both
   this fit's own count and the paper's estimate, L(1+k)D (1 + ρ_η N_f (L+1)/2) with ρ_η = 0.1, are given.
 * Table 6, training FLOPs, with the paper's per-sequence estimates (after Kaplan et al. 2020): fine-tuning
   6 N_param per text and epoch; Frozen + STC one forward pass (2 N_param + 2 L N D per text, N the
@@ -45,8 +46,9 @@ def efficiency(fp: dict[str, Any], counted: dict[str, int] | None, probes: dict[
     k = F / D
     n_param, how = model_parameters(fp, counted)
     K = max(n_outputs, 1)
-    probe_params = sum((int(p.mean.shape[0]) + 1) * K for p in probes.values())
-    agg_params = (best.n_neurons + 1) * K
+    probe_params = sum(_probe_parameters(p, K) for p in probes.values())
+    # a consolidation head trains its cross-layer network (its frozen sub-networks are the SLP probes')
+    agg_params = best.trainable_parameters() if hasattr(best, "trainable_parameters") else (best.n_neurons + 1) * K
     n_poolings = len({b.pooling for b in probes}) or 1
     n_lr = L * (1 + k) * D
     paper_stc = (1 + RHO_ETA * n_poolings * (L + 1) / 2) * n_lr
@@ -57,6 +59,13 @@ def efficiency(fp: dict[str, Any], counted: dict[str, int] | None, probes: dict[
         "training_flops": training_flops(n_param, L, D, F, int(fp.get("max_length") or 512), n_train),
         "lower_layers": lower_layers(aggs, best, L, metric),
     }
+
+
+def _probe_parameters(p: "ProbeState", K: int) -> int:
+    """A linear probe's weights and intercepts, or an SLP probe's two layers."""
+    if p.slp is not None:
+        return sum(int(a.size) for a in (p.slp.W1, p.slp.b1, p.slp.W2, p.slp.b2))
+    return (int(p.mean.shape[0]) + 1) * K
 
 
 def training_flops(n_param: int, L: int, D: int, F: int, seq: int, n_train: int) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from .spill import ChunkedDesign, spill
 from .splits import Splits, stratified_sample
 
 if TYPE_CHECKING:
+    from .consolidation import HeadState
     from .stage import FitConfig
 
 
@@ -62,6 +63,26 @@ class AggState:
     @property
     def n_neurons(self) -> int:
         return sum(len(g.neurons) for g in self.groups)
+
+
+@dataclass
+class GroupData:
+    """One (kind, pooling)'s standardised kept neurons (at the largest η) in train and validation."""
+
+    layers: list[int]
+    order: list[FeatureBlock]  # blocks by layer
+    kept: dict[FeatureBlock, np.ndarray]  # neurons the largest η keeps, most important first
+    start: dict[FeatureBlock, int]  # first column of each block
+    offsets: np.ndarray
+    plan: list[np.ndarray]
+    ytr: np.ndarray
+    Xtr: np.ndarray
+    Xva: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+
+    def n_keep(self, probes: dict[FeatureBlock, ProbeState], eta: float) -> dict[FeatureBlock, int]:
+        return {b: len(select_neurons(probes[b].result.chosen.coef, eta)) for b in self.order}
 
 
 def agg_key(a: AggState, metric: str) -> tuple:
@@ -125,9 +146,10 @@ class Fitter:
                        self.cfg.path, self.cfg.device)
         return ProbeState(block, mean, scale, res)
 
-    def aggregate(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState],
-                  on_fit: Callable[[AggState], None]) -> list[AggState]:
-        """Every (η, L_temp) of one (kind, pooling); kind may be "hidden+ffn"."""
+    def group_data(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState]) -> "GroupData":
+        """The train rows an aggregate search holds (all, or the memory budget's sample) and validation, of the
+        neurons the largest η keeps in every layer of one (kind, pooling), standardised with the probes'
+        statistics."""
         kinds = kind.split("+")
         layers = sorted({b.layer for b in probes if b.kind in kinds and b.pooling == pooling})
         eta_max = max(self.cfg.etas)
@@ -145,6 +167,14 @@ class Fitter:
         scale_all = np.concatenate([probes[b].scale[kept[b]] for b in order])
         apply_standardization(Xtr_all, mean_all, scale_all)
         apply_standardization(Xva_all, mean_all, scale_all)
+        return GroupData(layers, order, kept, start, offsets, plan, ytr, Xtr_all, Xva_all, mean_all, scale_all)
+
+    def aggregate(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState],
+                  on_fit: Callable[[AggState], None]) -> list[AggState]:
+        """Every (η, L_temp) of one (kind, pooling); kind may be "hidden+ffn"."""
+        g = self.group_data(kind, pooling, probes)
+        layers, order, kept, start, offsets = g.layers, g.order, g.kept, g.start, g.offsets
+        ytr, Xtr_all, Xva_all, mean_all, scale_all = g.ytr, g.Xtr, g.Xva, g.mean, g.scale
         yva = self.splits.y[self.va]
         # one grid of strengths for the whole group, so that a neighbour's chosen step means the same here
         lam_top = lambda_max(Xtr_all, ytr, self.K, self.cfg.device) if self.cfg.path.warm_aggregates else None
@@ -163,7 +193,7 @@ class Fitter:
         solved: dict[tuple[float, int], tuple[np.ndarray, AggState]] = {}  # (η, L_temp) -> (columns, state)
         etas = sorted(self.cfg.etas)
         for e, eta in enumerate(etas):
-            n_keep = {b: len(select_neurons(probes[b].result.chosen.coef, eta)) for b in order}
+            n_keep = g.n_keep(probes, eta)
             for d, l_temp in enumerate(layers):
                 blocks = [b for b in order if b.layer <= l_temp]
                 cols = np.concatenate([np.arange(start[b], start[b] + n_keep[b]) for b in blocks])
@@ -234,16 +264,28 @@ class Fitter:
         return neuron_picks(self.fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in a.groups])
 
     def test_scores(self, picks: list[tuple[str, np.ndarray | None]], mean: np.ndarray, scale: np.ndarray,
-                    res: PathResult, net: SLP | None = None) -> dict[str, float]:
-        """Scores of the test rows, read one store chunk at a time (test may be any size); `net`: an SLP
-        probe's network scores them instead of the linear weights."""
+                    decide: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
+        """Scores of the test rows, read one store chunk at a time (test may be any size); `decide` maps
+        standardised rows to scores [n, K] (`state_decision`)."""
         y = self.splits.y[self.te]
         if len(y) == 0:
             return {m: float("nan") for m in (REGRESSION_METRICS if self.K == 0 else METRICS)}
-        sc = np.concatenate([net.decision(apply_standardization(X, mean, scale)) if net is not None else
-                             decision(apply_standardization(X, mean, scale), res.chosen.coef, res.chosen.intercept)
+        sc = np.concatenate([decide(apply_standardization(X, mean, scale))
                              for _, X in self.store.gather_by_chunk(self.fs, picks, self.splits.plans[self.te])])
         return reported(path_scores(sc, y, self.K))
+
+
+def state_decision(state: "ProbeState | AggState | HeadState") -> Callable[[np.ndarray], np.ndarray]:
+    """What a chosen state scores standardised rows with: its linear weights, an SLP probe's network, or a
+    consolidation head (the same function a saved classifier scores with)."""
+    head = getattr(state, "head", None)
+    if head is not None:
+        return head.decision
+    net = getattr(state, "slp", None)
+    if net is not None:
+        return net.decision
+    c = state.result.chosen
+    return lambda Z: decision(Z, c.coef, c.intercept)
 
 
 def _mapped(near: tuple[np.ndarray, AggState], cols: np.ndarray, width: int) -> PathPoint:

@@ -23,12 +23,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ..classifier.classifier import Classifier
 from ..core.atomic import check_output_dir, store_lock
 from ..core.console import eprint, progress
 from ..core.errors import StcError
 from ..core.fingerprint import fingerprint
 from ..core.names import (
+    AGGREGATORS,
     DEFAULT_ETAS,
     KINDS,
     MEMORY_BUDGET_MB,
@@ -46,11 +46,12 @@ from ..core.names import (
     check_name,
 )
 from ..core.result import Result
-from ..store.store import FeatureSet, Store, neuron_picks
+from ..store.store import Store
+from .consolidation import HeadState, consolidate, refit_head
 from .probe import PathConfig
 from .efficiency import efficiency
-from .metrics import reported
-from .search import AggState, Fitter, ProbeState, agg_key, probe_key
+from .outcome import build_classifier, chosen_entry, test_reports
+from .search import AggState, Fitter, ProbeState, agg_key
 from .sparsify import check_eta
 from .splits import Splits, plan_splits
 from .tables import aggregate_rows, probe_rows, write_tables
@@ -80,13 +81,20 @@ class FitConfig:
     device: str = "cpu"  # torch device of the solver, e.g. cuda:0 (the store is read on the host)
     path: PathConfig = field(default_factory=PathConfig)
     task: str | None = None  # classification (default; refused for labels that look like values) | regression
-    probe: str = "lr"  # per-layer probes: lr (L1 path) | slp (one hidden layer; paper appendix A.2)
+    probe: str | None = None  # per-layer probes: lr (L1 path) | slp (one hidden layer; paper appendix A.2)
+    aggregator: str = "lr"  # lr (the paper's L1 aggregate) | consolidation (seed 003's head; also fits lr)
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "--dataset")
         if self.task is not None:
             check_choice(self.task, TASKS, "--task")
+        check_choice(self.aggregator, AGGREGATORS, "--aggregator")
+        if self.probe is None:  # the consolidation head's phase 1 is the SLP probes
+            object.__setattr__(self, "probe", "slp" if self.aggregator == "consolidation" else "lr")
         check_choice(self.probe, PROBES, "--probe")
+        if self.aggregator == "consolidation" and self.probe != "slp":
+            raise StcError(f"--aggregator consolidation builds on the SLP probes' networks (its phase 1); "
+                           f"--probe {self.probe} has none: use --probe slp, or leave --probe out")
         regression = self.task == "regression"
         if self.metric is None:
             object.__setattr__(self, "metric", "r2" if regression else "accuracy")
@@ -130,6 +138,9 @@ class FitResult(Result):
     peak_rss_mb: float
     efficiency: dict[str, Any] = field(default_factory=dict)  # the paper's Tables 5-7 for this model and data
     messages: list[str] = field(default_factory=list)
+    # --aggregator consolidation: {"lr": ..., "consolidation": ...}, each validation-chosen, with its test
+    # scores and configuration ("stc" and "chosen" are the consolidation head, which is saved)
+    aggregators: dict[str, Any] = field(default_factory=dict)
 
     def to_text(self) -> str:
         def fmt(d: dict[str, Any]) -> str:
@@ -146,9 +157,13 @@ class FitResult(Result):
                 lines.append(f"{name:12s} (not available: {name} needs blocks this feature set lacks)")
                 continue
             lines.append(f"{name:12s} {r['what']:44s} {fmt(r['validation']):34s} {fmt(r['test'])}")
+        for name, r in self.aggregators.items():
+            lines.append(f"{'  ' + name:12s} {r['what']:44s} {fmt(r['validation']):34s} {fmt(r['test'])}")
         c = self.chosen
+        how = (f"consolidation head: {c['frozen_units']} frozen units → {c['units']} units"
+               if c.get("aggregator") == "consolidation" else f"{c['n_nonzero']} with non-zero weight), C {c['C']:.4g}")
         lines += ["", f"chosen: kind {c['kind']}, pooling {c['pooling']}, η {c['eta']}, L_temp {c['l_temp']}, "
-                      f"{c['n_neurons']} neurons ({c['n_nonzero']} with non-zero weight), C {c['C']:.4g}",
+                      f"{c['n_neurons']} neurons ({how}" + (")" if c.get("aggregator") == "consolidation" else ""),
                   "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
                   + f"; peak RSS {self.peak_rss_mb:,.0f} MB"]
         if self.classifier_dir:
@@ -233,48 +248,28 @@ def _fit_aggregates(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[
     return aggs, best
 
 
-def _test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, ProbeState], best: AggState
-                  ) -> dict[str, dict[str, Any]]:
-    """Stage 4: baseline, best probe and STC on validation and test; test is read here, once per state."""
+def _fit_heads(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[FeatureBlock, ProbeState],
+               bar: Any) -> tuple[list[HeadState], HeadState]:
+    """`--aggregator consolidation`: a consolidation head per (kind, pooling, η, L_temp) on the SLP probes;
+    returns them all and the validation-best one (refitted on every train row if searched on a sample)."""
     metric = fitter.cfg.metric
-
-    def probe_report(p: ProbeState) -> dict[str, Any]:
-        test = fitter.test_scores([(p.block.column, None)], p.mean, p.scale, p.result, p.slp)
-        c = p.result.chosen
-        what = f"{p.block.column} (SLP, {p.slp.W1.shape[0]} hidden units, epoch {p.result.step})" if p.slp else \
-            f"{p.block.column} ({c.n_nonzero} neurons, C {c.C:.3g})"
-        return {"what": what, "kind": p.block.kind,
-                "pooling": p.block.pooling, "layer": p.block.layer, "n_nonzero": c.n_nonzero, "C": None if p.slp else c.C,
-                "validation": reported(p.result.validation), "test": test}
-
-    base_block = FeatureBlock("hidden", "single", fs.manifest["fingerprint"]["n_layers"])
-    if base_block in probes:
-        baseline = probe_report(probes[base_block])
-    elif fs.has(base_block.kind, base_block.pooling, base_block.layer):  # outside --kinds/--poolings: fit it anyway
-        baseline = probe_report(fitter.probe(base_block))
-    else:
-        names = REGRESSION_METRICS if fitter.K == 0 else METRICS
-        baseline = {"what": f"unavailable: the feature set has no {base_block.column} block", "validation":
-                    {m: None for m in names}, "test": {m: None for m in names}}
-    best_probe = probe_report(max(probes.values(), key=lambda p: probe_key(p, metric)))
-    picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in best.groups])
-    stc = {"what": f"{best.kind}.{best.pooling} η {best.eta} L_temp {best.l_temp} ({best.n_neurons} neurons)",
-           "validation": reported(best.result.validation),
-           "test": fitter.test_scores(picks, best.mean, best.scale, best.result)}
-    return {"baseline": baseline, "best_probe": best_probe, "stc": stc}
-
-
-def _classifier(fs: FeatureSet, splits: Splits, best: AggState, reports: dict[str, dict[str, Any]],
-                fit_id: str, fit_cfg: dict[str, Any], seed: int, probe_rows: int, search_rows: int) -> Classifier:
-    c = best.result.chosen
-    return Classifier.from_fit(
-        fs=fs, groups=best.groups, classes=splits.classes, coef=c.coef, intercept=c.intercept,
-        mean=best.mean, scale=best.scale, kind=best.kind, pooling=best.pooling, eta=best.eta, l_temp=best.l_temp,
-        metrics={k: {f: v for f, v in r.items() if f in ("validation", "test", "what")} for k, r in reports.items()},
-        fit={"fit_id": fit_id, "config": fit_cfg, "data_fingerprint": splits.data_fingerprint,
-             "carved_validation": splits.carved_validation, "seed": seed, "lam": c.lam, "C": c.C,
-             "probe_rows": probe_rows, "search_rows": search_rows},
-        task="regression" if not splits.classes else "classification")
+    heads: list[HeadState] = []
+    for kind, pooling in groups:
+        if not any(b.kind in kind.split("+") and b.pooling == pooling for b in probes):
+            continue
+        states = consolidate(fitter, kind, pooling, probes, lambda _: bar.update(1))
+        heads.extend(states)
+        if bar.disable:
+            top = max(states, key=lambda a: agg_key(a, metric))  # type: ignore[arg-type]
+            eprint(f"consolidation head {kind}.{pooling}: best val {metric} {top.result.validation[metric]:.4f} "
+                   f"(η {top.eta}, L_temp {top.l_temp}, {top.n_neurons} neurons)")
+    best = max(heads, key=lambda a: agg_key(a, metric))  # type: ignore[arg-type]
+    if best.n_rows < len(fitter.splits.y[fitter.tr]):
+        eprint(f"training the chosen consolidation head's cross-layer network on every train row (searched on "
+               f"{best.n_rows:,})")
+        if not refit_head(fitter, best):
+            eprint("  skipped: every row's hidden units would exceed the memory budget; the head stays as searched")
+    return heads, best
 
 
 def _fit_config(cfg: FitConfig, fitter: Fitter, messages: list[str]) -> dict[str, Any]:
@@ -285,6 +280,8 @@ def _fit_config(cfg: FitConfig, fitter: Fitter, messages: list[str]) -> dict[str
         fit_cfg.pop("task")
     if cfg.probe == "lr":  # likewise
         fit_cfg.pop("probe")
+    if cfg.aggregator == "lr":  # likewise
+        fit_cfg.pop("aggregator")
     if not fitter.probe_sampled:  # the cap did not apply: it did not change the result (nor the fit id)
         fit_cfg.pop("probe_rows")
     if not fitter.agg_rows:  # nor did the memory budget
@@ -328,7 +325,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         if cfg.mix_kinds and len(cfg.kinds) > 1:
             groups += [("+".join(cfg.kinds), p) for p in cfg.poolings]
         n_agg_fits = sum(len(cfg.etas) * len({b.layer for b in blocks if b.kind in k.split("+") and b.pooling == p})
-                         for k, p in groups)
+                         for k, p in groups) * (2 if cfg.aggregator == "consolidation" else 1)
         with progress(len(blocks) + n_agg_fits, f"fit {cfg.dataset}", "fit") as bar:
             t0 = time.perf_counter()
             probes = _fit_probes(fitter, blocks, bar, probe_runner)
@@ -336,31 +333,36 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
             t0 = time.perf_counter()
             aggs, best = _fit_aggregates(fitter, groups, probes, bar)
             seconds["aggregate"] = time.perf_counter() - t0
+            heads, best_head = [], None
+            if cfg.aggregator == "consolidation":
+                t0 = time.perf_counter()
+                heads, best_head = _fit_heads(fitter, groups, probes, bar)
+                seconds["consolidation"] = time.perf_counter() - t0
+        chosen = best_head or best
         t0 = time.perf_counter()
-        reports = _test_reports(fitter, fs, probes, best)
+        reports = test_reports(fitter, fs, probes, best, best_head)
         seconds["test"] = time.perf_counter() - t0
-        eff = efficiency(fs.manifest["fingerprint"], fs.manifest.get("model_parameters"), probes, aggs, best,
-                         len(splits.y[cfg.train_split]), fitter.K if fitter.K != 2 else 1, cfg.metric)
+        eff = efficiency(fs.manifest["fingerprint"], fs.manifest.get("model_parameters"), probes,
+                         heads or aggs, chosen, len(splits.y[cfg.train_split]), fitter.K if fitter.K != 2 else 1,
+                         cfg.metric)
         fit_cfg = _fit_config(cfg, fitter, messages)
         fit_id = fingerprint([fs.id, splits.data_fingerprint, fit_cfg, FIT_FORMAT_VERSION])
         t0 = time.perf_counter()
         if write_tables(store, cfg.dataset, fit_id, probe_rows(fit_id, fs, list(probes.values())),
-                        aggregate_rows(fit_id, fs, aggs, best)):
+                        aggregate_rows(fit_id, fs, [*aggs, *heads], chosen)):
             messages.append(f"replaced the tables of the identical earlier fit {fit_id}")
     if out_path is not None:
-        clf = _classifier(fs, splits, best, reports, fit_id, fit_cfg, cfg.seed, len(fitter.probe_y),
-                          fitter.search_rows)
+        clf = build_classifier(fs, splits, chosen, reports, fit_id, fit_cfg, cfg.seed, len(fitter.probe_y),
+                               fitter.search_rows)
         clf.manifest["efficiency"] = eff
         clf.save(out_path, force=force)
     seconds["write"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
-    c = best.result.chosen
     return FitResult(
         dataset=cfg.dataset, feature_set=fs.id, model=fs.model, classes=splits.classes,
         task="classification" if splits.classes else "regression", metric=cfg.metric,
         baseline=reports["baseline"], best_probe=reports["best_probe"], stc=reports["stc"],
-        chosen={"kind": best.kind, "pooling": best.pooling, "eta": best.eta, "l_temp": best.l_temp,
-                "n_neurons": best.n_neurons, "n_nonzero": c.n_nonzero, "C": c.C, "lam": c.lam},
+        chosen=chosen_entry(chosen), aggregators=reports.get("aggregators", {}),
         n_train=len(splits.y[cfg.train_split]), n_validation=len(splits.y[cfg.val_split]),
         n_test=len(splits.y[cfg.test_split]), n_probe_rows=len(fitter.probe_y),
         n_search_rows=fitter.search_rows,

@@ -13,7 +13,8 @@ from ..core.atomic import commit_replacing, staging
 from ..store.store import FIT_TABLES_KEY, FIT_TABLES_VERSION, FeatureSet, Store
 
 if TYPE_CHECKING:
-    from .stage import AggState, ProbeState
+    from .consolidation import HeadState
+    from .search import AggState, ProbeState
 
 
 def probe_rows(fit_id: str, fs: FeatureSet, probes: list["ProbeState"]) -> pa.Table:
@@ -26,13 +27,18 @@ def probe_rows(fit_id: str, fs: FeatureSet, probes: list["ProbeState"]) -> pa.Ta
     return pa.Table.from_pylist(rows, schema=schemas.PROBES)
 
 
-def aggregate_rows(fit_id: str, fs: FeatureSet, aggs: list["AggState"], chosen: "AggState") -> pa.Table:
+def aggregate_rows(fit_id: str, fs: FeatureSet, aggs: list["AggState | HeadState"], chosen: "AggState | HeadState"
+                   ) -> pa.Table:
+    """One row per aggregate tried: LR aggregates (their chosen strength), and consolidation heads (no
+    strength; path_points: the epochs their cross-layer network trained)."""
     rows = []
     for a in aggs:
         c = a.result.chosen
+        head = hasattr(a, "head")
         rows.append({"fit_id": fit_id, "feature_set": fs.id, "kind": a.kind,
                      "pooling": a.pooling, "eta": a.eta, "l_temp": a.l_temp, "n_neurons": a.n_neurons,
-                     "n_nonzero": c.n_nonzero, "lam": c.lam, "C": c.C,
+                     "n_nonzero": a.n_neurons if head else c.n_nonzero, "lam": None if head else c.lam,
+                     "C": None if head else c.C, "aggregator": "consolidation" if head else "lr",
                      **{f"val_{k}": v for k, v in a.result.validation.items()},
                      "train_accuracy": a.result.train.get("accuracy"), "path_points": len(a.result.rows),
                      "seconds": a.result.seconds, "chosen": a is chosen})

@@ -11,6 +11,10 @@ from ..core.html import PALETTE, esc
 from .svg import CSS, Series, bar_chart, line_chart, scatter
 
 
+def _aggregator(clf: Classifier) -> str:
+    return "consolidation" if clf.head == "consolidation" else "lr"
+
+
 def _fig_layers(clf: Classifier, data: dict[str, Any], metric: str) -> str:
     """Paper Figure 2: every probe's validation score by layer, and the chosen aggregate by L_temp."""
     m = clf.manifest
@@ -23,10 +27,21 @@ def _fig_layers(clf: Classifier, data: dict[str, Any], metric: str) -> str:
         chosen = kind == m["kind"] and pooling == m["pooling"]
         series.append(Series(f"probe {kind}.{pooling}", pts, PALETTE[(i + 2) % len(PALETTE)],
                              width=2.0 if chosen else 1.1, marker=2.4 if chosen else 1.6))
-    agg = [(a["l_temp"], a[col]) for a in data["aggregates"]
-           if a["kind"] == m["kind"] and a["pooling"] == m["pooling"] and a["eta"] == m["eta"]]
-    series.append(Series(f"STC {m['kind']}.{m['pooling']} η {m['eta']:g}", agg, PALETTE[0], width=3.0, marker=3.2,
-                         titles=[f"aggregate of layers 0..{int(x)}: {y:.4f}" for x, y in agg]))
+    mine = _aggregator(clf)
+
+    def curve(aggregator: str, kind: str, pooling: str, eta: float) -> list[tuple[float, float]]:
+        return [(a["l_temp"], a[col]) for a in data["aggregates"] if a.get("aggregator", "lr") == aggregator
+                and a["kind"] == kind and a["pooling"] == pooling and a["eta"] == eta]
+
+    agg = curve(mine, m["kind"], m["pooling"], m["eta"])
+    what = "consolidation head" if mine == "consolidation" else "STC"
+    series.append(Series(f"{what} {m['kind']}.{m['pooling']} η {m['eta']:g}", agg, PALETTE[0], width=3.0, marker=3.2,
+                         titles=[f"{what} of layers 0..{int(x)}: {y:.4f}" for x, y in agg]))
+    lr = ((m["metrics"].get("aggregators") or {}).get("lr") or {}).get("chosen")
+    if mine == "consolidation" and lr:  # the LR aggregate it was compared with
+        pts = curve("lr", lr["kind"], lr["pooling"], lr["eta"])
+        series.append(Series(f"LR aggregate {lr['kind']}.{lr['pooling']} η {lr['eta']:g}", pts, PALETTE[1], width=2.2,
+                             marker=2.6, dash="6 3", titles=[f"LR aggregate of layers 0..{int(x)}: {y:.4f}" for x, y in pts]))
     rings = [(x, y, f"chosen: L_temp {int(x)}, {y:.4f}") for x, y in agg if x == m["l_temp"]]
     base = m["metrics"]["baseline"]["validation"].get(metric)
     layers = [x for s in series for x, _ in s.points]
@@ -45,7 +60,7 @@ def _fig_grid(clf: Classifier, data: dict[str, Any], metric: str) -> list[str]:
     the number of neurons the chosen pooling aggregates."""
     m = clf.manifest
     col = f"val_{metric}"
-    aggs = [a for a in data["aggregates"] if a["kind"] == m["kind"]]
+    aggs = [a for a in data["aggregates"] if a["kind"] == m["kind"] and a.get("aggregator", "lr") == _aggregator(clf)]
     etas = sorted({a["eta"] for a in aggs})
     colour = {e: PALETTE[i % len(PALETTE)] for i, e in enumerate(etas)}
     lo = min(a[col] for a in aggs)
@@ -93,15 +108,20 @@ def _score(v: Any) -> str:
 
 def _results_table(clf: Classifier) -> str:
     m = clf.manifest["metrics"]
-    rows = []
-    for key, name in (("baseline", "last-layer single-token baseline"), ("best_probe", "best single-layer probe"),
-                      ("stc", "STC aggregate (this classifier)")):
-        r = m.get(key) or {}
-        cells = "".join(f"<td>{_score(r.get(s, {}).get(k))}</td>" for s in ("validation", "test")
-                        for k in ("accuracy", "macro_f1"))
-        rows.append(f"<tr><td>{esc(name)}</td><td>{esc(r.get('what', 'not available'))}</td>{cells}</tr>")
-    return ("<table><tr><th></th><th>what</th><th>val accuracy</th><th>val macro-F1</th><th>test accuracy</th>"
-            "<th>test macro-F1</th></tr>" + "".join(rows) + "</table>")
+    names = ("r2", "mae", "pearson") if clf.is_regression else ("accuracy", "macro_f1")
+    rows = [("baseline", "last-layer single-token baseline"), ("best_probe", "best single-layer probe"),
+            ("stc", f"STC {'consolidation head' if clf.head == 'consolidation' else 'aggregate'} (this classifier)")]
+    entries = [(name, m.get(key) or {}) for key, name in rows]
+    # `fit --aggregator consolidation` also fits the paper's LR aggregate: both, each chosen on validation
+    for key, name in (("lr", "LR aggregate (the paper's)"), ("consolidation", "consolidation head (seed 003)")):
+        if key in (m.get("aggregators") or {}):
+            entries.append((name + " · compared", m["aggregators"][key]))
+    html = []
+    for name, r in entries:
+        cells = "".join(f"<td>{_score(r.get(s, {}).get(k))}</td>" for s in ("validation", "test") for k in names)
+        html.append(f"<tr><td>{esc(name)}</td><td>{esc(r.get('what', 'not available'))}</td>{cells}</tr>")
+    heads = "".join(f"<th>{s} {k.replace('_', '-')}</th>" for s in ("val", "test") for k in names)
+    return "<table><tr><th></th><th>what</th>" + heads + "</tr>" + "".join(html) + "</table>"
 
 
 def _label_cell(r: dict[str, Any], labels: list[str]) -> str:
@@ -116,7 +136,8 @@ def _label_cell(r: dict[str, Any], labels: list[str]) -> str:
 
 def _neuron_table(neurons: list[dict[str, Any]], classes: list[str], top: int) -> str:
     labels = sorted({s["label"] for r in neurons for s in r["label_stats"]}, key=lambda x: (len(x), x))
-    wcols = ["weight"] if len(neurons[0]["weights"]) == 1 else [f"w[{c}]" for c in classes]
+    n_w = len(neurons[0]["weights"])  # 0: a consolidation head, whose neurons have no linear weight
+    wcols = [] if n_w == 0 else ["weight"] if n_w == 1 else [f"w[{c}]" for c in classes]
     head = ("<tr><th>#</th><th>block</th><th>neuron</th><th>share of ‖w‖²</th>"
             + "".join(f"<th>{esc(c)}</th>" for c in wcols)
             + "<th>toward</th><th>per-label mean ± std</th><th>effect size</th></tr>")
@@ -219,7 +240,7 @@ def page(clf: Classifier, data: dict[str, Any], neurons: list[dict[str, Any]], l
              ("dataset / feature set", f"{m['features']['dataset']} / {m['features']['feature_set']}"),
              ("fit", f"{m['fit']['fit_id']}, chosen on validation {metric}"),
              ("classifier", f"{m['kind']}.{m['pooling']}, η {m['eta']:g}, L_temp {m['l_temp']}, "
-                            f"{clf.coef_.shape[1]} neurons, " + (f"classes {', '.join(classes)}" if classes else "a regression target")),
+                            f"{clf.n_features} neurons, " + (f"classes {', '.join(classes)}" if classes else "a regression target")),
              ("early exit", f"scoring runs {m['blocks_run']} of {n_blocks} blocks"),
              ("fingerprint", clf.fingerprint)]
     facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)

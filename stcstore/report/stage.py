@@ -78,16 +78,18 @@ def _sql(name: str) -> str:
 
 
 def neuron_rows(clf: Classifier) -> list[dict[str, Any]]:
-    """One row per classifier column: its neuron, weights (on standardised values) and share of ‖w‖²."""
+    """One row per classifier column: its neuron, weights (on standardised values) and share of ‖w‖² (a
+    consolidation head: share of its frozen first-layer weights, with no weights or direction)."""
     classes = [str(c) for c in clf.classes_]
-    coef = clf.coef_  # [K, n_columns]
-    energy = (coef ** 2).sum(axis=0)
+    energy, coef = clf.column_importance()  # [n_columns], [K, n_columns] or None
     total = float(energy.sum()) or 1.0
     rows, col = [], 0
     for g in clf.groups:
         for n in g.neurons:
-            w = coef[:, col]
-            if not classes:  # a regression target
+            w = coef[:, col] if coef is not None else np.zeros(0)
+            if coef is None:
+                toward = None
+            elif not classes:  # a regression target
                 toward = "higher" if w[0] > 0 else "lower"  # the value it pushes the prediction toward
             else:
                 toward = (classes[1] if w[0] > 0 else classes[0]) if coef.shape[0] == 1 else classes[int(np.argmax(w))]
@@ -214,7 +216,7 @@ def regression_points(store: Store, clf: Classifier) -> list[dict[str, Any]]:
 def _summary(clf: Classifier, data: dict[str, Any], split: str) -> dict[str, Any]:
     m = clf.manifest
     return {"model": m["model"].get("model"), "dataset": m["features"]["dataset"],
-            "what": m["metrics"]["stc"]["what"], "neurons": int(clf.coef_.shape[1]),
+            "what": m["metrics"]["stc"]["what"], "neurons": clf.n_features,
             "probes": len(data["probes"]), "aggregates": len(data["aggregates"]), "stats_split": split,
             "predictions": sum(int(p["texts"]) for p in data["predictions"])}
 
@@ -255,7 +257,7 @@ def report(cfg: ReportConfig) -> ReportResult:
                           "model": m["model"], "features": m["features"], "fit_id": m["fit"]["fit_id"],
                           "metric": m["fit"]["config"]["metric"], "kind": m["kind"], "pooling": m["pooling"],
                           "eta": m["eta"], "l_temp": m["l_temp"], "blocks_run": m["blocks_run"],
-                          "neurons": int(clf.coef_.shape[1]), "classes": [str(c) for c in clf.classes_]},
+                          "neurons": clf.n_features, "classes": [str(c) for c in clf.classes_]},
            "results": m["metrics"], "stats_split": split, "probes": data["probes"],
            "aggregates": data["aggregates"], "layers": layers, "top_neurons": neurons[:cfg.top], "histograms": hists,
            "predictions": data["predictions"], "regression": data["regression"]}

@@ -98,10 +98,11 @@ def _value_record(text_id: str, text: str, clf: Classifier, scores: np.ndarray, 
     """A regression classifier's reading of one text: each token's own predicted value and, for a mean-pooled
     classifier, its contribution: the prediction is the intercept plus the sum of the contributions
     ((token value - intercept) / tokens, exactly, since the mean of the token values is the text's value).
-    A max-pooled value is not a sum over tokens: contributions are null there."""
+    A max-pooled value is not a sum over tokens, nor is a consolidation head's (it is not linear):
+    contributions are null there."""
     b = float(clf.intercept_[0])
     n = len(token_scores)
-    mean = clf.manifest["pooling"] == "mean"
+    mean = clf.manifest["pooling"] == "mean" and clf.head == "linear"
     return {"id": text_id, "classifier": clf.name, "classifier_fingerprint": clf.fingerprint,
             "pooling": clf.manifest["pooling"], "value": round(float(scores[0]), 6), "intercept": round(b, 6),
             "text": text,
@@ -120,7 +121,8 @@ def _html_value_card(rec: dict) -> str:
     for t, v in zip(rec["tokens"], push):
         colour = CLASS_COLOURS[1] if v > 0 else CLASS_COLOURS[0]
         alpha = min(1.0, abs(v) / scale) if scale > 0 else 0.0
-        what = f"contribution {t['contribution']:+.4f}" if t["contribution"] is not None else "max-pooled"
+        what = f"contribution {t['contribution']:+.4f}" if t["contribution"] is not None else \
+            ("max-pooled" if rec["pooling"] == "max" else "a non-linear head: not additive")
         chips.append(f'<span class="t" style="background:{rgba(colour, 0.8 * alpha)}" '
                      f'title="{esc(t["token"])}: value {t["value"]:.4f}, {what}">')
     return (f'<div class="card"><div class="head">predicted value <b>{rec["value"]:.4f}</b> '

@@ -1,0 +1,68 @@
+"""What a classifier computes on its standardised feature vector Z [n, n_features]: the head.
+
+- linear (the STC paper's aggregate): scores = Z coefᵀ + intercept.
+- consolidation (the tweet-analysis preprint's dual-phase "knowledge-consolidation head", `fit --aggregator
+  consolidation`): each feature group (one layer's kept neurons) feeds the frozen first layer of its
+  phase-1 SLP probe, restricted to the kept inputs (the dropped, low-importance inputs contribute nothing):
+  H_g = ReLU(Z_g W_gᵀ + b_g). The hidden units of all groups, standardised, feed a cross-layer network with
+  one hidden ReLU layer: scores = ReLU(H' coef1ᵀ + intercept1) coefᵀ + intercept.
+
+Scores [n, K] then read as for a linear head (K = 1: the positive class of two, or a value). Computed in
+float32 by torch from the float64 arrays, so a fit's test scores and a saved-then-loaded classifier's
+scores are the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HEADS = ("linear", "consolidation")
+# the arrays each head keeps (besides the standardisation, mean and scale), in file order
+HEAD_ARRAYS = {"linear": ("coef", "intercept"),
+               "consolidation": ("sub_weight", "sub_bias", "hidden_mean", "hidden_scale", "coef1", "intercept1",
+                                 "coef", "intercept")}
+
+
+@dataclass
+class ConsolidationHead:
+    """sub_weight: the groups' frozen first layers, each [h_g, n_g], flattened and concatenated (float64);
+    sub_bias [Σh]; hidden_mean / hidden_scale [Σh]; coef1 [u, Σh]; intercept1 [u]; coef [K, u]; intercept [K]."""
+
+    hidden_units: list[int]  # h_g per group
+    group_sizes: list[int]  # n_g (kept neurons) per group
+    arrays: dict[str, np.ndarray]
+
+    def _t(self, name: str, device: torch.device) -> torch.Tensor:
+        return torch.as_tensor(np.array(self.arrays[name], dtype=np.float32), device=device)
+
+    def hidden(self, Z: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The groups' frozen sub-network outputs [n, Σh] (float32), before standardisation."""
+        Zt = torch.as_tensor(Z, dtype=torch.float32)
+        W, b = self._t("sub_weight", Zt.device), self._t("sub_bias", Zt.device)
+        outs, col, w, hb = [], 0, 0, 0
+        for h, n in zip(self.hidden_units, self.group_sizes):
+            outs.append(torch.relu(F.linear(Zt[:, col:col + n], W[w:w + h * n].view(h, n), b[hb:hb + h])))
+            col, w, hb = col + n, w + h * n, hb + h
+        return torch.cat(outs, dim=1)
+
+    def decision(self, Z: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Scores [n, K] (float64) of standardised features Z [n, n_features]."""
+        with torch.no_grad():
+            H = self.hidden(Z)
+            d = H.device
+            H = (H - self._t("hidden_mean", d)) / self._t("hidden_scale", d)
+            top = torch.relu(F.linear(H, self._t("coef1", d), self._t("intercept1", d)))
+            return F.linear(top, self._t("coef", d), self._t("intercept", d)).double().cpu().numpy()
+
+    def input_importance(self) -> np.ndarray:
+        """[n_features]: the L2 norm of each kept neuron's frozen first-layer weights (what kept it)."""
+        W = self.arrays["sub_weight"]
+        out, w = [], 0
+        for h, n in zip(self.hidden_units, self.group_sizes):
+            out.append(np.sqrt((W[w:w + h * n].reshape(h, n) ** 2).sum(axis=0)))
+            w += h * n
+        return np.concatenate(out) if out else np.zeros(0)

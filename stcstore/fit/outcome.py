@@ -1,0 +1,97 @@
+"""The end of a fit: the reported states scored on test (read here, once per state), what `fit --json` says
+of the chosen one, and the classifier it saves."""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from ..classifier.classifier import Classifier
+from ..core.names import METRICS, REGRESSION_METRICS, FeatureBlock
+from ..store.store import FeatureSet, neuron_picks
+from .consolidation import HeadState
+from .metrics import reported
+from .search import AggState, Fitter, ProbeState, probe_key, state_decision
+from .splits import Splits
+
+Chosen = Union[AggState, HeadState]
+
+
+def describe(s: Chosen) -> str:
+    if isinstance(s, HeadState):
+        return (f"{s.kind}.{s.pooling} η {s.eta} L_temp {s.l_temp} consolidation head ({s.n_neurons} neurons → "
+                f"{sum(s.head.hidden_units)} frozen units → {s.units} units)")
+    return f"{s.kind}.{s.pooling} η {s.eta} L_temp {s.l_temp} ({s.n_neurons} neurons)"
+
+
+def chosen_entry(s: Chosen) -> dict[str, Any]:
+    """`fit --json`'s "chosen": the configuration and, for a linear aggregate, its L1 strength."""
+    out: dict[str, Any] = {"aggregator": "consolidation" if isinstance(s, HeadState) else "lr", "kind": s.kind,
+                           "pooling": s.pooling, "eta": s.eta, "l_temp": s.l_temp, "n_neurons": s.n_neurons}
+    if isinstance(s, HeadState):
+        return {**out, "n_nonzero": s.n_neurons, "C": None, "lam": None,
+                "frozen_units": sum(s.head.hidden_units), "units": s.units}
+    c = s.result.chosen
+    return {**out, "n_nonzero": c.n_nonzero, "C": c.C, "lam": c.lam}
+
+
+def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, ProbeState], best: AggState,
+                 best_head: HeadState | None) -> dict[str, Any]:
+    """Stage 4: baseline, best probe and STC on validation and test; test is read here, once per state. With
+    a consolidation head, "stc" is the head and "aggregators" holds it beside the best LR aggregate."""
+    metric = fitter.cfg.metric
+
+    def probe_report(p: ProbeState) -> dict[str, Any]:
+        test = fitter.test_scores([(p.block.column, None)], p.mean, p.scale, state_decision(p))
+        c = p.result.chosen
+        what = f"{p.block.column} (SLP, {p.slp.W1.shape[0]} hidden units, epoch {p.result.step})" if p.slp else \
+            f"{p.block.column} ({c.n_nonzero} neurons, C {c.C:.3g})"
+        return {"what": what, "kind": p.block.kind,
+                "pooling": p.block.pooling, "layer": p.block.layer, "n_nonzero": c.n_nonzero, "C": None if p.slp else c.C,
+                "validation": reported(p.result.validation), "test": test}
+
+    def stc_report(s: Chosen) -> dict[str, Any]:
+        picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in s.groups])
+        return {"what": describe(s), "validation": reported(s.result.validation),
+                "test": fitter.test_scores(picks, s.mean, s.scale, state_decision(s)), "chosen": chosen_entry(s)}
+
+    base_block = FeatureBlock("hidden", "single", fs.manifest["fingerprint"]["n_layers"])
+    if base_block in probes:
+        baseline = probe_report(probes[base_block])
+    elif fs.has(base_block.kind, base_block.pooling, base_block.layer):  # outside --kinds/--poolings: fit it anyway
+        baseline = probe_report(fitter.probe(base_block))
+    else:
+        names = REGRESSION_METRICS if fitter.K == 0 else METRICS
+        baseline = {"what": f"unavailable: the feature set has no {base_block.column} block", "validation":
+                    {m: None for m in names}, "test": {m: None for m in names}}
+    best_probe = probe_report(max(probes.values(), key=lambda p: probe_key(p, metric)))
+    out: dict[str, Any] = {"baseline": baseline, "best_probe": best_probe}
+    lr = stc_report(best)
+    if best_head is None:
+        lr.pop("chosen")
+        return {**out, "stc": lr}
+    head = stc_report(best_head)
+    return {**out, "stc": {k: v for k, v in head.items() if k != "chosen"},
+            "aggregators": {"lr": lr, "consolidation": head}}
+
+
+def build_classifier(fs: FeatureSet, splits: Splits, chosen: Chosen, reports: dict[str, Any], fit_id: str,
+                     fit_cfg: dict[str, Any], seed: int, probe_rows: int, search_rows: int) -> Classifier:
+    fit = {"fit_id": fit_id, "config": fit_cfg, "data_fingerprint": splits.data_fingerprint,
+           "carved_validation": splits.carved_validation, "seed": seed, "probe_rows": probe_rows,
+           "search_rows": search_rows}
+    metrics = {k: {f: v for f, v in r.items() if f in ("validation", "test", "what")}
+               for k, r in reports.items() if k != "aggregators"}
+    if "aggregators" in reports:
+        metrics["aggregators"] = reports["aggregators"]
+    task = "regression" if not splits.classes else "classification"
+    common = dict(fs=fs, groups=chosen.groups, classes=splits.classes, mean=chosen.mean, scale=chosen.scale,
+                  kind=chosen.kind, pooling=chosen.pooling, eta=chosen.eta, l_temp=chosen.l_temp, metrics=metrics,
+                  task=task)
+    if isinstance(chosen, HeadState):
+        a = chosen.head.arrays
+        return Classifier.from_fit(**common, coef=a["coef"], intercept=a["intercept"],  # type: ignore[arg-type]
+                                   fit={**fit, "lam": None, "C": None}, head=chosen.manifest_entry(),
+                                   head_arrays={k: v for k, v in a.items() if k not in ("coef", "intercept")})
+    c = chosen.result.chosen
+    return Classifier.from_fit(**common, coef=c.coef, intercept=c.intercept,  # type: ignore[arg-type]
+                               fit={**fit, "lam": c.lam, "C": c.C})
