@@ -11,6 +11,7 @@ for each torch thread count given.
 
     python bench/extract.py [--texts 2000] [--threads 1,2] [--repeats 3] [--model default]
     python bench/extract.py --random-init gpt2-xl --texts 48 --threads 2 --repeats 2 --quick
+    python bench/extract.py --device cuda --torch-dtype bfloat16 --random-init gpt2-xl --quick   # on a GPU
 
 --random-init builds a model of that shape with random weights (gpt2-xl: 48 blocks, D=1600, d_ff=6400;
 llama-1b: 16 blocks, D=2048, d_ff=8192; or a config.json path) and MiniLM's tokenizer, so the extract ÷ bare
@@ -58,14 +59,17 @@ def realistic_texts(n: int) -> list[str]:
 
 
 def bare_forward(lm, texts: list[str], cfg: ExtractConfig, max_length: int) -> float:
-    """Seconds for tokenize + forward over the same length-bucketed batches extract uses."""
+    """Seconds for tokenize + forward over the same length-bucketed batches extract uses (on cfg.device,
+    waiting for the device at the end)."""
     t0 = time.perf_counter()
     seqs = lm.tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False,
                         return_token_type_ids=False)["input_ids"]
     with torch.inference_mode():
         for rows in length_batches([len(s) for s in seqs], cfg.batch_size, cfg.max_tokens):
             enc = lm.tokenizer.pad({"input_ids": [seqs[i] for i in rows]}, return_tensors="pt")
-            lm.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            lm.model(input_ids=enc["input_ids"].to(cfg.device), attention_mask=enc["attention_mask"].to(cfg.device))
+    if cfg.device.startswith("cuda"):
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -87,8 +91,9 @@ RANDOM_SHAPES = {
 }
 
 
-def random_model(spec: str):
-    """A random-init model of a named shape (or a config.json) with the packaged MiniLM's tokenizer."""
+def random_model(spec: str, tokenizer: str = "default"):
+    """A random-init model of a named shape (or a config.json) with the packaged MiniLM's tokenizer (or the
+    tokenizer of the model directory `tokenizer`)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from stcstore.models import default_model_path, wrap_model
@@ -100,7 +105,8 @@ def random_model(spec: str):
         config = AutoConfig.from_pretrained(spec)
     torch.manual_seed(0)
     model = AutoModel.from_config(config)
-    return wrap_model(model, AutoTokenizer.from_pretrained(default_model_path()), f"random-{Path(spec).stem}")
+    source = default_model_path() if tokenizer == "default" else tokenizer
+    return wrap_model(model, AutoTokenizer.from_pretrained(source), f"random-{Path(spec).stem}")
 
 
 def main() -> None:
@@ -113,6 +119,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=8192)
     ap.add_argument("--random-init", default=None, help="gpt2-xl, llama-1b or a config.json: random weights")
     ap.add_argument("--quick", action="store_true", help="only extract ÷ bare (no unsorted, no early-exit runs)")
+    ap.add_argument("--device", default="cpu", help="torch device of the model, e.g. cuda")
+    ap.add_argument("--torch-dtype", default="float32", help="model compute dtype: float32, bfloat16, float16")
     args = ap.parse_args()
 
     texts = realistic_texts(args.texts)
@@ -122,16 +130,21 @@ def main() -> None:
         pq.write_table(pa.table({"id": [f"b{i}" for i in range(len(texts))], "text": texts}), src)
         texts_store = base / "texts-store"
         ingest(texts_store, [src], IngestConfig("bench", split="train"))
-        lm = random_model(args.random_init) if args.random_init else load_model(args.model)
+        if args.random_init:
+            lm = random_model(args.random_init, args.model)
+            lm.model.to(args.device, getattr(torch, args.torch_dtype))
+        else:
+            lm = load_model(args.model, torch_dtype=args.torch_dtype, device=args.device)
         a = lm.adapter
-        cfg = ExtractConfig("bench", model=args.model, batch_size=args.batch_size, max_tokens=args.max_tokens)
+        cfg = ExtractConfig("bench", model=args.model, batch_size=args.batch_size, max_tokens=args.max_tokens,
+                            device=args.device, torch_dtype=args.torch_dtype)
         max_length = default_max_length(lm)
         lens = sorted(len(s) for s in lm.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
         raw_row = (a.hidden_size * (a.n_layers + 1) + a.ffn_size * a.n_layers) * len(cfg.poolings) * 2
         print(f"model {lm.name}: {a.n_layers} layers, D={a.hidden_size}, d_ff={a.ffn_size}; {len(texts)} texts, "
               f"tokens per text median {lens[len(lens) // 2]}, p90 {lens[int(len(lens) * 0.9)]}, max {lens[-1]}")
         print(f"batch_size {cfg.batch_size}, max_tokens {cfg.max_tokens}, repeats {args.repeats} "
-              f"(medians; runs alternate A/B)")
+              f"(medians; runs alternate A/B); device {args.device}, compute {args.torch_dtype}")
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
             bare, ext, uns, half = [], [], [], []

@@ -251,16 +251,18 @@ def test_a_score_worker_killed_mid_run_leaves_every_prediction_once(tmp_path, ti
     assert local.scored_texts == 600 and _preds(tmp_path / "local") == preds
 
 
-def test_slp_probes_on_ray_equal_local(tmp_path, tiny_gpt2_dir, cluster):
-    """SLP probes are seeded networks: as Ray tasks (same threads) they train to the same weights."""
+def test_slp_probes_and_consolidation_head_on_ray_equal_local(tmp_path, tiny_gpt2_dir, cluster):
+    """SLP probes are seeded networks: as Ray tasks (same threads) they train to the same weights, and the
+    consolidation head built on them (on the driver) is the same head."""
     local, remote = _stores(tmp_path, 200)
     ecfg = ExtractConfig("d", model=str(tiny_gpt2_dir), batch_size=16, threads=1)
     extract(local, ecfg)
     extract(remote, ecfg)
-    cfg = FitConfig("d", model=str(tiny_gpt2_dir), probe="slp", kinds=("hidden",), poolings=("mean",), threads=1,
-                    **FAST)
+    cfg = FitConfig("d", model=str(tiny_gpt2_dir), probe="slp", aggregator="consolidation", kinds=("hidden",),
+                    poolings=("mean",), threads=1, **FAST)
     a, b = fit(local, cfg), ray_fit(remote, cfg, RayOptions(workers=2))
     assert a.fit_id == b.fit_id and a.chosen == b.chosen and a.best_probe == b.best_probe and a.stc == b.stc
+    assert a.chosen["aggregator"] == "consolidation" and a.aggregators == b.aggregators
     assert a.best_probe["C"] is None  # an SLP has no regularisation strength (no NaN in `fit --json`)
     q = "select layer, step, val_accuracy, val_log_loss, chosen from probes where probe = 'slp' order by layer, step"
     assert run_query(local, q).rows == run_query(remote, q).rows
