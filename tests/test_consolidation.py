@@ -193,3 +193,30 @@ def test_depth_walk_stops_after_its_patience(consolidated, monkeypatch):
             stopped += 1
             assert keys[-1] <= max(keys[:-1])  # ... and the last did not: the walk stopped there
     assert stopped > 0
+
+
+def test_head_searched_on_a_row_sample_is_trained_again_on_every_row(consolidated, capfd, monkeypatch):
+    """Under a memory budget the heads are searched on a sample of train rows; the chosen one's cross-layer
+    network is then trained on every row (hidden units streamed from the store), and what is saved and
+    reported is that network. (The tiny model is too narrow for a real budget to bite: the budget's
+    sample is forced here.)"""
+    from stcstore.fit.search import Fitter
+    from stcstore.fit.splits import stratified_sample
+
+    def budget_sample(self, kind, pooling, width):
+        self.agg_rows[(kind, pooling)] = 100
+        return stratified_sample(self.splits.plans[self.tr], self.splits.y[self.tr], 100, self.cfg.seed)
+
+    monkeypatch.setattr(Fitter, "agg_plan", budget_sample)
+    tmp, st, _, _ = consolidated
+    res = fit(st, FitConfig("d", model="tiny-bert", aggregator="consolidation", kinds=("ffn",), poolings=("mean",),
+                            **FAST), out=tmp / "clf-budget")
+    assert res.n_search_rows < res.n_train
+    assert "cross-layer network on every train row" in capfd.readouterr().err
+    clf = load_classifier(tmp / "clf-budget")
+    ids, X = clf.store_features(Store(st), "d", "test")
+    y = Store(st).texts("d", columns=["id", "label"]).to_pydict()
+    label = dict(zip(y["id"], y["label"]))
+    acc = float(np.mean(clf.predict_features(X) == np.array([label[i] for i in ids])))
+    assert acc == pytest.approx(res.stc["test"]["accuracy"], abs=1e-12)
+    assert res.stc["validation"]["accuracy"] > 0.7

@@ -157,8 +157,9 @@ class FitResult(Result):
                 lines.append(f"{name:12s} (not available: {name} needs blocks this feature set lacks)")
                 continue
             lines.append(f"{name:12s} {r['what']:44s} {fmt(r['validation']):34s} {fmt(r['test'])}")
-        for name, r in self.aggregators.items():
-            lines.append(f"{'  ' + name:12s} {r['what']:44s} {fmt(r['validation']):34s} {fmt(r['test'])}")
+        for name, r in self.aggregators.items():  # --aggregator consolidation: both, each the best of its kind
+            label = {"lr": "  LR aggr.", "consolidation": "  KC head"}.get(name, name)
+            lines.append(f"{label:12s} {r['what']:44s} {fmt(r['validation']):34s} {fmt(r['test'])}")
         c = self.chosen
         how = (f"consolidation head: {c['frozen_units']} frozen units → {c['units']} units"
                if c.get("aggregator") == "consolidation" else f"{c['n_nonzero']} with non-zero weight), C {c['C']:.4g}")
