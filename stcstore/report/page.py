@@ -244,8 +244,19 @@ def page(clf: Classifier, data: dict[str, Any], neurons: list[dict[str, Any]], l
              ("early exit", f"scoring runs {m['blocks_run']} of {n_blocks} blocks"),
              ("fingerprint", clf.fingerprint)]
     facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
-    chosen_weights = ("Weights apply to standardised neuron values (train mean and std), so their sizes compare "
-                      "across neurons.")
+    slp = m["fit"]["config"].get("probe", "lr") == "slp"
+    probe_text = ("an SLP probe (one hidden layer, early-stopped on validation)" if slp else
+                  "an L1 logistic probe (strength chosen on validation)")
+    agg_text = ("a consolidation head on the η-kept neurons of layers 0..L_temp (the dashed line: the LR aggregate "
+                "it was compared with)" if clf.head == "consolidation" else
+                "the aggregate of the η-sparsified neurons of layers 0..L_temp")
+    if clf.head == "consolidation":
+        chosen_weights = ("A consolidation head is not linear: a neuron's share is its part of the squared norm of "
+                          "the frozen sub-networks' input weights (the SLP importance that kept it), with no single "
+                          "class it points to.")
+    else:
+        chosen_weights = ("Weights apply to standardised neuron values (train mean and std), so their sizes compare "
+                          "across neurons. The share of ‖w‖² is the sparsification criterion of the method.")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>stcstore report: {esc(clf.name)}</title>
 <style>
@@ -263,8 +274,8 @@ chosen state.</p>
 {_results_table(clf)}
 {_fig_regression(data.get("regression", []))}
 <h2 id="layers">Where the information is: per-layer probes and the aggregate</h2>
-<p>Each thin line is an L1 logistic probe on one layer's pooled values, for one kind and pooling (strength
-chosen on validation); the thick line aggregates the η-sparsified neurons of layers 0..L_temp (STC paper, Figure 2).
+<p>Each thin line is {probe_text} on one layer's pooled values, for one kind and pooling; the thick line
+is {agg_text} (STC paper, Figure 2).
 The dashed line is the last-layer single-token baseline.</p>
 {_fig_layers(clf, data, metric)}
 <h2 id="grid">What, which, where: pooling, η and L_temp</h2>
@@ -272,7 +283,7 @@ The dashed line is the last-layer single-token baseline.</p>
 count.</p>
 {"".join(_fig_grid(clf, data, metric))}
 <h2 id="neurons">Which neurons</h2>
-<p>{chosen_weights} The share of ‖w‖² is the sparsification criterion of the method. Per-label statistics
+<p>{chosen_weights} Per-label statistics
 and the effect size (largest gap between label means over the pooled within-label std) come from the
 <code>neuron_stats</code> view, on the <b>{esc(split)}</b> split. All {len(neurons)} neurons are in
 <code>neurons.parquet</code>; the top {min(top, len(neurons))} are listed.</p>
