@@ -92,7 +92,8 @@ AGGREGATOR = click.option("--aggregator", default="lr", show_default=True, type=
                           help="Cross-layer aggregation: lr (L1 model on the kept neurons, the paper's) or "
                                "consolidation (the tweet-analysis preprint's dual-phase head: the SLP probes' "
                                "frozen first layers on the kept neurons feed a cross-layer network). "
-                               "consolidation also fits lr and reports both; it saves the consolidation head.")
+                               "consolidation also runs the lr pipeline (LR probes, LR aggregate) and reports both; "
+                               "it saves the consolidation head.")
 TASK = click.option("--task", default=None, type=click.Choice(TASKS),
                     help="classification (labels are classes) or regression (labels are numbers) [default: "
                          "classification; numeric labels with many distinct values are refused without --task].")

@@ -88,9 +88,15 @@ def test_fit_reports_both_aggregators_each_chosen_on_validation(consolidated):
     assert res.seconds["consolidation"] > 0
     assert res.efficiency["parameters"]["stc_classifier"] == sum(
         np.load(tmp / "clf" / f"{n}.npy").size for n in ("coef1", "intercept1", "coef", "intercept"))
-    # the probes are the SLP phase 1, implied by the aggregator; an explicit --probe lr is refused
+    # phase 1 is SLP probes, implied by the aggregator (an explicit --probe lr is refused); the LR side is
+    # exactly what `--aggregator lr` gives on the same data: its own LR probes and their aggregate
     assert {r["probe"] for r in run_query(st, "select distinct probe from probes where fit_id = $f",
-                                          params={"f": res.fit_id}).rows} == {"slp"}
+                                          params={"f": res.fit_id}).rows} == {"lr", "slp"}
+    assert "SLP" in res.best_probe["what"] and res.seconds["lr_probes"] > 0
+    plain = fit(st, FitConfig("d", model="tiny-bert", **FAST))
+    lr = res.aggregators["lr"]
+    assert (lr["what"], lr["validation"], lr["test"]) == (plain.stc["what"], plain.stc["validation"], plain.stc["test"])
+    assert {k: v for k, v in lr["chosen"].items()} == plain.chosen
     with pytest.raises(StcError, match="--probe slp"):
         FitConfig("d", aggregator="consolidation", probe="lr")
 

@@ -11,10 +11,14 @@ input's weights). Phase 2, per (kind, pooling, η, L_temp):
 - a cross-layer network (one hidden ReLU layer of round(√width) units, the SLP trainer's) is trained on
   them for the task, with early stopping on validation.
 
-Every (kind, pooling, η) is tried on the rows the LR aggregate search holds, with L_temp walked upward
-until DEPTH_PATIENCE depths in a row bring no better validation score (on a 48-block model the full grid
-would be thousands of networks); the validation-best head is kept; when that search held a row sample (memory budget), the chosen head's cross-layer network is
-trained again on every train row, its hidden units computed chunk by chunk from the store.
+Every (kind, pooling, η) is tried on the rows an aggregate search holds (all of train, or the memory
+budget's sample), with L_temp walked upward until DEPTH_PATIENCE depths in a row bring no better
+validation score (on a 48-block model the full grid would be thousands of networks). The validation-best
+head is kept; when its search held a row sample, its cross-layer network is trained again on every train
+row, the hidden units computed chunk by chunk from the store.
+
+The fit compares the head with what `--aggregator lr` gives on the same data: LR probes and the paper's LR
+aggregate of their neurons (`stage.fit`), both chosen on the same validation split.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ def chosen_entry(s: Chosen) -> dict[str, Any]:
 def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, ProbeState], best: AggState,
                  best_head: HeadState | None) -> dict[str, Any]:
     """Stage 4: baseline, best probe and STC on validation and test; test is read here, once per state. With
-    a consolidation head, "stc" is the head and "aggregators" holds it beside the best LR aggregate."""
+    a consolidation head, "stc" is the head and "aggregators" holds it beside the best LR aggregate (of the
+    LR probes: what `--aggregator lr` gives); baseline and best probe are then the head's SLP probes."""
     metric = fitter.cfg.metric
 
     def probe_report(p: ProbeState) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import copy
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -112,6 +113,12 @@ class Fitter:
         self.probe_plan, self.probe_y = (stratified_sample(splits.plans[self.tr], y, cfg.probe_rows, cfg.seed)
                                          if self.probe_sampled else (splits.plans[self.tr], y))
         self.agg_rows: dict[tuple[str, str], int] = {}  # (kind, pooling) -> sampled train rows, when sampled
+
+    def variant(self, **changes: Any) -> "Fitter":
+        """This fitter with other options (e.g. probe="lr"): the same store, splits and samples."""
+        other = copy.copy(self)
+        other.cfg = replace(self.cfg, **changes)
+        return other
 
     @property
     def search_rows(self) -> int:

@@ -82,7 +82,7 @@ class FitConfig:
     path: PathConfig = field(default_factory=PathConfig)
     task: str | None = None  # classification (default; refused for labels that look like values) | regression
     probe: str | None = None  # per-layer probes: lr (L1 path) | slp (one hidden layer; paper appendix A.2)
-    aggregator: str = "lr"  # lr (the paper's L1 aggregate) | consolidation (seed 003's head; also fits lr)
+    aggregator: str = "lr"  # lr (the paper's L1 aggregate) | consolidation (seed 003's head, compared with lr)
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "--dataset")
@@ -273,6 +273,37 @@ def _fit_heads(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[Featu
     return heads, best
 
 
+def _search(fitter: Fitter, blocks: list[FeatureBlock], groups: list[tuple[str, str]], seconds: dict[str, float],
+            probe_runner: ProbeRunner | None) -> tuple[dict, dict, list[AggState], AggState, list[HeadState],
+                                                       HeadState | None]:
+    """Stages 1-3: probes and aggregates; with `--aggregator consolidation`, the SLP probes and the head, and
+    beside them what `--aggregator lr` gives on the same data (LR probes and their LR aggregate).
+    Returns (probes, LR probes, LR aggregates, best LR aggregate, heads, best head)."""
+    cfg = fitter.cfg
+    n_agg_fits = sum(len(cfg.etas) * len({b.layer for b in blocks if b.kind in k.split("+") and b.pooling == p})
+                     for k, p in groups)
+    two = cfg.aggregator == "consolidation"
+    with progress((len(blocks) + n_agg_fits) * (2 if two else 1), f"fit {cfg.dataset}", "fit") as bar:
+        t0 = time.perf_counter()
+        probes = _fit_probes(fitter, blocks, bar, probe_runner)
+        seconds["probes"] = time.perf_counter() - t0
+        lr_fitter, lr_probes = fitter, probes
+        if two:
+            t0 = time.perf_counter()
+            lr_fitter = fitter.variant(probe="lr", aggregator="lr")
+            lr_probes = _fit_probes(lr_fitter, blocks, bar, probe_runner)
+            seconds["lr_probes"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        aggs, best = _fit_aggregates(lr_fitter, groups, lr_probes, bar)
+        seconds["aggregate"] = time.perf_counter() - t0
+        heads, best_head = [], None
+        if two:
+            t0 = time.perf_counter()
+            heads, best_head = _fit_heads(fitter, groups, probes, bar)
+            seconds["consolidation"] = time.perf_counter() - t0
+    return probes, lr_probes, aggs, best, heads, best_head
+
+
 def _fit_config(cfg: FitConfig, fitter: Fitter, messages: list[str]) -> dict[str, Any]:
     """The options that define the fit's result (its id): how it ran (threads, device) is left out, and so
     are options that did not apply, so that they do not change the id."""
@@ -325,20 +356,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         groups = [(k, p) for k in cfg.kinds for p in cfg.poolings]
         if cfg.mix_kinds and len(cfg.kinds) > 1:
             groups += [("+".join(cfg.kinds), p) for p in cfg.poolings]
-        n_agg_fits = sum(len(cfg.etas) * len({b.layer for b in blocks if b.kind in k.split("+") and b.pooling == p})
-                         for k, p in groups) * (2 if cfg.aggregator == "consolidation" else 1)
-        with progress(len(blocks) + n_agg_fits, f"fit {cfg.dataset}", "fit") as bar:
-            t0 = time.perf_counter()
-            probes = _fit_probes(fitter, blocks, bar, probe_runner)
-            seconds["probes"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            aggs, best = _fit_aggregates(fitter, groups, probes, bar)
-            seconds["aggregate"] = time.perf_counter() - t0
-            heads, best_head = [], None
-            if cfg.aggregator == "consolidation":
-                t0 = time.perf_counter()
-                heads, best_head = _fit_heads(fitter, groups, probes, bar)
-                seconds["consolidation"] = time.perf_counter() - t0
+        probes, lr_probes, aggs, best, heads, best_head = _search(fitter, blocks, groups, seconds, probe_runner)
         chosen = best_head or best
         t0 = time.perf_counter()
         reports = test_reports(fitter, fs, probes, best, best_head)
@@ -349,7 +367,8 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         fit_cfg = _fit_config(cfg, fitter, messages)
         fit_id = fingerprint([fs.id, splits.data_fingerprint, fit_cfg, FIT_FORMAT_VERSION])
         t0 = time.perf_counter()
-        if write_tables(store, cfg.dataset, fit_id, probe_rows(fit_id, fs, list(probes.values())),
+        all_probes = list(probes.values()) + ([] if lr_probes is probes else list(lr_probes.values()))
+        if write_tables(store, cfg.dataset, fit_id, probe_rows(fit_id, fs, all_probes),
                         aggregate_rows(fit_id, fs, [*aggs, *heads], chosen)):
             messages.append(f"replaced the tables of the identical earlier fit {fit_id}")
     if out_path is not None:
