@@ -60,6 +60,13 @@ def test_guided_dropout_equals_the_full_probe_with_dropped_inputs_silenced():
     np.testing.assert_allclose(head.hidden(Z[:, kept]).numpy(), full, rtol=1e-5, atol=1e-6)
 
 
+def _accuracy(clf, st, ids, X) -> float:
+    """The classifier's accuracy on stored feature rows X of these text ids."""
+    y = Store(st).texts("d", columns=["id", "label"]).to_pydict()
+    label = dict(zip(y["id"], y["label"]))
+    return float(np.mean(clf.predict_features(X) == np.array([label[i] for i in ids])))
+
+
 @pytest.fixture(scope="module")
 def consolidated(tmp_path_factory, bert_tokenizer):
     tmp = tmp_path_factory.mktemp("kc")
@@ -109,9 +116,7 @@ def test_saved_head_scores_exactly_as_the_fit_did_and_exits_early(consolidated):
     assert m["blocks_run"] == groups_blocks_run(clf.groups) <= m["model"]["n_layers"]
     assert m["metrics"]["aggregators"]["lr"]["validation"] == res.aggregators["lr"]["validation"]
     ids, X = clf.store_features(Store(st), "d", "test")
-    y = Store(st).texts("d", columns=["id", "label"]).to_pydict()
-    label = dict(zip(y["id"], y["label"]))
-    acc = float(np.mean(clf.predict_features(X) == np.array([label[i] for i in ids])))
+    acc = _accuracy(clf, st, ids, X)
     assert acc == pytest.approx(res.stc["test"]["accuracy"], abs=1e-12)  # test scored with the saved head
     again = load_classifier(tmp / "clf")
     np.testing.assert_array_equal(again.predict_proba_features(X), clf.predict_proba_features(X))
@@ -221,8 +226,6 @@ def test_head_searched_on_a_row_sample_is_trained_again_on_every_row(consolidate
     assert "cross-layer network on every train row" in capfd.readouterr().err
     clf = load_classifier(tmp / "clf-budget")
     ids, X = clf.store_features(Store(st), "d", "test")
-    y = Store(st).texts("d", columns=["id", "label"]).to_pydict()
-    label = dict(zip(y["id"], y["label"]))
-    acc = float(np.mean(clf.predict_features(X) == np.array([label[i] for i in ids])))
+    acc = _accuracy(clf, st, ids, X)
     assert acc == pytest.approx(res.stc["test"]["accuracy"], abs=1e-12)
     assert res.stc["validation"]["accuracy"] > 0.7

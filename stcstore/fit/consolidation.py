@@ -23,7 +23,7 @@ aggregate of their neurons (`stage.fit`), both chosen on the same validation spl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -33,6 +33,7 @@ from ..classifier.classifier import FeatureGroup
 from ..classifier.heads import ConsolidationHead
 from ..core.names import FeatureBlock
 from .probe import PathResult, apply_standardization, standardize_, validation_key
+from .search import AggState
 from .slp import fit_slp
 
 if TYPE_CHECKING:
@@ -42,24 +43,11 @@ DEPTH_PATIENCE = 4  # deeper L_temp tried after the best one of an η, before th
 
 
 @dataclass
-class HeadState:
-    """One consolidation head the search tried: its groups and standardisation, as an aggregate's, and the
-    head (frozen sub-networks + cross-layer network) with its validation result."""
+class HeadState(AggState):
+    """One consolidation head the search tried: an aggregate's groups, standardisation and validation result,
+    with the head (frozen sub-networks + cross-layer network) in place of linear weights."""
 
-    kind: str
-    pooling: str
-    eta: float
-    l_temp: int
-    groups: list[FeatureGroup]
-    mean: np.ndarray
-    scale: np.ndarray
-    result: PathResult
-    head: ConsolidationHead
-    n_rows: int = 0
-
-    @property
-    def n_neurons(self) -> int:
-        return sum(len(g.neurons) for g in self.groups)
+    head: ConsolidationHead = field(kw_only=True)
 
     @property
     def units(self) -> int:
@@ -96,6 +84,18 @@ def _hidden(X: np.ndarray, cols: dict[FeatureBlock, np.ndarray], subs: dict[Feat
                           for b in blocks], dim=1).numpy()
 
 
+def _cross_layer(fitter: "Fitter", Htr: np.ndarray, ytr: np.ndarray, Hva: np.ndarray, yva: np.ndarray
+                 ) -> tuple[dict[str, np.ndarray], PathResult]:
+    """Standardise the frozen units (train statistics, in place) and train the cross-layer network on them;
+    returns the head's arrays after the sub-networks (hidden_mean ... intercept) and the result."""
+    h_mean, h_scale = standardize_(Htr)
+    apply_standardization(Hva, h_mean, h_scale)
+    net, res = fit_slp(Htr, ytr, Hva, yva, fitter.K, fitter.cfg.metric, fitter.cfg.seed, device=fitter.cfg.device)
+    return {"hidden_mean": h_mean, "hidden_scale": h_scale, "coef1": net.W1.astype(np.float64),
+            "intercept1": net.b1.astype(np.float64), "coef": net.W2.astype(np.float64),
+            "intercept": net.b2.astype(np.float64)}, res
+
+
 def consolidate(fitter: "Fitter", kind: str, pooling: str, probes: dict[FeatureBlock, "ProbeState"],
                 on_fit: Callable[[HeadState | None], None]) -> list[HeadState]:
     """Every (η, L_temp) of one (kind, pooling): a consolidation head each, chosen on validation."""
@@ -120,25 +120,18 @@ def consolidate(fitter: "Fitter", kind: str, pooling: str, probes: dict[FeatureB
             sig = tuple((b, n_keep[b]) for b in blocks)
             if sig in seen:  # this η keeps exactly the inputs a smaller η kept: same head
                 prev = seen[sig]
-                state = HeadState(kind, pooling, eta, l_temp, groups, prev.mean, prev.scale, prev.result, prev.head,
-                                  prev.n_rows)
+                state = HeadState(kind, pooling, eta, l_temp, groups, prev.mean, prev.scale, prev.result,
+                                  prev.n_rows, head=prev.head)
             else:
                 n_h = int(h_off[len(blocks)])
-                Htr, Hva = Htr_all[:, :n_h].copy(), Hva_all[:, :n_h].copy()
-                h_mean, h_scale = standardize_(Htr)
-                apply_standardization(Hva, h_mean, h_scale)
-                net, res = fit_slp(Htr, g.ytr, Hva, yva, fitter.K, fitter.cfg.metric, fitter.cfg.seed,
-                                   device=fitter.cfg.device)
+                top, res = _cross_layer(fitter, Htr_all[:, :n_h].copy(), g.ytr, Hva_all[:, :n_h].copy(), yva)
                 head = ConsolidationHead(
                     [len(subs[b][1]) for b in blocks], [n_keep[b] for b in blocks],
                     {"sub_weight": np.concatenate([subs[b][0].ravel() for b in blocks]).astype(np.float64),
-                     "sub_bias": np.concatenate([subs[b][1] for b in blocks]).astype(np.float64),
-                     "hidden_mean": h_mean, "hidden_scale": h_scale, "coef1": net.W1.astype(np.float64),
-                     "intercept1": net.b1.astype(np.float64), "coef": net.W2.astype(np.float64),
-                     "intercept": net.b2.astype(np.float64)})
+                     "sub_bias": np.concatenate([subs[b][1] for b in blocks]).astype(np.float64), **top})
                 col_idx = np.concatenate([cols[b] for b in blocks])
-                state = HeadState(kind, pooling, eta, l_temp, groups, g.mean[col_idx], g.scale[col_idx], res, head,
-                                  len(g.ytr))
+                state = HeadState(kind, pooling, eta, l_temp, groups, g.mean[col_idx], g.scale[col_idx], res,
+                                  len(g.ytr), head=head)
                 seen[sig] = state
             out.append(state)
             on_fit(state)
@@ -156,18 +149,13 @@ def refit_head(fitter: "Fitter", best: HeadState) -> bool:
     budget = fitter.cfg.memory_budget_mb
     if budget is not None and 4 * n * width > budget * 2**20:
         return False
-    picks = fitter.picks(best)  # type: ignore[arg-type]
+    picks = fitter.picks(best)
     parts = [best.head.hidden(apply_standardization(X, best.mean, best.scale)).numpy()
              for _, X in fitter.store.gather_by_chunk(fitter.fs, picks, fitter.splits.plans[fitter.tr])]
     Htr = np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
     Xva = apply_standardization(fitter.read(picks, fitter.va), best.mean, best.scale)
-    Hva = best.head.hidden(Xva).numpy()
-    h_mean, h_scale = standardize_(Htr)
-    apply_standardization(Hva, h_mean, h_scale)
-    net, res = fit_slp(Htr, fitter.splits.y[fitter.tr], Hva, fitter.splits.y[fitter.va], fitter.K,
-                       fitter.cfg.metric, fitter.cfg.seed, device=fitter.cfg.device)
-    best.head.arrays.update({"hidden_mean": h_mean, "hidden_scale": h_scale, "coef1": net.W1.astype(np.float64),
-                             "intercept1": net.b1.astype(np.float64), "coef": net.W2.astype(np.float64),
-                             "intercept": net.b2.astype(np.float64)})
+    top, res = _cross_layer(fitter, Htr, fitter.splits.y[fitter.tr], best.head.hidden(Xva).numpy(),
+                            fitter.splits.y[fitter.va])
+    best.head.arrays.update(top)
     best.result, best.n_rows = res, n
     return True

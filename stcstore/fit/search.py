@@ -75,7 +75,6 @@ class GroupData:
     kept: dict[FeatureBlock, np.ndarray]  # neurons the largest η keeps, most important first
     start: dict[FeatureBlock, int]  # first column of each block
     offsets: np.ndarray
-    plan: list[np.ndarray]
     ytr: np.ndarray
     Xtr: np.ndarray
     Xva: np.ndarray
@@ -174,7 +173,7 @@ class Fitter:
         scale_all = np.concatenate([probes[b].scale[kept[b]] for b in order])
         apply_standardization(Xtr_all, mean_all, scale_all)
         apply_standardization(Xva_all, mean_all, scale_all)
-        return GroupData(layers, order, kept, start, offsets, plan, ytr, Xtr_all, Xva_all, mean_all, scale_all)
+        return GroupData(layers, order, kept, start, offsets, ytr, Xtr_all, Xva_all, mean_all, scale_all)
 
     def aggregate(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState],
                   on_fit: Callable[[AggState], None]) -> list[AggState]:

@@ -216,21 +216,29 @@ def _fit_probes(fitter: Fitter, blocks: list[FeatureBlock], bar: Any, runner: Pr
     return probes
 
 
+def _per_group(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[FeatureBlock, ProbeState], bar: Any,
+               search: Callable[..., list[Any]], what: str) -> list[Any]:
+    """`search(kind, pooling, probes, on_fit)` for every (kind, pooling) that has probes: all its states."""
+    metric = fitter.cfg.metric
+    out: list[Any] = []
+    for kind, pooling in groups:
+        if not any(b.kind in kind.split("+") and b.pooling == pooling for b in probes):
+            continue
+        states = search(kind, pooling, probes, lambda _: bar.update(1))
+        out.extend(states)
+        if bar.disable:
+            top = max(states, key=lambda a: agg_key(a, metric))
+            eprint(f"{what} {kind}.{pooling}: best val {metric} {top.result.validation[metric]:.4f} "
+                   f"(η {top.eta}, L_temp {top.l_temp}, {top.n_neurons} neurons)")
+    return out
+
+
 def _fit_aggregates(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[FeatureBlock, ProbeState],
                     bar: Any) -> tuple[list[AggState], AggState]:
     """Stages 2-3: sparsify every probe at every η and aggregate layers 0..L_temp; returns every
     aggregate and the validation-best one."""
     metric = fitter.cfg.metric
-    aggs: list[AggState] = []
-    for kind, pooling in groups:
-        if not any(b.kind in kind.split("+") and b.pooling == pooling for b in probes):
-            continue
-        states = fitter.aggregate(kind, pooling, probes, lambda _: bar.update(1))
-        aggs.extend(states)
-        if bar.disable:
-            top = max(states, key=lambda a: agg_key(a, metric))
-            eprint(f"aggregate {kind}.{pooling}: best val {metric} {top.result.validation[metric]:.4f} "
-                   f"(η {top.eta}, L_temp {top.l_temp}, {top.n_neurons} neurons)")
+    aggs = _per_group(fitter, groups, probes, bar, fitter.aggregate, "aggregate")
     if fitter.cfg.path.warm_aggregates and fitter.cfg.path.confirm_top:
         # the few best of the local searches also get the full path (an aggregate fitted on a row sample is
         # refitted on every row below instead)
@@ -254,17 +262,8 @@ def _fit_heads(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[Featu
     """`--aggregator consolidation`: a consolidation head per (kind, pooling, η, L_temp) on the SLP probes;
     returns them all and the validation-best one (refitted on every train row if searched on a sample)."""
     metric = fitter.cfg.metric
-    heads: list[HeadState] = []
-    for kind, pooling in groups:
-        if not any(b.kind in kind.split("+") and b.pooling == pooling for b in probes):
-            continue
-        states = consolidate(fitter, kind, pooling, probes, lambda _: bar.update(1))
-        heads.extend(states)
-        if bar.disable:
-            top = max(states, key=lambda a: agg_key(a, metric))  # type: ignore[arg-type]
-            eprint(f"consolidation head {kind}.{pooling}: best val {metric} {top.result.validation[metric]:.4f} "
-                   f"(η {top.eta}, L_temp {top.l_temp}, {top.n_neurons} neurons)")
-    best = max(heads, key=lambda a: agg_key(a, metric))  # type: ignore[arg-type]
+    heads = _per_group(fitter, groups, probes, bar, lambda *a: consolidate(fitter, *a), "consolidation head")
+    best = max(heads, key=lambda a: agg_key(a, metric))
     if best.n_rows < len(fitter.splits.y[fitter.tr]):
         eprint(f"training the chosen consolidation head's cross-layer network on every train row (searched on "
                f"{best.n_rows:,})")
