@@ -127,6 +127,7 @@ def sql(query, store, file, name, params, list_queries, max_rows, as_json) -> No
 @P.TASK
 @P.PROBE
 @P.AGGREGATOR
+@P.SELECTION
 @P.METRIC
 @P.KINDS_OPT
 @P.POOLINGS_OPT
@@ -140,15 +141,15 @@ def sql(query, store, file, name, params, list_queries, max_rows, as_json) -> No
 @P.FORCE
 @P.engine("the per-layer probes")
 @P.JSON
-def fit(store, dataset, model, out, etas, task, probe, aggregator, metric, kinds, poolings, mix_kinds, val_fraction, seed, probe_rows,
+def fit(store, dataset, model, out, etas, task, probe, aggregator, selection, metric, kinds, poolings, mix_kinds, val_fraction, seed, probe_rows,
         memory_budget, threads, device, force, engine, ray_address, workers, cpus_per_worker, gpus_per_worker,
         as_json) -> None:
     """Per-layer L1 probes, η-sparsification and cross-layer aggregation, all chosen on validation."""
     from stcstore.fit import FitConfig
     from stcstore.fit import fit as run
 
-    cfg = FitConfig(dataset=dataset, model=model, etas=etas, task=task, probe=probe, aggregator=aggregator, metric=metric,
-                    kinds=kinds, poolings=poolings,
+    cfg = FitConfig(dataset=dataset, model=model, etas=etas, task=task, probe=probe, aggregator=aggregator, selection=selection,
+                    metric=metric, kinds=kinds, poolings=poolings,
                     mix_kinds=mix_kinds, val_fraction=val_fraction, seed=seed, probe_rows=probe_rows or None,
                     memory_budget_mb=memory_budget or None, threads=threads, device=device)
     opts = P.ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker)

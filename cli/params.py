@@ -18,7 +18,7 @@ from stcstore.core.names import (
     MAX_TOKENS,
     MEMORY_BUDGET_MB,
     METRICS,
-    AGGREGATORS,
+    AGGREGATORS, SELECTIONS,
     PROBES,
     REGRESSION_METRICS,
     POOLINGS,
@@ -94,6 +94,11 @@ AGGREGATOR = click.option("--aggregator", default="lr", show_default=True, type=
                                "frozen first layers on the kept neurons feed a cross-layer network). "
                                "consolidation also runs the lr pipeline (LR probes, LR aggregate) and reports both; "
                                "it saves the consolidation head.")
+SELECTION = click.option("--selection", default="ensemble", show_default=True, type=click.Choice(SELECTIONS),
+                         help="What the LR aggregation saves: ensemble (the validation-best aggregate of each "
+                              "kind/pooling, class probabilities averaged; one forward pass to the deepest L_temp; "
+                              "measured to test better than the single best: docs/selection.md) or best (the "
+                              "single validation-best aggregate, one sparse linear model, as in 0.1/0.2).")
 TASK = click.option("--task", default=None, type=click.Choice(TASKS),
                     help="classification (labels are classes) or regression (labels are numbers) [default: "
                          "classification; numeric labels with many distinct values are refused without --task].")

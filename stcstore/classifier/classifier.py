@@ -33,7 +33,7 @@ from .. import __version__
 from ..core.errors import FingerprintMismatchError, StcError
 from ..core.fingerprint import fingerprint, sha256_hex
 from ..core.names import FeatureBlock, blocks_to_run
-from .heads import ConsolidationHead
+from .heads import ConsolidationHead, EnsembleHead, member_bounds
 from .linear import decision, predict_index, probabilities
 from .manifest import CLASSIFIER_FORMAT, MODEL_CHECK_KEYS, array_names, check_arrays, head_type
 
@@ -83,6 +83,9 @@ class Classifier:
         self._consolidation = ConsolidationHead(list(manifest["head"]["hidden_units"]),
                                                 [len(g.neurons) for g in self.groups], self.arrays) \
             if self.head == "consolidation" else None
+        self._ensemble = EnsembleHead(
+            member_bounds([len(g.neurons) for g in self.groups], [int(mm["groups"]) for mm in manifest["head"]["members"]]),
+            self.coef_, self.intercept_, self.task == "regression") if self.head == "ensemble" else None
         self._lm: LoadedModel | None = None
         self._computer: FeatureComputer | None = None
         self.path: Path | None = None
@@ -99,7 +102,7 @@ class Classifier:
         then its output layer); without them, the linear head."""
         fp = fs.manifest["fingerprint"]
         manifest = {
-            "format": CLASSIFIER_FORMAT, "version": 1 if head is None else 2, "stcstore_version": __version__,
+            "format": CLASSIFIER_FORMAT, "version": 1 if head is None else (3 if head.get("type") == "ensemble" else 2), "stcstore_version": __version__,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "model": {k: fp.get(k) for k in ("model", "model_source", "revision", *MODEL_CHECK_KEYS) if k in fp},
             "features": {"feature_set": fs.id, "dataset": fs.manifest.get("dataset"),
@@ -239,6 +242,8 @@ class Classifier:
         Z = (np.asarray(X, dtype=np.float32) - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
         if self._consolidation is not None:
             return self._consolidation.decision(Z)
+        if self._ensemble is not None:
+            return self._ensemble.decision(Z)
         return decision(Z, self.coef_, self.intercept_)
 
     @property
@@ -247,7 +252,8 @@ class Classifier:
 
     def column_importance(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(importance [n_features], weights [K, n_features] or None) of each column: the linear weights'
-        squared norm (and the weights), or for a consolidation head the squared L2 norm of each kept
+        squared norm (and the weights; an ensemble's members' weights, each in its own columns), or for a
+        consolidation head the squared L2 norm of each kept
         neuron's frozen first-layer weights (no per-class direction: the head is not linear)."""
         if self._consolidation is not None:
             return self._consolidation.input_importance() ** 2, None

@@ -7,6 +7,11 @@
   H_g = ReLU(Z_g W_gᵀ + b_g). The hidden units of all groups, standardised, feed a cross-layer network with
   one hidden ReLU layer: scores = ReLU(H' coef1ᵀ + intercept1) coefᵀ + intercept.
 
+- ensemble (`fit --selection ensemble`, the default since 0.3): the validation-best linear aggregate of each
+  kind/pooling, averaged. Member m reads its own consecutive groups (columns a_m..b_m of Z): s_m = Z[:, a_m:b_m]
+  coef[:, a_m:b_m]ᵀ + intercept[m]; the scores are the mean of the members' class probabilities, as log-odds
+  or log-probabilities (`linear.averaged`); for a regression target the mean of their values.
+
 Scores [n, K] then read as for a linear head (K = 1: the positive class of two, or a value). Computed in
 float32 by torch from the float64 arrays, so a fit's test scores and a saved-then-loaded classifier's
 scores are the same numbers.
@@ -20,11 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-HEADS = ("linear", "consolidation")
+from .linear import averaged, decision
+
+HEADS = ("linear", "consolidation", "ensemble")
 # the arrays each head keeps (besides the standardisation, mean and scale), in file order
 HEAD_ARRAYS = {"linear": ("coef", "intercept"),
                "consolidation": ("sub_weight", "sub_bias", "hidden_mean", "hidden_scale", "coef1", "intercept1",
-                                 "coef", "intercept")}
+                                 "coef", "intercept"),
+               "ensemble": ("coef", "intercept")}  # coef [K, n_features]: each member's weights in its columns
 
 
 @dataclass
@@ -66,3 +74,31 @@ class ConsolidationHead:
             out.append(np.sqrt((W[w:w + h * n].reshape(h, n) ** 2).sum(axis=0)))
             w += h * n
         return np.concatenate(out) if out else np.zeros(0)
+
+
+@dataclass
+class EnsembleHead:
+    """Members over consecutive column ranges of Z: coef [K, n_features] (member m's weights in its columns,
+    zero nowhere else needed: the ranges do not overlap) and intercept [M, K]."""
+
+    bounds: list[tuple[int, int]]  # columns a_m..b_m of each member
+    coef: np.ndarray
+    intercept: np.ndarray
+    regression: bool
+
+    def member_scores(self, Z: np.ndarray | torch.Tensor) -> list[np.ndarray]:
+        return [decision(Z[:, a:b], self.coef[:, a:b], self.intercept[m]) for m, (a, b) in enumerate(self.bounds)]
+
+    def decision(self, Z: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Scores [n, K] (float64) of standardised features Z [n, n_features]."""
+        return averaged(self.member_scores(Z), self.regression)
+
+
+def member_bounds(group_sizes: list[int], member_groups: list[int]) -> list[tuple[int, int]]:
+    """Column ranges of members that hold `member_groups` consecutive groups each."""
+    out, g, col = [], 0, 0
+    for n in member_groups:
+        width = sum(group_sizes[g:g + n])
+        out.append((col, col + width))
+        g, col = g + n, col + width
+    return out

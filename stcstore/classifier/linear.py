@@ -34,3 +34,16 @@ def probabilities(scores: np.ndarray) -> np.ndarray:
 def predict_index(scores: np.ndarray) -> np.ndarray:
     s = np.asarray(scores)
     return (s[:, 0] > 0).astype(np.int64) if s.shape[1] == 1 else s.argmax(axis=1)
+
+
+def averaged(scores: list[np.ndarray], regression: bool = False) -> np.ndarray:
+    """Members' scores [n, K] -> the ensemble's: the mean of their class probabilities, as log-odds (two
+    classes, [n, 1]) or log-probabilities ([n, K]), so that `probabilities` and `predict_index` read it like
+    a linear score; for a regression target, the mean of the predicted values."""
+    if regression:
+        return np.mean(scores, axis=0)
+    p = np.mean([probabilities(s) for s in scores], axis=0)
+    logp = np.log(np.clip(p, 1e-300, 1.0))
+    if p.shape[1] == 2:
+        return (logp[:, 1] - logp[:, 0])[:, None]
+    return logp

@@ -14,9 +14,10 @@ from ..core.names import KINDS, POOLINGS, STORED_DTYPES, TORCH_DTYPES, blocks_to
 from .heads import HEAD_ARRAYS, HEADS
 
 CLASSIFIER_FORMAT = "stcstore-classifier"
-# 2: a consolidation head ("head" in the manifest, its own arrays). Linear classifiers are still written as
-# version 1, which stcstore 0.1 and 0.2 read; a version-2 classifier tells them to upgrade.
-CLASSIFIER_VERSION = 2
+# 2: a consolidation head ("head" in the manifest, its own arrays). 3: an ensemble head (`fit --selection
+# ensemble`). Linear classifiers are still written as version 1, which stcstore 0.1 and 0.2 read; a newer
+# classifier tells them to upgrade.
+CLASSIFIER_VERSION = 3
 ARRAYS = ("coef", "intercept", "mean", "scale")  # a linear classifier's arrays, in file order
 
 
@@ -145,6 +146,20 @@ def _check_head(m: dict[str, Any], n_groups: int) -> None:
         if len(units) != n_groups or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units):
             raise _Bad(f"head.hidden_units must be one positive integer per group ({n_groups})")
         _int(head, "units", "head.", 1)
+    if kind == "ensemble":
+        if m.get("version") != 3:
+            raise _Bad("an ensemble head needs classifier format 3")
+        members = _get(head, "members", list, "head.")
+        if not members:
+            raise _Bad("head.members is empty")
+        for i, mem in enumerate(members):
+            where = f"head.members[{i}]."
+            _int(mem, "groups", where, 1)
+            eta = _get(mem, "eta", (int, float), where)
+            if not 0 < eta <= 1:
+                raise _Bad(f"{where}eta is {eta}, outside (0, 1]")
+        if sum(mem["groups"] for mem in members) != n_groups:
+            raise _Bad(f"head.members hold {sum(mem['groups'] for mem in members)} groups, but groups has {n_groups}")
 
 
 def expected_shapes(m: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -153,6 +168,8 @@ def expected_shapes(m: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     k = 1 if len(m["classes"]) in (0, 2) else len(m["classes"])  # 0 classes: a regression target, one value
     if head_type(m) == "linear":
         return {"coef": (k, n), "intercept": (k,), "mean": (n,), "scale": (n,)}
+    if head_type(m) == "ensemble":
+        return {"mean": (n,), "scale": (n,), "coef": (k, n), "intercept": (len(m["head"]["members"]), k)}
     units, sizes = m["head"]["hidden_units"], [len(g["neurons"]) for g in m["groups"]]
     h, u = sum(units), m["head"]["units"]
     return {"mean": (n,), "scale": (n,), "sub_weight": (sum(a * b for a, b in zip(units, sizes)),),

@@ -25,6 +25,9 @@ TASKS = ("classification", "regression")
 PROBES = ("lr", "slp")  # per-layer probe kinds: L1 linear (the paper's), single hidden layer (appendix A.2)
 # cross-layer aggregation: the paper's L1 linear model, or the tweet-analysis preprint's consolidation head
 AGGREGATORS = ("lr", "consolidation")
+# how fit chooses among its LR aggregates: the validation-best of each kind/pooling averaged (the default), or
+# the single validation-best aggregate (0.1/0.2's rule; one sparse linear model)
+SELECTIONS = ("ensemble", "best")
 EXPLANATIONS = ("tokens",)
 SPLITS = ("train", "validation", "test")
 # defaults shared by the configs and the CLI

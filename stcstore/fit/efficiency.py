@@ -48,7 +48,10 @@ def efficiency(fp: dict[str, Any], counted: dict[str, int] | None, probes: dict[
     K = max(n_outputs, 1)
     probe_params = sum(_probe_parameters(p, K) for p in probes.values())
     # a consolidation head trains its cross-layer network (its frozen sub-networks are the SLP probes')
-    agg_params = best.trainable_parameters() if hasattr(best, "trainable_parameters") else (best.n_neurons + 1) * K
+    # an ensemble: each member's weights and intercepts
+    members = getattr(best, "members", [best])
+    agg_params = best.trainable_parameters() if hasattr(best, "trainable_parameters") else \
+        sum((m.n_neurons + 1) * K for m in members)
     n_poolings = len({b.pooling for b in probes}) or 1
     n_lr = L * (1 + k) * D
     paper_stc = (1 + RHO_ETA * n_poolings * (L + 1) / 2) * n_lr
@@ -57,7 +60,7 @@ def efficiency(fp: dict[str, Any], counted: dict[str, int] | None, probes: dict[
                        "stc_probes": probe_params, "stc_classifier": agg_params, "paper_estimate_stc": round(paper_stc),
                        "ratio": round(n_param / max(probe_params + agg_params, 1), 1)},
         "training_flops": training_flops(n_param, L, D, F, int(fp.get("max_length") or 512), n_train),
-        "lower_layers": lower_layers(aggs, best, L, metric),
+        "lower_layers": lower_layers(aggs, getattr(best, "top", best), L, metric),
     }
 
 

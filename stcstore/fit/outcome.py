@@ -6,17 +6,21 @@ from __future__ import annotations
 from typing import Any, Union
 
 from ..classifier.classifier import Classifier
-from ..core.names import METRICS, REGRESSION_METRICS, FeatureBlock
+from ..core.names import KINDS, METRICS, POOLINGS, REGRESSION_METRICS, FeatureBlock
 from ..store.store import FeatureSet, neuron_picks
 from .consolidation import HeadState
 from .metrics import reported
-from .search import AggState, Fitter, ProbeState, probe_key, state_decision
+from .baselines import embedding_block, embedding_report, fit_embedding
+from .search import AggState, Ensemble, Fitter, ProbeState, state_decision
+from .selection import best_state, noise_report
 from .splits import Splits
 
-Chosen = Union[AggState, HeadState]
+Chosen = Union[AggState, HeadState, Ensemble]
 
 
 def describe(s: Chosen) -> str:
+    if isinstance(s, Ensemble):
+        return f"ensemble of {len(s.members)}, L_temp {s.l_temp} ({s.n_neurons} neurons)"
     if isinstance(s, HeadState):
         return (f"{s.kind}.{s.pooling} η {s.eta} L_temp {s.l_temp} consolidation head ({s.n_neurons} neurons → "
                 f"{sum(s.head.hidden_units)} frozen units → {s.units} units)")
@@ -24,9 +28,17 @@ def describe(s: Chosen) -> str:
 
 
 def chosen_entry(s: Chosen) -> dict[str, Any]:
-    """`fit --json`'s "chosen": the configuration and, for a linear aggregate, its L1 strength."""
+    """`fit --json`'s "chosen": the configuration and, for a linear aggregate, its L1 strength; for an ensemble,
+    its members' (kind and pooling join the members', η is their largest, L_temp their deepest)."""
     out: dict[str, Any] = {"aggregator": "consolidation" if isinstance(s, HeadState) else "lr", "kind": s.kind,
                            "pooling": s.pooling, "eta": s.eta, "l_temp": s.l_temp, "n_neurons": s.n_neurons}
+    if isinstance(s, Ensemble):
+        members = [chosen_entry(m) for m in s.members]
+        for e, m in zip(members, s.members):
+            e.pop("aggregator")
+            e["validation"] = reported(m.result.validation)
+        return {**out, "selection": "ensemble", "n_nonzero": sum(e["n_nonzero"] for e in members), "C": None,
+                "lam": None, "members": members}
     if isinstance(s, HeadState):
         return {**out, "n_nonzero": s.n_neurons, "C": None, "lam": None,
                 "frozen_units": sum(s.head.hidden_units), "units": s.units}
@@ -34,7 +46,12 @@ def chosen_entry(s: Chosen) -> dict[str, Any]:
     return {**out, "n_nonzero": c.n_nonzero, "C": c.C, "lam": c.lam}
 
 
-def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, ProbeState], best: AggState,
+def probe_cost(p: ProbeState) -> tuple:
+    """Of probes with equal validation scores, the shallower (then the kind and pooling in their listed order)."""
+    return (p.block.layer, KINDS.index(p.block.kind), POOLINGS.index(p.block.pooling))
+
+
+def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, ProbeState], best: AggState | Ensemble,
                  best_head: HeadState | None) -> dict[str, Any]:
     """Stage 4: baseline, best probe and STC on validation and test; test is read here, once per state. With
     a consolidation head, "stc" is the head and "aggregators" holds it beside the best LR aggregate (of the
@@ -56,16 +73,36 @@ def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Prob
                 "test": fitter.test_scores(picks, s.mean, s.scale, state_decision(s)), "chosen": chosen_entry(s)}
 
     base_block = FeatureBlock("hidden", "single", fs.manifest["fingerprint"]["n_layers"])
+    base_state = None
     if base_block in probes:
         baseline = probe_report(probes[base_block])
     elif fs.has(base_block.kind, base_block.pooling, base_block.layer):  # outside --kinds/--poolings: fit it anyway
-        baseline = probe_report(fitter.probe(base_block))
+        base_state = fitter.probe(base_block)
+        baseline = probe_report(base_state)
     else:
         names = REGRESSION_METRICS if fitter.K == 0 else METRICS
         baseline = {"what": f"unavailable: the feature set has no {base_block.column} block", "validation":
                     {m: None for m in names}, "test": {m: None for m in names}}
-    best_probe = probe_report(max(probes.values(), key=lambda p: probe_key(p, metric)))
+    top_probe = best_state(list(probes.values()), metric, probe_cost)
+    best_probe = probe_report(top_probe)
     out: dict[str, Any] = {"baseline": baseline, "best_probe": best_probe}
+    # what a user has without stcstore: the model's sentence embedding and an L2 logistic regression
+    eblock = embedding_block(fs)
+    emb = fit_embedding(fitter, eblock) if eblock is not None else None
+    out["embedding_baseline"] = embedding_report(fitter, emb) if emb is not None else {
+        "what": "unavailable: the feature set has no last-layer hidden block", "validation": {}, "test": {}}
+    # how sure: bootstrap standard errors of validation, and STC's margins over the others
+    chosen = best_head or best
+    dec = {"stc": fitter.validation_decision(fitter.picks(chosen), chosen.mean, chosen.scale, state_decision(chosen)),
+           "best_probe": fitter.validation_decision([(top_probe.block.column, None)], top_probe.mean, top_probe.scale,
+                                                    state_decision(top_probe))}
+    if base_block in probes or fs.has(base_block.kind, base_block.pooling, base_block.layer):
+        bp = probes.get(base_block) or base_state
+        dec["baseline"] = fitter.validation_decision([(base_block.column, None)], bp.mean, bp.scale, state_decision(bp))
+    if emb is not None:
+        dec["embedding_baseline"] = fitter.validation_decision([(emb.block.column, None)], emb.mean, emb.scale,
+                                                               emb.decision)
+    out["noise"] = noise_report(dec, fitter.splits.y[fitter.va], fitter.K, metric, seed=fitter.cfg.seed)
     lr = stc_report(best)
     if best_head is None:
         lr.pop("chosen")
@@ -81,13 +118,23 @@ def build_classifier(fs: FeatureSet, splits: Splits, chosen: Chosen, reports: di
            "carved_validation": splits.carved_validation, "seed": seed, "probe_rows": probe_rows,
            "search_rows": search_rows}
     metrics = {k: {f: v for f, v in r.items() if f in ("validation", "test", "what")}
-               for k, r in reports.items() if k != "aggregators"}
+               for k, r in reports.items() if k not in ("aggregators", "noise")}
+    if "noise" in reports:
+        metrics["noise"] = reports["noise"]
     if "aggregators" in reports:
         metrics["aggregators"] = reports["aggregators"]
     task = "regression" if not splits.classes else "classification"
     common = dict(fs=fs, groups=chosen.groups, classes=splits.classes, mean=chosen.mean, scale=chosen.scale,
                   kind=chosen.kind, pooling=chosen.pooling, eta=chosen.eta, l_temp=chosen.l_temp, metrics=metrics,
                   task=task)
+    if isinstance(chosen, Ensemble):
+        h = chosen.head()
+        entry = chosen_entry(chosen)
+        head = {"type": "ensemble", "members": [
+            {**{k: e[k] for k in ("kind", "pooling", "eta", "l_temp", "n_neurons", "n_nonzero", "C", "lam",
+                                  "validation")}, "groups": len(m.groups)} for e, m in zip(entry["members"], chosen.members)]}
+        return Classifier.from_fit(**common, coef=h.coef, intercept=h.intercept,  # type: ignore[arg-type]
+                                   fit={**fit, "lam": None, "C": None}, head=head)
     if isinstance(chosen, HeadState):
         a = chosen.head.arrays
         return Classifier.from_fit(**common, coef=a["coef"], intercept=a["intercept"],  # type: ignore[arg-type]

@@ -76,6 +76,19 @@ def validation_key(s: dict[str, float], metric: str) -> tuple[float, float]:
     return (round(-s[metric] if metric == "mae" else s[metric], 12), -s["log_loss" if "log_loss" in s else "mse"])
 
 
+TIE_TOLERANCE = 1e-6  # validation scores (and losses) closer than this are ties: see fit.selection
+
+
+def better(s: dict[str, float], than: dict[str, float], metric: str) -> bool:
+    """Whether validation scores `s` beat `than`: the metric by more than TIE_TOLERANCE, or a tie there and
+    a lower log-loss (regression: MSE) by more than it. Equal scores are never decided by float rounding
+    (the caller keeps the simpler of equals)."""
+    a, b = validation_key(s, metric), validation_key(than, metric)
+    if a[0] > b[0] + TIE_TOLERANCE:
+        return True
+    return abs(a[0] - b[0]) <= TIE_TOLERANCE and a[1] > b[1] + TIE_TOLERANCE
+
+
 def fit_path(Xtr: "np.ndarray | DenseDesign | ChunkedDesign", ytr: np.ndarray, Xva: "np.ndarray | DenseDesign", yva: np.ndarray, n_classes: int,
              metric: str, cfg: PathConfig = PathConfig(), device: str = "cpu", lam_top: float | None = None
              ) -> PathResult:
@@ -135,10 +148,10 @@ class _Path:
         self.rows.append({"step": i, "lam": lam, "C": pt.C, "n_nonzero": pt.n_nonzero, "objective": pt.objective,
                           **{f"val_{k}": v for k, v in s.items()}, "iterations": pt.iterations,
                           "seconds": time.perf_counter() - t1})
-        better = self.best is None or validation_key(s, self.metric) > self.best[0]
-        if better:
+        improved = self.best is None or better(s, self.best[3], self.metric)
+        if improved:
             self.best = (validation_key(s, self.metric), i, pt, s)
-        return pt, better
+        return pt, improved
 
     def walk(self, steps: range, warm: PathPoint | None, lam_prev: float, patience: int) -> None:
         """Visit `steps` in order, each warm-started from the last, until `patience` points in a row are no

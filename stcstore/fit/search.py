@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -13,13 +13,15 @@ import numpy as np
 import torch
 
 from ..classifier.classifier import FeatureGroup
+from ..classifier.heads import EnsembleHead, member_bounds
 from ..classifier.linear import decision
-from ..core.names import KINDS, METRICS, REGRESSION_METRICS, FeatureBlock
+from ..core.names import KINDS, METRICS, POOLINGS, REGRESSION_METRICS, FeatureBlock
 from ..store.store import FeatureSet, Store, neuron_picks
 from .metrics import reported
 from .probe import (
     PathResult,
     apply_standardization,
+    better,
     fit_around,
     fit_path,
     lambda_max,
@@ -83,6 +85,74 @@ class GroupData:
 
     def n_keep(self, probes: dict[FeatureBlock, ProbeState], eta: float) -> dict[FeatureBlock, int]:
         return {b: len(select_neurons(probes[b].result.chosen.coef, eta)) for b in self.order}
+
+
+@dataclass
+class EnsembleResult:
+    validation: dict[str, float]  # the ensemble's own validation scores
+    train: dict[str, float]
+
+
+@dataclass
+class Ensemble:
+    """`--selection ensemble`: the validation-best aggregate of each kind/pooling, probabilities averaged
+    (regression: values). Scored on the concatenation of its members' columns, in member order."""
+
+    members: list[AggState]
+    regression: bool
+    result: EnsembleResult = field(default_factory=lambda: EnsembleResult({}, {}))
+
+    @property
+    def kind(self) -> str:
+        kinds = {k for m in self.members for k in m.kind.split("+")}
+        return "+".join(k for k in KINDS if k in kinds)
+
+    @property
+    def pooling(self) -> str:
+        pools = {m.pooling for m in self.members}
+        return "+".join(p for p in POOLINGS if p in pools)
+
+    @property
+    def eta(self) -> float:
+        return max(m.eta for m in self.members)
+
+    @property
+    def l_temp(self) -> int:
+        return max(m.l_temp for m in self.members)
+
+    @property
+    def groups(self) -> list[FeatureGroup]:
+        return [g for m in self.members for g in m.groups]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.concatenate([m.mean for m in self.members])
+
+    @property
+    def scale(self) -> np.ndarray:
+        return np.concatenate([m.scale for m in self.members])
+
+    @property
+    def n_neurons(self) -> int:
+        return sum(m.n_neurons for m in self.members)
+
+    @property
+    def n_rows(self) -> int:
+        return min(m.n_rows for m in self.members)
+
+    @property
+    def top(self) -> AggState:
+        """The member with the best validation score (what a single-aggregate fit would have chosen)."""
+        return self.members[0]
+
+    def head(self) -> EnsembleHead:
+        coef = np.concatenate([m.result.chosen.coef for m in self.members], axis=1)
+        intercept = np.stack([m.result.chosen.intercept for m in self.members])
+        bounds = member_bounds([len(g.neurons) for g in self.groups], [len(m.groups) for m in self.members])
+        return EnsembleHead(bounds, coef, intercept, self.regression)
+
+    def decision(self, Z: np.ndarray) -> np.ndarray:
+        return self.head().decision(Z)
 
 
 def agg_key(a: AggState, metric: str) -> tuple:
@@ -260,13 +330,23 @@ class Fitter:
         res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K, self.cfg.metric,
                        self.cfg.path, self.cfg.device, a.result.lam_top)
         metric = self.cfg.metric
-        if validation_key(res.validation, metric) <= validation_key(a.result.validation, metric):
+        if not better(res.validation, a.result.validation, metric):
             return False
         res.seconds += a.result.seconds
         a.result = res
         return True
 
-    def picks(self, a: AggState) -> list[tuple[str, np.ndarray]]:
+    def validation_decision(self, picks: list[tuple[str, np.ndarray | None]], mean: np.ndarray, scale: np.ndarray,
+                            decide: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Scores [m, K] of the validation rows (read in one piece: validation is what a fit holds anyway)."""
+        return decide(apply_standardization(self.read(picks, self.va), mean, scale))
+
+    def validation_scores(self, state: "AggState | Ensemble") -> dict[str, float]:
+        """Validation scores (with the tie-breaking log-loss / MSE) of a state that has groups."""
+        sc = self.validation_decision(self.picks(state), state.mean, state.scale, state_decision(state))
+        return path_scores(sc, self.splits.y[self.va], self.K)
+
+    def picks(self, a: "AggState | Ensemble") -> list[tuple[str, np.ndarray]]:
         return neuron_picks(self.fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in a.groups])
 
     def test_scores(self, picks: list[tuple[str, np.ndarray | None]], mean: np.ndarray, scale: np.ndarray,
@@ -281,9 +361,11 @@ class Fitter:
         return reported(path_scores(sc, y, self.K))
 
 
-def state_decision(state: "ProbeState | AggState | HeadState") -> Callable[[np.ndarray], np.ndarray]:
-    """What a chosen state scores standardised rows with: its linear weights, an SLP probe's network, or a
-    consolidation head (the same function a saved classifier scores with)."""
+def state_decision(state: "ProbeState | AggState | HeadState | Ensemble") -> Callable[[np.ndarray], np.ndarray]:
+    """What a chosen state scores standardised rows with: its linear weights, an SLP probe's network, a
+    consolidation head or an ensemble (the same function a saved classifier scores with)."""
+    if isinstance(state, Ensemble):
+        return state.decision
     head = getattr(state, "head", None)
     if head is not None:
         return head.decision

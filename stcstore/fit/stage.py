@@ -9,7 +9,9 @@ Stages (STC paper, sections 3.2-3.4 and Algorithm 1):
 3. aggregate: per (kind, pooling), the neurons the largest η keeps in every layer are read once
    (`Store.gather` of just those columns); for every η and depth L_temp, the kept neurons of layers
    0..L_temp are concatenated and another L1 path is fitted and chosen on validation.
-4. choose: the aggregate with the best validation score (ties: shallower L_temp, then fewer neurons).
+4. choose (`--selection`, `fit.selection`): by default the validation-best aggregate of every kind/pooling,
+   averaged (an ensemble); or the single validation-best aggregate. Validation scores within a tolerance
+   are ties, decided by log-loss and then by simplicity (shallower L_temp, fewer neurons), never by rounding.
    Test rows are read only now, once, for the three reported states (baseline, best probe, STC), and
    scored with exactly the fitted weights that were chosen.
 """
@@ -35,6 +37,7 @@ from ..core.names import (
     METRICS,
     PROBES,
     REGRESSION_METRICS,
+    SELECTIONS,
     TASKS,
     POOLINGS,
     PROBE_ROWS,
@@ -51,12 +54,16 @@ from .consolidation import HeadState, consolidate, refit_head
 from .probe import PathConfig
 from .efficiency import efficiency
 from .outcome import build_classifier, chosen_entry, test_reports
-from .search import AggState, Fitter, ProbeState, agg_key
+from .baselines import EmbeddingState, embedding_block, fit_embedding
+from .search import AggState, Ensemble, Fitter, ProbeState
+from .selection import best_state, ranked
 from .sparsify import check_eta
 from .splits import Splits, plan_splits
 from .tables import aggregate_rows, probe_rows, write_tables
 
-FIT_FORMAT_VERSION = 2  # 2: patience 2, tol 1e-4, aggregates warm-started around their neighbour's choice
+# 2: patience 2, tol 1e-4, aggregates warm-started around their neighbour's choice; 3: --selection (ensemble by
+# default), validation ties within a tolerance decided by simplicity, the embedding baseline
+FIT_FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -83,12 +90,14 @@ class FitConfig:
     task: str | None = None  # classification (default; refused for labels that look like values) | regression
     probe: str | None = None  # per-layer probes: lr (L1 path) | slp (one hidden layer; paper appendix A.2)
     aggregator: str = "lr"  # lr (the paper's L1 aggregate) | consolidation (seed 003's head, compared with lr)
+    selection: str = "ensemble"  # ensemble (best aggregate of each kind/pooling, averaged) | best (the single best)
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "--dataset")
         if self.task is not None:
             check_choice(self.task, TASKS, "--task")
         check_choice(self.aggregator, AGGREGATORS, "--aggregator")
+        check_choice(self.selection, SELECTIONS, "--selection")
         if self.probe is None:  # the consolidation head's phase 1 is the SLP probes
             object.__setattr__(self, "probe", "slp" if self.aggregator == "consolidation" else "lr")
         check_choice(self.probe, PROBES, "--probe")
@@ -141,12 +150,18 @@ class FitResult(Result):
     # --aggregator consolidation: {"lr": ..., "consolidation": ...}, each validation-chosen, with its test
     # scores and configuration ("stc" and "chosen" are the consolidation head, which is saved)
     aggregators: dict[str, Any] = field(default_factory=dict)
+    # the model's own sentence embedding + an L2 logistic regression (Ridge), C chosen on validation
+    embedding_baseline: dict[str, Any] = field(default_factory=dict)
+    # bootstrap standard errors of the validation scores, and STC's margins over the others (fit.selection)
+    noise: dict[str, Any] = field(default_factory=dict)
+    selection: str = "ensemble"
 
     def to_text(self) -> str:
         def fmt(d: dict[str, Any]) -> str:
             return "  ".join(f"{m} {d[m]:.4f}" if isinstance(d.get(m), float) and d[m] == d[m] else f"{m} -"
                              for m in d)
-        rows = [("baseline", self.baseline), ("best probe", self.best_probe), ("STC", self.stc)]
+        rows = [("baseline", self.baseline), ("embedding", self.embedding_baseline), ("best probe", self.best_probe),
+                ("STC", self.stc)]
         target = f"classes {', '.join(self.classes)}" if self.classes else "regression target"
         lines = [f"dataset {self.dataset}, feature set {self.feature_set[:12]} ({self.model}); {target}; train {self.n_train}, validation {self.n_validation}"
                  f"{' (carved from train, seed ' + str(self.seed) + ')' if self.carved_validation else ''}, "
@@ -160,7 +175,22 @@ class FitResult(Result):
         for name, r in self.aggregators.items():  # --aggregator consolidation: both, each the best of its kind
             label = {"lr": "  LR aggr.", "consolidation": "  KC head"}.get(name, name)
             lines.append(f"{label:12s} {r['what']:44s} {fmt(r['validation']):34s} {fmt(r['test'])}")
+        se = self.noise.get("validation_se", {})
+        if se:
+            lines += ["", "validation ± bootstrap standard error: " + ", ".join(
+                f"{name} {se[key]:.4f}" for key, name in (("baseline", "baseline"), ("embedding_baseline", "embedding"),
+                                                          ("best_probe", "best probe"), ("stc", "STC")) if key in se)]
         c = self.chosen
+        if c.get("selection") == "ensemble":
+            lines += ["", f"chosen: an ensemble of {len(c['members'])} aggregates (probabilities averaged), L_temp "
+                          f"{c['l_temp']}, {c['n_neurons']} neurons:"]
+            lines += [f"  {m['kind']}.{m['pooling']} η {m['eta']} L_temp {m['l_temp']}, {m['n_neurons']} neurons, "
+                      f"C {m['C']:.4g}, validation {self.metric} {m['validation'][self.metric]:.4f}" for m in c["members"]]
+            lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+                         + f"; peak RSS {self.peak_rss_mb:,.0f} MB")
+            if self.classifier_dir:
+                lines.append(f"classifier: {self.classifier_dir}")
+            return "\n".join(lines + self.messages)
         how = (f"consolidation head: {c['frozen_units']} frozen units → {c['units']} units"
                if c.get("aggregator") == "consolidation" else f"{c['n_nonzero']} with non-zero weight), C {c['C']:.4g}")
         lines += ["", f"chosen: kind {c['kind']}, pooling {c['pooling']}, η {c['eta']}, L_temp {c['l_temp']}, "
@@ -177,6 +207,19 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def noise_messages(noise: dict[str, Any]) -> list[str]:
+    """Plain words for STC's validation margins that another validation sample could reverse."""
+    names = {"baseline": "the last-layer baseline", "embedding_baseline": "the embedding baseline",
+             "best_probe": "the best probe"}
+    out = []
+    for key, m in noise.get("margins", {}).items():
+        if m["within_noise"]:
+            out.append(f"STC's validation margin over {names.get(key, key)} ({m['margin']:+.4f} {noise['metric']}) is "
+                       f"within noise: under twice its bootstrap standard error ({m['se']:.4f}, {noise['resamples']} "
+                       f"resamples of the validation rows); do not read it as a difference")
+    return out
 
 
 def _notes(splits: Splits, cfg: FitConfig) -> list[str]:
@@ -227,34 +270,45 @@ def _per_group(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[Featu
         states = search(kind, pooling, probes, lambda _: bar.update(1))
         out.extend(states)
         if bar.disable:
-            top = max(states, key=lambda a: agg_key(a, metric))
+            top = best_state(states, metric)
             eprint(f"{what} {kind}.{pooling}: best val {metric} {top.result.validation[metric]:.4f} "
                    f"(η {top.eta}, L_temp {top.l_temp}, {top.n_neurons} neurons)")
     return out
 
 
 def _fit_aggregates(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[FeatureBlock, ProbeState],
-                    bar: Any) -> tuple[list[AggState], AggState]:
-    """Stages 2-3: sparsify every probe at every η and aggregate layers 0..L_temp; returns every
-    aggregate and the validation-best one."""
+                    bar: Any) -> tuple[list[AggState], AggState | Ensemble]:
+    """Stages 2-3: sparsify every probe at every η and aggregate layers 0..L_temp; returns every aggregate
+    and the chosen classifier (`--selection`): the ensemble of each kind/pooling's validation-best aggregate,
+    or the single validation-best one."""
     metric = fitter.cfg.metric
     aggs = _per_group(fitter, groups, probes, bar, fitter.aggregate, "aggregate")
+    n_train = len(fitter.splits.y[fitter.tr])
     if fitter.cfg.path.warm_aggregates and fitter.cfg.path.confirm_top:
         # the few best of the local searches also get the full path (an aggregate fitted on a row sample is
         # refitted on every row below instead)
-        ranked = sorted({id(a.result): a for a in aggs if a.n_rows == len(fitter.splits.y[fitter.tr])}.values(),
-                        key=lambda a: agg_key(a, metric), reverse=True)
-        for a in ranked[:fitter.cfg.path.confirm_top]:
+        full = list({id(a.result): a for a in aggs if a.n_rows == n_train}.values())
+        for a in ranked(full, metric, fitter.cfg.path.confirm_top):
             if fitter.confirm(a):
                 for other in aggs:  # states that share the fit (same neurons at another η) share the result
                     if other is not a and other.groups == a.groups:
                         other.result = a.result
-    best = max(aggs, key=lambda a: agg_key(a, metric))  # max keeps the first of equals, as a strict > did
-    if best.n_rows < len(fitter.splits.y[fitter.tr]):  # searched on a sample: the classifier gets every row
-        eprint(f"refitting {best.kind}.{best.pooling} η {best.eta} L_temp {best.l_temp} on every train row "
-               f"(searched on {best.n_rows:,}), streamed from disk")
-        fitter.refit(best)
-    return aggs, best
+    best = best_state(aggs, metric)
+    members = [best]
+    if fitter.cfg.selection == "ensemble":
+        tops = [best_state([a for a in aggs if (a.kind, a.pooling) == g], metric)
+                for g in dict.fromkeys((a.kind, a.pooling) for a in aggs)]
+        members = ranked(tops, metric, len(tops))  # the validation-best first
+    for m in members:
+        if m.n_rows < n_train:  # searched on a sample: the classifier gets every row
+            eprint(f"refitting {m.kind}.{m.pooling} η {m.eta} L_temp {m.l_temp} on every train row "
+                   f"(searched on {m.n_rows:,}), streamed from disk")
+            fitter.refit(m)
+    if len(members) == 1:
+        return aggs, members[0]
+    ens = Ensemble(members, regression=fitter.K == 0)
+    ens.result.validation = fitter.validation_scores(ens)
+    return aggs, ens
 
 
 def _fit_heads(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[FeatureBlock, ProbeState],
@@ -263,7 +317,7 @@ def _fit_heads(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[Featu
     returns them all and the validation-best one (refitted on every train row if searched on a sample)."""
     metric = fitter.cfg.metric
     heads = _per_group(fitter, groups, probes, bar, lambda *a: consolidate(fitter, *a), "consolidation head")
-    best = max(heads, key=lambda a: agg_key(a, metric))
+    best = best_state(heads, metric)
     if best.n_rows < len(fitter.splits.y[fitter.tr]):
         eprint(f"training the chosen consolidation head's cross-layer network on every train row (searched on "
                f"{best.n_rows:,})")
@@ -360,6 +414,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         t0 = time.perf_counter()
         reports = test_reports(fitter, fs, probes, best, best_head)
         seconds["test"] = time.perf_counter() - t0
+        messages.extend(noise_messages(reports["noise"]))
         eff = efficiency(fs.manifest["fingerprint"], fs.manifest.get("model_parameters"), probes,
                          heads or aggs, chosen, len(splits.y[cfg.train_split]), fitter.K if fitter.K != 2 else 1,
                          cfg.metric)
@@ -382,6 +437,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         task="classification" if splits.classes else "regression", metric=cfg.metric,
         baseline=reports["baseline"], best_probe=reports["best_probe"], stc=reports["stc"],
         chosen=chosen_entry(chosen), aggregators=reports.get("aggregators", {}),
+        embedding_baseline=reports["embedding_baseline"], noise=reports["noise"], selection=cfg.selection,
         n_train=len(splits.y[cfg.train_split]), n_validation=len(splits.y[cfg.val_split]),
         n_test=len(splits.y[cfg.test_split]), n_probe_rows=len(fitter.probe_y),
         n_search_rows=fitter.search_rows,

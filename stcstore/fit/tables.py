@@ -30,7 +30,8 @@ def probe_rows(fit_id: str, fs: FeatureSet, probes: list["ProbeState"]) -> pa.Ta
 def aggregate_rows(fit_id: str, fs: FeatureSet, aggs: list["AggState | HeadState"], chosen: "AggState | HeadState"
                    ) -> pa.Table:
     """One row per aggregate tried: LR aggregates (their chosen strength), and consolidation heads (no
-    strength; path_points: the epochs their cross-layer network trained)."""
+    strength; path_points: the epochs their cross-layer network trained). `chosen` marks the saved one, or
+    every member of a saved ensemble."""
     rows = []
     for a in aggs:
         c = a.result.chosen
@@ -41,7 +42,7 @@ def aggregate_rows(fit_id: str, fs: FeatureSet, aggs: list["AggState | HeadState
                      "C": None if head else c.C, "aggregator": "consolidation" if head else "lr",
                      **{f"val_{k}": v for k, v in a.result.validation.items()},
                      "train_accuracy": a.result.train.get("accuracy"), "path_points": len(a.result.rows),
-                     "seconds": a.result.seconds, "chosen": a is chosen})
+                     "seconds": a.result.seconds, "chosen": any(a is c for c in getattr(chosen, "members", [chosen]))})
     return pa.Table.from_pylist(rows, schema=schemas.AGGREGATES)
 
 
