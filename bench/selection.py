@@ -306,6 +306,29 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def markdown(records: list[dict], cpu: str) -> str:
+    """The docs' tables: test score, mean ± sd over reshuffles, one row per dataset (rules as columns)."""
+    cols = [("baseline", "baseline"), ("embedding", "embedding + LR"), ("best_probe", "best probe"),
+            ("0.1.0", "0.1.0 (argmax, full paths)"), ("argmax", "0.2.0 (argmax)"), ("ensemble", "**ensemble** (default)"),
+            ("ensemble+refit", "ensemble + refit"), ("ensemble3", "ensemble of top 3"), ("ensemble_se", "ensemble within 1 SE"),
+            ("one_se", "one-SE rule"), ("smooth", "smoothed"), ("cv", "5-fold CV of top 8"), ("argmax+refit", "argmax + refit")]
+    out = [f"Test score, mean ± sd over reshuffles ({cpu}):", "",
+           "| dataset (metric) | " + " | ".join(n for _, n in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for ds in dict.fromkeys(r["dataset"] for r in records):
+        rs = [r for r in records if r["dataset"] == ds]
+        m = rs[0]["metric"]
+        cells = []
+        for key, _ in cols:
+            xs = [r[key] if key in ("baseline", "embedding", "best_probe") else r["rules"].get(key) for r in rs]
+            if any(x is None for x in xs):
+                cells.append("–")
+                continue
+            t = np.array([x["test"][m] for x in xs])
+            cells.append(f"{t.mean():.3f} ± {t.std(ddof=1) if len(t) > 1 else 0:.3f}")
+        out.append(f"| {ds} ({m}, {len(rs)} splits) | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store")
@@ -315,9 +338,11 @@ def main() -> None:
     ap.add_argument("--legacy", action="store_true", help="also 0.1.0's search (about 3x the time)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--table", default=None, help="print the table of an earlier --out and stop")
+    ap.add_argument("--markdown", action="store_true", help="with --table: the docs' markdown table")
     args = ap.parse_args()
     if args.table:
-        print(table(json.loads(Path(args.table).read_text())["records"]))
+        doc = json.loads(Path(args.table).read_text())
+        print(markdown(doc["records"], doc["cpu"]) if args.markdown else table(doc["records"]))
         return
     if args.threads:
         torch.set_num_threads(args.threads)

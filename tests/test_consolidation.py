@@ -81,17 +81,19 @@ def test_fit_reports_both_aggregators_each_chosen_on_validation(consolidated):
     assert res.stc == {k: v for k, v in res.aggregators["consolidation"].items() if k != "chosen"}
     assert res.aggregators["consolidation"]["chosen"] == res.chosen
     assert "consolidation head" in res.stc["what"] and res.stc["validation"]["accuracy"] > 0.7
-    assert res.aggregators["lr"]["chosen"]["aggregator"] == "lr" and res.aggregators["lr"]["chosen"]["C"] > 0
+    lr_chosen = res.aggregators["lr"]["chosen"]  # what `--aggregator lr` saves: an ensemble by default
+    assert lr_chosen["aggregator"] == "lr" and all(m["C"] > 0 for m in lr_chosen["members"])
     rows = run_query(st, "select aggregator, kind, pooling, eta, l_temp, val_accuracy, val_log_loss, chosen, lam "
                          "from aggregates where fit_id = $f", params={"f": res.fit_id}).rows
     by = {a: [r for r in rows if r["aggregator"] == a] for a in ("lr", "consolidation")}
     assert len(by["lr"]) == len(by["consolidation"]) > 0  # the same (kind, pooling, η, L_temp) grid
-    assert [r["aggregator"] for r in rows if r["chosen"]] == ["consolidation"]
+    assert [r["aggregator"] for r in rows if r["chosen"]] == ["consolidation"]  # what was saved
     assert all(r["lam"] is None for r in by["consolidation"])
     # each reported one is the best of its own aggregator on validation
-    for name in ("lr", "consolidation"):
-        top = max(r["val_accuracy"] for r in by[name])
-        assert res.aggregators[name]["validation"]["accuracy"] == pytest.approx(top)
+    # (the LR side's best member)
+    top = {name: max(r["val_accuracy"] for r in by[name]) for name in by}
+    assert res.aggregators["consolidation"]["validation"]["accuracy"] == pytest.approx(top["consolidation"])
+    assert lr_chosen["members"][0]["validation"]["accuracy"] == pytest.approx(top["lr"])
     assert res.seconds["consolidation"] > 0
     assert res.efficiency["parameters"]["stc_classifier"] == sum(
         np.load(tmp / "clf" / f"{n}.npy").size for n in ("coef1", "intercept1", "coef", "intercept"))
@@ -177,8 +179,12 @@ def test_score_and_report_of_a_consolidation_head(consolidated, tmp_path):
 
 
 def test_linear_classifiers_keep_format_1(tmp_path, bert_tokenizer):
+    """A single linear aggregate (`--selection best`, or an ensemble of one kind/pooling) is written as format 1,
+    which 0.1 and 0.2 read."""
     st, _ = tiny_bert_store(tmp_path, bert_tokenizer, n=120)
-    res = fit(st, FitConfig("d", model="tiny-bert", **FAST), out=tmp_path / "clf")
+    one = fit(st, FitConfig("d", model="tiny-bert", kinds=("ffn",), poolings=("mean",), **FAST), out=tmp_path / "one")
+    assert json.loads((tmp_path / "one" / "manifest.json").read_text())["version"] == 1 and "members" not in one.chosen
+    res = fit(st, FitConfig("d", model="tiny-bert", selection="best", **FAST), out=tmp_path / "clf")
     m = json.loads((tmp_path / "clf" / "manifest.json").read_text())
     assert m["version"] == 1 and "head" not in m and res.chosen["aggregator"] == "lr" and not res.aggregators
     assert "aggregator" not in m["fit"]["config"]  # the default leaves fit ids as they were

@@ -34,7 +34,8 @@ def test_a_fit_reports_parameters_flops_and_lower_layers(tmp_path, bert_tokenize
     eff = res.efficiency
     p = eff["parameters"]
     assert p["fine_tuning"] == counted["non_embedding"] and p["fine_tuning_source"] == "counted"
-    assert p["stc_classifier"] == res.chosen["n_neurons"] + 1  # binary: one weight per neuron and an intercept
+    # binary: one weight per neuron and an intercept per member of the ensemble
+    assert p["stc_classifier"] == res.chosen["n_neurons"] + len(res.chosen["members"])
     widths = fs.manifest["widths"]
     assert p["stc_probes"] == sum(widths[c.split(".")[0]] + 1 for c in fs.manifest["columns"])
     assert p["stc"] == p["stc_probes"] + p["stc_classifier"]

@@ -116,8 +116,11 @@ def test_fit_binary_end_to_end_and_tables(binary_store, tmp_path):
     q = run_query(st, "select count(*) as n, sum(chosen::int) as c, count(distinct kind||pooling||layer) as b "
                       "from probes where dataset = 'd'").rows[0]
     assert q["c"] == q["b"] == 2 * 3 * 3 + 3 and q["n"] >= q["c"]  # h0..h3 and a0..a2, 3 poolings
-    agg = run_query(st, "select count(*) as n, sum(chosen::int) as c from aggregates").rows[0]
-    assert agg["c"] == 1 and agg["n"] == 2 * (4 + 3) * 3
+    agg = run_query(st, "select count(*) as n, sum(chosen::int) as c, count(distinct case when chosen then "
+                        "kind||pooling end) as g from aggregates").rows[0]
+    # the default selection: an ensemble of each kind/pooling's validation-best aggregate, all marked chosen
+    assert agg["c"] == agg["g"] == 6 and agg["n"] == 2 * (4 + 3) * 3
+    assert d["chosen"]["selection"] == "ensemble" and len(d["chosen"]["members"]) == 6
 
 
 def test_selection_never_reads_test(binary_store, tmp_path):

@@ -165,3 +165,13 @@ def test_roberta_pad_mismatch_is_refused(bert_tokenizer):
     cfg.pad_token_id = 1  # the BERT vocab pads with 0: positions would be computed wrongly
     with pytest.raises(StcError, match="pad_token_id"):
         wrap_model(AutoModel.from_config(cfg), bert_tokenizer, "bad-roberta")
+
+
+def test_encoder_families_are_the_adapters_that_pool_single_on_the_first_token():
+    """fit's embedding baseline reads ENCODER_FAMILIES (fit may not import models); it must name exactly the
+    adapter families that are encoders."""
+    from stcstore.core.names import ENCODER_FAMILIES
+    from stcstore.models.adapters import ADAPTERS
+
+    assert set(ENCODER_FAMILIES) == {s.family for s in ADAPTERS.values() if s.encoder}
+    assert not {s.family for s in ADAPTERS.values() if s.encoder} & {s.family for s in ADAPTERS.values() if not s.encoder}

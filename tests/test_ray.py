@@ -145,14 +145,20 @@ def test_fit_and_score_on_ray_equal_local(tmp_path, tiny_gpt2_dir, cluster):
     rb = ray_score(ScoreConfig(output=str(tmp_path / "pred-ray"), **sc), RayOptions(workers=2))
     assert ra.scored_texts == rb.scored_texts == 300 and rb.files_written == 8
     assert [c.scored for c in ra.classifiers] == [c.scored for c in rb.classifiers]
-    pa_, pb_ = _preds(tmp_path / "pred-local"), _preds(tmp_path / "pred-ray")
-    assert sorted(pa_) == sorted(pb_)
-    for k in pa_:
-        assert pa_[k][0] == pb_[k][0]  # the label
-        np.testing.assert_array_equal(pa_[k][1], pb_[k][1])  # the probabilities, bit for bit
+    _assert_same_predictions(_preds(tmp_path / "pred-local"), _preds(tmp_path / "pred-ray"))
     assert rb.groups[0]["texts"] == 300 and rb.groups[0]["blocks_run"] == ra.groups[0]["blocks_run"]
     again = ray_score(ScoreConfig(output=str(tmp_path / "pred-ray"), **sc), RayOptions(workers=2))
     assert again.scored_texts == 0 and again.classifiers[0].already == 300  # incremental, as locally
+
+
+def _assert_same_predictions(a: dict, b: dict, atol: float = 1e-4) -> None:
+    """The same texts, labels and probabilities: to a tolerance, since the two runs compute in different
+    processes, batches and possibly kernels (the last bits differ between CPUs and batch shapes); a label may
+    differ only where its probability sits within the tolerance of a tie."""
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_allclose(a[k][1], b[k][1], rtol=0, atol=atol)
+        assert a[k][0] == b[k][0] or abs(max(a[k][1]) - sorted(a[k][1])[-2]) < 2 * atol, k
 
 
 def _preds(path: Path) -> dict[str, tuple[str, list[float]]]:
@@ -248,7 +254,8 @@ def test_a_score_worker_killed_mid_run_leaves_every_prediction_once(tmp_path, ti
     assert len(preds) == 600 and not list(out.rglob(".tmp-*"))
     local = score(ScoreConfig((str(tmp_path / "clf"),), str(tmp_path / "local"), store=str(st), dataset="d",
                               chunk_rows=10, threads=1))
-    assert local.scored_texts == 600 and _preds(tmp_path / "local") == preds
+    assert local.scored_texts == 600
+    _assert_same_predictions(_preds(tmp_path / "local"), preds)
 
 
 def test_slp_probes_and_consolidation_head_on_ray_equal_local(tmp_path, tiny_gpt2_dir, cluster):

@@ -57,9 +57,10 @@ def test_report_agrees_with_the_fit_tables_and_the_classifier(reported):
     assert {(p["kind"], p["pooling"], p["layer"]): p["val_accuracy"] for p in doc["probes"]} == chosen
     aggs = pq.read_table(fit_dir / "aggregates.parquet").to_pylist()
     assert len(doc["aggregates"]) == len(aggs)
-    (picked,) = [a for a in doc["aggregates"] if a["chosen"]]
-    assert (picked["kind"], picked["pooling"], picked["eta"], picked["l_temp"]) == \
-        (m["kind"], m["pooling"], m["eta"], m["l_temp"])
+    # the chosen rows are the ensemble's members, one per kind/pooling
+    picked = {(a["kind"], a["pooling"], a["eta"], a["l_temp"]) for a in doc["aggregates"] if a["chosen"]}
+    assert picked == {(e["kind"], e["pooling"], e["eta"], e["l_temp"]) for e in m["head"]["members"]}
+    assert m["l_temp"] == max(e["l_temp"] for e in m["head"]["members"])
 
     # every classifier column once, with its own weights, ranked by share of ||w||^2
     t = pq.read_table(out / "neurons.parquet").to_pylist()

@@ -28,6 +28,9 @@ AGGREGATORS = ("lr", "consolidation")
 # how fit chooses among its LR aggregates: the validation-best of each kind/pooling averaged (the default), or
 # the single validation-best aggregate (0.1/0.2's rule; one sparse linear model)
 SELECTIONS = ("ensemble", "best")
+# adapter families (models.adapters) that are encoders: their sentence embedding is the mean-pooled last layer
+# (decoders': the last real token); tests/test_models.py checks it against the adapters
+ENCODER_FAMILIES = ("bert", "roberta", "distilbert")
 EXPLANATIONS = ("tokens",)
 SPLITS = ("train", "validation", "test")
 # defaults shared by the configs and the CLI

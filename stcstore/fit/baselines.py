@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..core.names import FeatureBlock
+from ..core.names import ENCODER_FAMILIES, FeatureBlock
 from .metrics import reported
 from .probe import apply_standardization, better, path_scores, standardize_
 
@@ -48,11 +48,8 @@ class EmbeddingState:
 def embedding_block(fs: "FeatureSet") -> FeatureBlock | None:
     """hidden.mean.L for an encoder, hidden.single.L (the last real token) for a decoder; None when the
     feature set lacks it."""
-    from ..models.adapters import ADAPTERS
-
     fp = fs.manifest["fingerprint"]
-    spec = ADAPTERS.get(fp.get("adapter", ""))
-    block = FeatureBlock("hidden", "mean" if spec is not None and spec.encoder else "single", fp["n_layers"])
+    block = FeatureBlock("hidden", "mean" if fp.get("adapter") in ENCODER_FAMILIES else "single", fp["n_layers"])
     return block if fs.has(block.kind, block.pooling, block.layer) else None
 
 

@@ -15,16 +15,26 @@ def _aggregator(clf: Classifier) -> str:
     return "consolidation" if clf.head == "consolidation" else "lr"
 
 
+def _focus(clf: Classifier) -> dict[str, Any]:
+    """The aggregate the figures follow: the classifier's own, or an ensemble's validation-best member (its
+    other members are marked chosen in the grids too)."""
+    m = clf.manifest
+    if clf.head == "ensemble":
+        return m["head"]["members"][0]
+    return m
+
+
 def _fig_layers(clf: Classifier, data: dict[str, Any], metric: str) -> str:
     """Paper Figure 2: every probe's validation score by layer, and the chosen aggregate by L_temp."""
     m = clf.manifest
+    f = _focus(clf)
     col = f"val_{metric}"
     series: list[Series] = []
     curves: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for p in data["probes"]:
         curves.setdefault((p["kind"], p["pooling"]), []).append((p["layer"], p[col]))
     for i, ((kind, pooling), pts) in enumerate(sorted(curves.items())):
-        chosen = kind == m["kind"] and pooling == m["pooling"]
+        chosen = kind == f["kind"] and pooling == f["pooling"]
         series.append(Series(f"probe {kind}.{pooling}", pts, PALETTE[(i + 2) % len(PALETTE)],
                              width=2.0 if chosen else 1.1, marker=2.4 if chosen else 1.6))
     mine = _aggregator(clf)
@@ -33,16 +43,16 @@ def _fig_layers(clf: Classifier, data: dict[str, Any], metric: str) -> str:
         return [(a["l_temp"], a[col]) for a in data["aggregates"] if a.get("aggregator", "lr") == aggregator
                 and a["kind"] == kind and a["pooling"] == pooling and a["eta"] == eta]
 
-    agg = curve(mine, m["kind"], m["pooling"], m["eta"])
+    agg = curve(mine, f["kind"], f["pooling"], f["eta"])
     what = "consolidation head" if mine == "consolidation" else "STC"
-    series.append(Series(f"{what} {m['kind']}.{m['pooling']} η {m['eta']:g}", agg, PALETTE[0], width=3.0, marker=3.2,
+    series.append(Series(f"{what} {f['kind']}.{f['pooling']} η {f['eta']:g}", agg, PALETTE[0], width=3.0, marker=3.2,
                          titles=[f"{what} of layers 0..{int(x)}: {y:.4f}" for x, y in agg]))
     lr = ((m["metrics"].get("aggregators") or {}).get("lr") or {}).get("chosen")
     if mine == "consolidation" and lr:  # the LR aggregate it was compared with
         pts = curve("lr", lr["kind"], lr["pooling"], lr["eta"])
         series.append(Series(f"LR aggregate {lr['kind']}.{lr['pooling']} η {lr['eta']:g}", pts, PALETTE[1], width=2.2,
                              marker=2.6, dash="6 3", titles=[f"LR aggregate of layers 0..{int(x)}: {y:.4f}" for x, y in pts]))
-    rings = [(x, y, f"chosen: L_temp {int(x)}, {y:.4f}") for x, y in agg if x == m["l_temp"]]
+    rings = [(x, y, f"chosen: L_temp {int(x)}, {y:.4f}") for x, y in agg if x == f["l_temp"]]
     base = m["metrics"]["baseline"]["validation"].get(metric)
     layers = [x for s in series for x, _ in s.points]
     if base is not None and layers:
@@ -51,16 +61,16 @@ def _fig_layers(clf: Classifier, data: dict[str, Any], metric: str) -> str:
                              marker=0))
     return line_chart(series, title=f"Validation {metric} by layer: per-layer probes and the STC aggregate",
                       x_label="layer (probe: that layer alone; STC: layers 0..L_temp aggregated)",
-                      y_label=f"validation {metric}", marks=[(m["l_temp"], f"chosen L_temp {m['l_temp']}")],
+                      y_label=f"validation {metric}", marks=[(f["l_temp"], f"chosen L_temp {f['l_temp']}")],
                       rings=rings)
 
 
 def _fig_grid(clf: Classifier, data: dict[str, Any], metric: str) -> list[str]:
     """Paper Figure 3 ("what-which-where"): each pooling's validation score by L_temp, one line per η, and
     the number of neurons the chosen pooling aggregates."""
-    m = clf.manifest
+    f = _focus(clf)
     col = f"val_{metric}"
-    aggs = [a for a in data["aggregates"] if a["kind"] == m["kind"] and a.get("aggregator", "lr") == _aggregator(clf)]
+    aggs = [a for a in data["aggregates"] if a["kind"] == f["kind"] and a.get("aggregator", "lr") == _aggregator(clf)]
     etas = sorted({a["eta"] for a in aggs})
     colour = {e: PALETTE[i % len(PALETTE)] for i, e in enumerate(etas)}
     lo = min(a[col] for a in aggs)
@@ -76,15 +86,15 @@ def _fig_grid(clf: Classifier, data: dict[str, Any], metric: str) -> list[str]:
                                          + (" (chosen)" if a["chosen"] else "") for a in pts]))
         rings = [(a["l_temp"], a[col], f"chosen: η {a['eta']:g}, L_temp {a['l_temp']}, {a['n_neurons']} neurons")
                  for a in aggs if a["pooling"] == pooling and a["chosen"]]
-        figs.append(line_chart(series, title=f"{m['kind']}.{pooling}: validation {metric} of the aggregate by "
+        figs.append(line_chart(series, title=f"{f['kind']}.{pooling}: validation {metric} of the aggregate by "
                                "L_temp and η", x_label="L_temp (deepest layer aggregated)",
                                y_label=f"validation {metric}", y_range=(lo - pad, hi + pad), height=280,
                                rings=rings))
     series = [Series(f"η {e:g}", [(a["l_temp"], a["n_neurons"]) for a in aggs
-                                  if a["pooling"] == m["pooling"] and a["eta"] == e], colour[e]) for e in etas]
-    figs.append(line_chart(series, title=f"{m['kind']}.{m['pooling']}: neurons aggregated by L_temp and η",
+                                  if a["pooling"] == f["pooling"] and a["eta"] == e], colour[e]) for e in etas]
+    figs.append(line_chart(series, title=f"{f['kind']}.{f['pooling']}: neurons aggregated by L_temp and η",
                            x_label="L_temp", y_label="neurons", height=260,
-                           marks=[(m["l_temp"], "chosen")]))
+                           marks=[(f["l_temp"], "chosen")]))
     return figs
 
 
@@ -109,8 +119,10 @@ def _score(v: Any) -> str:
 def _results_table(clf: Classifier) -> str:
     m = clf.manifest["metrics"]
     names = ("r2", "mae", "pearson") if clf.is_regression else ("accuracy", "macro_f1")
-    rows = [("baseline", "last-layer single-token baseline"), ("best_probe", "best single-layer probe"),
-            ("stc", f"STC {'consolidation head' if clf.head == 'consolidation' else 'aggregate'} (this classifier)")]
+    what = {"consolidation": "consolidation head", "ensemble": "ensemble of aggregates"}.get(clf.head, "aggregate")
+    rows = [("baseline", "last-layer single-token baseline"),
+            ("embedding_baseline", "sentence embedding + L2 logistic regression (without stcstore)"),
+            ("best_probe", "best single-layer probe"), ("stc", f"STC {what} (this classifier)")]
     entries = [(name, m.get(key) or {}) for key, name in rows]
     # `fit --aggregator consolidation` also fits the paper's LR aggregate: both, each chosen on validation
     for key, name in (("lr", "LR aggregate (the paper's)"), ("consolidation", "consolidation head (seed 003)")):
@@ -121,7 +133,17 @@ def _results_table(clf: Classifier) -> str:
         cells = "".join(f"<td>{_score(r.get(s, {}).get(k))}</td>" for s in ("validation", "test") for k in names)
         html.append(f"<tr><td>{esc(name)}</td><td>{esc(r.get('what', 'not available'))}</td>{cells}</tr>")
     heads = "".join(f"<th>{s} {k.replace('_', '-')}</th>" for s in ("val", "test") for k in names)
-    return "<table><tr><th></th><th>what</th>" + heads + "</tr>" + "".join(html) + "</table>"
+    table = "<table><tr><th></th><th>what</th>" + heads + "</tr>" + "".join(html) + "</table>"
+    noise = m.get("noise") or {}
+    if noise.get("validation_se"):  # fits before 0.3 have none
+        se = noise["validation_se"]
+        notes = [f"validation {esc(noise['metric'])} ± bootstrap standard error ({noise['resamples']} resamples of "
+                 "the validation rows): " + ", ".join(f"{esc(k.replace('_', ' '))} {v:.4f}" for k, v in se.items())]
+        for k, mg in noise.get("margins", {}).items():
+            verdict = "within noise (under twice its standard error)" if mg["within_noise"] else "beyond noise"
+            notes.append(f"STC − {esc(k.replace('_', ' '))}: {mg['margin']:+.4f} ± {mg['se']:.4f}, {verdict}")
+        table += "<p>" + "<br>".join(notes) + "</p>"
+    return table
 
 
 def _label_cell(r: dict[str, Any], labels: list[str]) -> str:
@@ -249,6 +271,8 @@ def page(clf: Classifier, data: dict[str, Any], neurons: list[dict[str, Any]], l
                   "an L1 logistic probe (strength chosen on validation)")
     agg_text = ("a consolidation head on the η-kept neurons of layers 0..L_temp (the dashed line: the LR aggregate "
                 "it was compared with)" if clf.head == "consolidation" else
+                "the best member of this ensemble (the validation-best aggregate of each kind and pooling, "
+                "probabilities averaged): its η-sparsified neurons of layers 0..L_temp" if clf.head == "ensemble" else
                 "the aggregate of the η-sparsified neurons of layers 0..L_temp")
     if clf.head == "consolidation":
         chosen_weights = ("A consolidation head is not linear: a neuron's share is its part of the squared norm of "

@@ -17,6 +17,15 @@ from ..core.html import PALETTE, esc, rgba
 from ..models.loading import LoadedModel
 
 EXPLAIN_POOLINGS = ("mean", "max")  # poolings whose classifiers have a per-token reading
+
+
+def explainable(clf: Classifier) -> bool:
+    """Whether a classifier has a per-token reading: a mean- or max-pooled one, or an ensemble with such a
+    member (each token is then read by every member as if it were the whole text, a single-token member's
+    neurons included)."""
+    if clf.head == "ensemble":
+        return any(m["pooling"] in EXPLAIN_POOLINGS for m in clf.manifest["head"]["members"])
+    return clf.manifest["pooling"] in EXPLAIN_POOLINGS
 # class colours: the first class red, the second blue (negative / positive in binary sentiment), then the rest
 CLASS_COLOURS = [PALETTE[1], PALETTE[0], *PALETTE[2:8]]
 
@@ -100,9 +109,11 @@ def _value_record(text_id: str, text: str, clf: Classifier, scores: np.ndarray, 
     ((token value - intercept) / tokens, exactly, since the mean of the token values is the text's value).
     A max-pooled value is not a sum over tokens, nor is a consolidation head's (it is not linear):
     contributions are null there."""
-    b = float(clf.intercept_[0])
+    b = float(np.mean(clf.intercept_)) if clf.head == "ensemble" else float(clf.intercept_[0])  # members' mean
     n = len(token_scores)
-    mean = clf.manifest["pooling"] == "mean" and clf.head == "linear"
+    # additive when the value is linear in mean-pooled features: a linear head, or an ensemble of them (the mean
+    # of linear predictions is linear)
+    mean = all(g.pooling == "mean" for g in clf.groups) and clf.head in ("linear", "ensemble")
     return {"id": text_id, "classifier": clf.name, "classifier_fingerprint": clf.fingerprint,
             "pooling": clf.manifest["pooling"], "value": round(float(scores[0]), 6), "intercept": round(b, 6),
             "text": text,

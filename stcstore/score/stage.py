@@ -63,7 +63,7 @@ from ..core.names import (
 from ..core.result import Result
 from ..ingest.readers import Row
 from ..models.loading import LoadedModel
-from .explain import EXPLAIN_POOLINGS, Explainer, token_spans
+from .explain import Explainer, explainable, token_spans
 from .groups import Group, Models, load_classifiers, make_groups
 from .sink import PredictionsSink, existing, hash_key
 from .sources import Chunks, Rejects, input_chunks, store_chunks
@@ -238,7 +238,7 @@ class ScoreRun:
                 parts.append(self.sink.table(c, [ids[sel[j]] for j in want], z[want],
                                              [hashes[sel[j]] for j in want]))
                 self.runs[k].scored += len(want)
-                if self.explainer is not None and c.manifest["pooling"] in EXPLAIN_POOLINGS:
+                if self.explainer is not None and explainable(c):
                     for j in want:
                         self.explainer.add(text_id=ids[sel[j]], text=sub[j], clf=c, scores=z[j],
                                            spans=token_spans(scorer.lm, sub[j], feats.token_ids[j]),
@@ -292,7 +292,7 @@ def _explainer(cfg: ScoreConfig, output: Path, clfs: list[Classifier], scored_at
     prefix = Path(cfg.explain_out) if cfg.explain_out else (
         output.with_name(output.name.removesuffix(".parquet")) if cfg.single_file
         else output / "explain" / f"run_date={scored_at.date()}" / f"explain-{run_id}")
-    no = [c.name for c in clfs if c.manifest["pooling"] not in EXPLAIN_POOLINGS]
+    no = [c.name for c in clfs if not explainable(c)]
     if no:
         messages.append(f"no token explanation for {', '.join(no)}: single-token classifiers have no "
                         f"per-token reading (only mean- and max-pooled ones do)")
