@@ -146,6 +146,7 @@ class L1Logistic:
         self._memory: list[tuple[torch.Tensor, torch.Tensor]] = []
         if self.regression:
             self.Y = torch.as_tensor(np.asarray(y, dtype=np.float32), device=self.device)[:, None]
+            self.Y64 = self.Y.double()
             self.b0 = self.Y.double().mean(0)
             return
         yi = torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
@@ -154,25 +155,34 @@ class L1Logistic:
             self.Y = yi.to(torch.float32)[:, None]
         else:
             self.Y = F.one_hot(yi, n_classes).to(torch.float32)
+        self.Y64 = self.Y.double()
         prior = self.Y.double().mean(0).clamp(1e-12, 1 - 1e-12)
         self.b0 = torch.log(prior / (1 - prior)) if self.K == 1 else torch.log(prior) - torch.log(prior).mean()
 
     # ------------------------------------------------------------------ loss pieces
     def _terms(self, eta: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
         """eta: [n, K] -> (mean loss, P [n, K] probabilities, R = P - Y [n, K]); for a regression target
-        (half the mean squared error, eta, R = eta - Y)."""
+        (half the mean squared error, eta, R = eta - Y).
+
+        The element-wise functions and sums run in float64 (P and R are handed back in eta's float32): ATen
+        vectorises them differently per CPU (ATEN_CPU_CAPABILITY: scalar, AVX2, AVX-512), and in float32 those
+        last-bit differences steered the line search and the stopping test apart, so that one CPU chose
+        another regularisation strength than the next (issue 22). In float64 they stay ~1e-16 and vanish in
+        the float32 rounding of R; the matrix products themselves are BLAS's, the same on every kernel. The
+        cost is O(n K) per iteration beside the O(n k K) products."""
+        e64 = eta.double()
         if self.regression:
-            R = eta - self.Y
-            return 0.5 * R.double().pow(2).sum().item() / self.n, eta, R
+            R = e64 - self.Y64
+            return 0.5 * R.pow(2).sum().item() / self.n, eta, R.to(eta.dtype)
         if self.K == 1:
-            e = eta[:, 0]
-            loss = (F.softplus(e) - self.Y[:, 0] * e).double().sum().item() / self.n
-            P = torch.sigmoid(eta)
+            e = e64[:, 0]
+            loss = (F.softplus(e) - self.Y64[:, 0] * e).sum().item() / self.n
+            P = torch.sigmoid(e64)
         else:
-            lse = torch.logsumexp(eta, dim=1)
-            loss = (lse - eta.gather(1, self.yi[:, None])[:, 0]).double().sum().item() / self.n
-            P = torch.softmax(eta, dim=1)
-        return loss, P, P - self.Y
+            lse = torch.logsumexp(e64, dim=1)
+            loss = (lse - e64.gather(1, self.yi[:, None])[:, 0]).sum().item() / self.n
+            P = torch.softmax(e64, dim=1)
+        return loss, P.to(eta.dtype), (P - self.Y64).to(eta.dtype)
 
     def lambda_max(self) -> float:
         """The smallest lam at which every weight is zero (intercept at the class prior)."""
