@@ -176,7 +176,7 @@ def metric_of_scores(s: dict) -> dict:
     return {k: float(v) for k, v in s.items() if k not in ("log_loss", "mse")}
 
 
-def choose(aggs: list, fitter: Fitter, B: Blocks, cfg: FitConfig, log) -> dict[str, list]:
+def choose(aggs: list, fitter: Fitter, B: Blocks, cfg: FitConfig, log, skip: tuple[str, ...] = ()) -> dict[str, list]:
     """Each rule's choice: a list of aggregates (one, or an ensemble's members)."""
     metric, K = cfg.metric, fitter.K
     yva = fitter.splits.y[fitter.va]
@@ -207,10 +207,11 @@ def choose(aggs: list, fitter: Fitter, B: Blocks, cfg: FitConfig, log) -> dict[s
     out["ensemble_se"] = [a for a in per if sval[id(a)] >= top - se]
     out["ensemble3"] = sorted(per, key=lambda a: agg_key(a, metric), reverse=True)[:3]
     # 5-fold CV of train + validation for the 8 best (distinct fits)
-    ranked = sorted(uniq, key=lambda a: agg_key(a, metric), reverse=True)[:8]
-    cv = [(signed(refit_all(a, B, fitter, cfg, folds=5), metric), a) for a in ranked]
-    out["cv"] = [max(cv, key=lambda t: (round(t[0], 9), -t[1].l_temp, -t[1].n_neurons))[1]]
-    log(f"  SE {se:.4f}; argmax {describe(best)}; one_se {describe(out['one_se'][0])}; cv {describe(out['cv'][0])}")
+    if "cv" not in skip:
+        ranked = sorted(uniq, key=lambda a: agg_key(a, metric), reverse=True)[:8]
+        cv = [(signed(refit_all(a, B, fitter, cfg, folds=5), metric), a) for a in ranked]
+        out["cv"] = [max(cv, key=lambda t: (round(t[0], 9), -t[1].l_temp, -t[1].n_neurons))[1]]
+    log(f"  SE {se:.4f}; argmax {describe(best)}; one_se {describe(out['one_se'][0])}")
     return out
 
 
@@ -267,7 +268,7 @@ def one_run(store: Store, dataset: str, seed: int, args, log) -> dict:
            "baseline": probe_rep(probes[FeatureBlock("hidden", "single", L)]),
            "best_probe": probe_rep(max(probes.values(), key=lambda p: probe_key(p, metric))),
            "embedding": embedding_baseline(fitter, L, "mean"), "rules": {}}
-    chosen = choose(aggs, fitter, B, cfg, log)
+    chosen = choose(aggs, fitter, B, cfg, log, tuple(args.skip_rules.split(",")) if args.skip_rules else ())
     for rule, members in chosen.items():
         rec["rules"][rule] = {"what": " + ".join(describe(a) for a in members),
                               "validation": val_of(members, fitter, B),
@@ -336,6 +337,7 @@ def main() -> None:
     ap.add_argument("--reshuffles", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--legacy", action="store_true", help="also 0.1.0's search (about 3x the time)")
+    ap.add_argument("--skip-rules", default="", help="rules not to measure, e.g. cv (40 more fits per split)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--table", default=None, help="print the table of an earlier --out and stop")
     ap.add_argument("--markdown", action="store_true", help="with --table: the docs' markdown table")
