@@ -92,8 +92,12 @@ def test_column_view_computes_what_a_copy_of_its_columns_does():
     Xva = np.ascontiguousarray(X[:100, cols])
     a = fit_path(view, y, Xva, y[:100], 3, "accuracy", QUICK)
     b = fit_path(np.ascontiguousarray(X[:, cols]), y, Xva, y[:100], 3, "accuracy", QUICK)
-    assert a.step == b.step and a.validation == pytest.approx(b.validation, rel=1e-5)
-    np.testing.assert_allclose(a.chosen.coef, b.chosen.coef, atol=1e-4)
+    # the same choice; the products run in another order (strided runs vs one contiguous block), and the
+    # solver stops at an objective within 1e-4 (relative) of its optimum, so weights and log-loss agree to
+    # that precision, not to the last bits (under ATEN_CPU_CAPABILITY=avx2: 3e-4 on the log-loss)
+    assert a.step == b.step and a.validation["accuracy"] == b.validation["accuracy"]
+    assert a.validation == pytest.approx(b.validation, rel=2e-3)
+    np.testing.assert_allclose(a.chosen.coef, b.chosen.coef, atol=5e-3)
 
 
 def test_local_search_from_the_optimum_stays_there():
