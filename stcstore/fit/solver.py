@@ -212,7 +212,25 @@ class L1Logistic:
     def _direction(self, PG: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
         """-H^-1 PG for the L-BFGS inverse Hessian of the (s, y, 1/s.y) pairs, in the compact form (Byrd,
         Nocedal & Schnabel 1994): a few products with the stacked pairs instead of the two-loop recursion's
-        four small operations per pair (the same matrix; on small active sets the loop's overhead dominated)."""
+        four small operations per pair (the same matrix; on small active sets the loop's overhead dominated).
+
+        Always on one CPU thread: MKL splits these small float64 products (m pairs x (k+1)K) by thread
+        count, and their last bits then steered the path apart, so that `--threads 1` and `--threads 2`
+        chose other probe strengths on real blocks (issue 22). They cost O(m k K) beside the O(n k K)
+        products with the data, which keep every thread."""
+        if self.device.type != "cpu":
+            return self._direction_compact(PG, pairs)
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return self._direction_compact(PG, pairs)
+        torch.set_num_threads(1)
+        try:
+            return self._direction_compact(PG, pairs)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _direction_compact(self, PG: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor, float]]
+                           ) -> torch.Tensor:
         if not pairs:  # no curvature yet: a step of unit length
             return -PG / max(float(PG.norm()), 1e-12)
         g = PG.reshape(-1)
