@@ -154,8 +154,7 @@ print(json.dumps({"chosen": r.chosen, "stc": r.stc, "fit_id": r.fit_id}))
 def test_the_same_choice_on_any_thread_count_and_cpu_kernel(store):
     """ATen's CPU kernels (default: no vector units; avx2) change the element-wise arithmetic as another CPU
     would, and thread counts the split of the work: the configuration chosen is the same, and the scores agree
-    within a validation row. (On blocks as large as real ones the thread count still moves the solver's
-    stopping point: docs/selection.md, "Not solved yet".)"""
+    within a validation row. (Blocks of real size: the next test.)"""
     st, _ = store
     runs = {}
     for cap in ("default", "avx2"):
@@ -173,3 +172,32 @@ def test_the_same_choice_on_any_thread_count_and_cpu_kernel(store):
         assert [{k: m[k] for k in config} for m in r["chosen"]["members"]] == want, key
         for split in ("validation", "test"):
             assert r["stc"][split]["accuracy"] == pytest.approx(first["stc"][split]["accuracy"], abs=1.01 / 60), key
+
+
+def test_a_probe_path_is_the_same_to_the_bit_on_one_and_two_threads():
+    """On blocks of real size MKL splits the L-BFGS direction's products by thread count; run on one thread,
+    the whole path (every visited point, the chosen strength and weights) is the same with 1 and 2 threads."""
+    import torch
+
+    from stcstore.fit.probe import PathConfig, fit_path
+
+    rng = np.random.default_rng(0)
+    n, d, K = 3000, 1200, 4
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    W = rng.standard_normal((d, K)) * (rng.random((d, 1)) < 0.05)
+    y = (X @ W + rng.gumbel(size=(n, K))).argmax(1)
+    Xtr, Xva = X[:2400].copy(), X[2400:].copy()
+    mean, scale = standardize_(Xtr)
+    apply_standardization(Xva, mean, scale)
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            runs.append(fit_path(Xtr.copy(), y[:2400], Xva.copy(), y[2400:], K, "accuracy", PathConfig()))
+    finally:
+        torch.set_num_threads(before)
+    a, b = runs
+    assert a.step == b.step and len(a.rows) == len(b.rows) > 3
+    assert [r["objective"] for r in a.rows] == [r["objective"] for r in b.rows]
+    np.testing.assert_array_equal(a.chosen.coef, b.chosen.coef)
