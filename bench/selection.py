@@ -43,8 +43,9 @@ from sklearn.linear_model import LogisticRegression, Ridge
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stcstore.fit.probe import PathConfig, apply_standardization, path_scores, standardize_, validation_key  # noqa: E402
-from stcstore.fit.search import Fitter, agg_key, probe_key, state_decision  # noqa: E402
-from stcstore.fit.selection import bootstrap, ensemble_scores, signed  # noqa: E402
+from stcstore.classifier.linear import averaged  # noqa: E402
+from stcstore.fit.search import Fitter, state_decision  # noqa: E402
+from stcstore.fit.selection import bootstrap, signed  # noqa: E402
 from stcstore.fit.solver import L1Logistic  # noqa: E402
 from stcstore.fit.splits import Splits, _strata, plan_splits  # noqa: E402
 from stcstore.fit.stage import FitConfig, _fit_aggregates, _fit_probes  # noqa: E402
@@ -52,6 +53,20 @@ from stcstore.store.store import Store  # noqa: E402
 
 LEGACY = PathConfig(patience=3, tol=1e-5, window=5, warm_aggregates=False)
 RULES = ("argmax", "one_se", "smooth", "ensemble", "ensemble_se", "cv")
+
+
+def agg_key(a, metric: str) -> tuple:
+    """0.2.0's ranking of aggregates (the `argmax` rule and the members of the ensembles measured here):
+    validation metric, then log-loss (to 12 digits), then shallower L_temp and fewer neurons. The fit now
+    ranks with `fit.selection.best_state`, which differs from it only where scores tie within 1e-6."""
+    key = validation_key(a.result.validation, metric)
+    return (key[0], round(key[1], 12), -a.l_temp, -a.n_neurons)
+
+
+def probe_key(p, metric: str) -> tuple:
+    """0.2.0's ranking of probes: as `agg_key`, ties to the shallower layer."""
+    key = validation_key(p.result.validation, metric)
+    return (key[0], round(key[1], 12), -p.block.layer)
 
 
 class _Quiet:
@@ -227,14 +242,14 @@ def test_of(members: list, fitter: Fitter, B: Blocks, refit: bool, cfg: FitConfi
             decs.append(refit_all(a, B, fitter, cfg))
         else:
             decs.append(state_decision(a)(apply_standardization(B.matrix(a, fitter.te), a.mean, a.scale)))
-    sc = decs[0] if len(decs) == 1 else ensemble_scores(decs, fitter.K)
+    sc = decs[0] if len(decs) == 1 else averaged(decs, regression=fitter.K == 0)
     return metric_of(sc, y, fitter.K)
 
 
 def val_of(members: list, fitter: Fitter, B: Blocks) -> dict:
     y = fitter.splits.y[fitter.va]
     decs = [state_decision(a)(apply_standardization(B.matrix(a, fitter.va), a.mean, a.scale)) for a in members]
-    sc = decs[0] if len(decs) == 1 else ensemble_scores(decs, fitter.K)
+    sc = decs[0] if len(decs) == 1 else averaged(decs, regression=fitter.K == 0)
     return metric_of(sc, y, fitter.K)
 
 

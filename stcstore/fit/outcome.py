@@ -73,12 +73,11 @@ def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Prob
                 "test": fitter.test_scores(picks, s.mean, s.scale, state_decision(s)), "chosen": chosen_entry(s)}
 
     base_block = FeatureBlock("hidden", "single", fs.manifest["fingerprint"]["n_layers"])
-    base_state = None
-    if base_block in probes:
-        baseline = probe_report(probes[base_block])
-    elif fs.has(base_block.kind, base_block.pooling, base_block.layer):  # outside --kinds/--poolings: fit it anyway
-        base_state = fitter.probe(base_block)
-        baseline = probe_report(base_state)
+    base = probes.get(base_block)
+    if base is None and fs.has(base_block.kind, base_block.pooling, base_block.layer):
+        base = fitter.probe(base_block)  # outside --kinds/--poolings: fit it anyway
+    if base is not None:
+        baseline = probe_report(base)
     else:
         names = REGRESSION_METRICS if fitter.K == 0 else METRICS
         baseline = {"what": f"unavailable: the feature set has no {base_block.column} block", "validation":
@@ -96,9 +95,9 @@ def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Prob
     dec = {"stc": fitter.validation_decision(fitter.picks(chosen), chosen.mean, chosen.scale, state_decision(chosen)),
            "best_probe": fitter.validation_decision([(top_probe.block.column, None)], top_probe.mean, top_probe.scale,
                                                     state_decision(top_probe))}
-    if base_block in probes or fs.has(base_block.kind, base_block.pooling, base_block.layer):
-        bp = probes.get(base_block) or base_state
-        dec["baseline"] = fitter.validation_decision([(base_block.column, None)], bp.mean, bp.scale, state_decision(bp))
+    if base is not None:
+        dec["baseline"] = fitter.validation_decision([(base_block.column, None)], base.mean, base.scale,
+                                                     state_decision(base))
     if emb is not None:
         dec["embedding_baseline"] = fitter.validation_decision([(emb.block.column, None)], emb.mean, emb.scale,
                                                                emb.decision)
@@ -128,7 +127,7 @@ def build_classifier(fs: FeatureSet, splits: Splits, chosen: Chosen, reports: di
                   kind=chosen.kind, pooling=chosen.pooling, eta=chosen.eta, l_temp=chosen.l_temp, metrics=metrics,
                   task=task)
     if isinstance(chosen, Ensemble):
-        h = chosen.head()
+        h = chosen.head
         entry = chosen_entry(chosen)
         head = {"type": "ensemble", "members": [
             {**{k: e[k] for k in ("kind", "pooling", "eta", "l_temp", "n_neurons", "n_nonzero", "C", "lam",

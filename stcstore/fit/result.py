@@ -73,22 +73,17 @@ class FitResult(Result):
                           f"{c['l_temp']}, {c['n_neurons']} neurons:"]
             lines += [f"  {m['kind']}.{m['pooling']} η {m['eta']} L_temp {m['l_temp']}, {m['n_neurons']} neurons, "
                       f"C {m['C']:.4g}, validation {self.metric} {m['validation'][self.metric]:.4f}" for m in c["members"]]
-            lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
-                         + f"; peak RSS {self.peak_rss_mb:,.0f} MB")
-            if self.classifier_dir:
-                lines.append(f"classifier: {self.classifier_dir}")
-            return "\n".join(lines + self.messages)
-        how = (f"consolidation head: {c['frozen_units']} frozen units → {c['units']} units"
-               if c.get("aggregator") == "consolidation" else f"{c['n_nonzero']} with non-zero weight), C {c['C']:.4g}")
-        lines += ["", f"chosen: kind {c['kind']}, pooling {c['pooling']}, η {c['eta']}, L_temp {c['l_temp']}, "
-                      f"{c['n_neurons']} neurons ({how}" + (")" if c.get("aggregator") == "consolidation" else ""),
-                  "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
-                  + f"; peak RSS {self.peak_rss_mb:,.0f} MB"]
+        else:
+            how = (f"consolidation head: {c['frozen_units']} frozen units → {c['units']} units"
+                   if c.get("aggregator") == "consolidation" else f"{c['n_nonzero']} with non-zero weight), C {c['C']:.4g}")
+            lines += ["", f"chosen: kind {c['kind']}, pooling {c['pooling']}, η {c['eta']}, L_temp {c['l_temp']}, "
+                          f"{c['n_neurons']} neurons ({how}" + (")" if c.get("aggregator") == "consolidation" else "")]
+        lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+                     + f"; peak RSS {self.peak_rss_mb:,.0f} MB")
         if self.classifier_dir:
             lines.append(f"classifier: {self.classifier_dir}")
         lines += self.messages
         return "\n".join(lines)
-
 
 def peak_rss_mb() -> float:
     import resource

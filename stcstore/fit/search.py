@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -27,7 +28,6 @@ from .probe import (
     lambda_max,
     path_scores,
     standardize_,
-    validation_key,
 )
 from .slp import SLP, fit_slp
 from .solver import ColumnDesign, PathPoint
@@ -145,27 +145,16 @@ class Ensemble:
         """The member with the best validation score (what a single-aggregate fit would have chosen)."""
         return self.members[0]
 
+    @cached_property
     def head(self) -> EnsembleHead:
+        """Built once, when the members are final (after any refit on every row)."""
         coef = np.concatenate([m.result.chosen.coef for m in self.members], axis=1)
         intercept = np.stack([m.result.chosen.intercept for m in self.members])
         bounds = member_bounds([len(g.neurons) for g in self.groups], [len(m.groups) for m in self.members])
         return EnsembleHead(bounds, coef, intercept, self.regression)
 
     def decision(self, Z: np.ndarray) -> np.ndarray:
-        return self.head().decision(Z)
-
-
-def agg_key(a: AggState, metric: str) -> tuple:
-    # best validation metric, then validation log-loss; then the cheaper classifier (shallower, fewer neurons)
-    return (*_rounded(validation_key(a.result.validation, metric)), -a.l_temp, -a.n_neurons)
-
-
-def probe_key(p: ProbeState, metric: str) -> tuple:
-    return (*_rounded(validation_key(p.result.validation, metric)), -p.block.layer)
-
-
-def _rounded(key: tuple[float, float]) -> tuple[float, float]:
-    return key[0], round(key[1], 12)
+        return self.head.decision(Z)
 
 
 class Fitter:

@@ -4,12 +4,11 @@ A fit scores hundreds of aggregates (kind x pooling x η x L_temp) on one valida
 of those noisy estimates is partly the luckiest candidate (issue 22, `bench/selection.py`). This module
 holds the pieces of the rules measured there:
 
+* `best_state` / `ranked`: the validation-best of fitted states; scores closer than `TIE_TOLERANCE` are
+  equal, whatever their last bits, and equals are decided by log-loss, then by simplicity, never by rounding.
 * `bootstrap` : resamples of the validation rows (seeded), the metric of a candidate's scores on each;
   its standard deviation is the candidate's standard error.
-* `one_se`    : the one-standard-error rule: among candidates whose validation score is within one
-  standard error of the best, the cheapest (shallower L_temp, then fewer neurons).
-* `ties`      : scores closer than `TIE_TOLERANCE` are equal, whatever their last bits; equals are
-  decided by simplicity, never by rounding (the same choice on any CPU and thread count).
+* `noise_report`: those standard errors for the reported states, and STC's margins over the others.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..classifier.linear import averaged
 # validation scores (accuracy, macro-F1, R², ...) closer than TIE_TOLERANCE (1e-6) are ties: far above the
 # float rounding of a sum over a few thousand rows (~1e-12), below one row of a validation split of 100,000
 from .probe import TIE_TOLERANCE, path_scores, validation_key
@@ -34,30 +32,13 @@ def signed(score: float, metric: str) -> float:
 def bootstrap(sc: np.ndarray, y: np.ndarray, n_classes: int, metric: str, n: int = N_BOOTSTRAP, seed: int = 0
               ) -> np.ndarray:
     """The metric of scores `sc` [m, K] on `n` seeded resamples of the m validation rows (the same
-    resamples for every candidate of one fit: same seed, same m)."""
+    resamples for every candidate of one fit: same seed, same m), higher better (`signed`)."""
     idx = resamples(len(y), n, seed)
-    return np.array([path_scores(sc[i], y[i], n_classes)[metric] for i in idx])
+    return np.array([signed(path_scores(sc[i], y[i], n_classes)[metric], metric) for i in idx])
 
 
 def resamples(m: int, n: int = N_BOOTSTRAP, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, m, size=(n, m))
-
-
-def standard_error(sc: np.ndarray, y: np.ndarray, n_classes: int, metric: str, seed: int = 0) -> float:
-    return float(np.std(bootstrap(sc, y, n_classes, metric, seed=seed), ddof=1))
-
-
-def simplest(items: Sequence[Any], cost: Callable[[Any], tuple]) -> Any:
-    """The item of least cost (first of equals, in the given order)."""
-    return min(items, key=cost)
-
-
-def best_within(items: Sequence[Any], score: Callable[[Any], float], cost: Callable[[Any], tuple],
-                margin: float = 0.0) -> Any:
-    """Among items whose score is within `margin` (at least the tie tolerance) of the best, the cheapest."""
-    top = max(score(a) for a in items)
-    near = [a for a in items if score(a) >= top - max(margin, TIE_TOLERANCE)]
-    return simplest(near, cost)
 
 
 def best_state(states: Sequence[Any], metric: str, cost: Callable[[Any], tuple] | None = None) -> Any:
@@ -83,20 +64,13 @@ def ranked(states: Sequence[Any], metric: str, top: int) -> list[Any]:
     return out
 
 
-def ensemble_scores(scores: Sequence[np.ndarray], n_classes: int) -> np.ndarray:
-    """Averaged members (`classifier.linear.averaged`): probabilities, or values for a regression target."""
-    return averaged(list(scores), regression=n_classes == 0)
-
-
 def noise_report(decisions: dict[str, np.ndarray], y: np.ndarray, n_classes: int, metric: str, seed: int = 0,
                  against: str = "stc") -> dict[str, Any]:
     """How sure the validation comparison is: the bootstrap standard error of each entry's validation metric
     and, for `against` (STC), its margin over each other entry with the standard error of that paired
     difference (the same resampled rows for both). A margin smaller than twice its standard error is
     within noise: another validation sample could reverse it."""
-    idx = resamples(len(y), N_BOOTSTRAP, seed)
-    boot = {k: np.array([signed(path_scores(sc[i], y[i], n_classes)[metric], metric) for i in idx])
-            for k, sc in decisions.items()}
+    boot = {k: bootstrap(sc, y, n_classes, metric, seed=seed) for k, sc in decisions.items()}
     observed = {k: signed(path_scores(sc, y, n_classes)[metric], metric) for k, sc in decisions.items()}
     out: dict[str, Any] = {"metric": metric, "resamples": N_BOOTSTRAP,
                            "validation_se": {k: float(np.std(b, ddof=1)) for k, b in boot.items()}, "margins": {}}
