@@ -230,7 +230,8 @@ def report(store, classifier, out, top, histograms, split, force, as_json) -> No
 
 @cli.command()
 @click.option("--out", default="stcstore-demo", show_default=True, type=click.Path(file_okay=False),
-              help="Store directory for the demo (re-running it resumes and does nothing new).")
+              help="Folder for the demo: OUT/store, OUT/classifier, OUT/report and the predictions (re-running it "
+                   "resumes and does nothing new).")
 @P.THREADS
 @P.JSON
 def demo(out, threads, as_json) -> None:

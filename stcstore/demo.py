@@ -1,5 +1,8 @@
 """`stcstore demo`: ingest the embedded sample, extract with the packaged MiniLM, fit STC, score new texts,
-report on the classifier, summarize."""
+report on the classifier, summarize.
+
+Layout of its folder (`--out`, default ./stcstore-demo): `store/` (the store), `classifier/`, `report/`,
+`new-texts-predictions.parquet` and its `.explain.html`; outputs never go inside a store."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from .core.errors import StcError
 from .core.result import Result
 from .features import ExtractConfig, extract
 from .fit import FitConfig, FitResult, fit
@@ -90,15 +94,21 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
     from .report import ReportConfig, report
     from .store.sql import StoreSQL, named_query
 
+    work = Path(out)
+    if (work / "store.json").exists():
+        raise StcError(f"{work} is a demo of stcstore 0.2 or older, which kept its classifier and report inside the "
+                       f"store; the demo now keeps the store in {work / 'store'} and its outputs beside it. Run "
+                       f"`stcstore demo --out NEW-FOLDER` (the old store still works with every command)")
+    store = work / "store"
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    ingest(out, demo_files(), IngestConfig(dataset=DEMO_DATASET))
+    ingest(store, demo_files(), IngestConfig(dataset=DEMO_DATASET))
     seconds["ingest"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ext = extract(out, ExtractConfig(dataset=DEMO_DATASET, threads=threads))
+    ext = extract(store, ExtractConfig(dataset=DEMO_DATASET, threads=threads))
     seconds["extract"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    with StoreSQL(out) as db:
+    with StoreSQL(store) as db:
         sql, params = named_query("top_neurons", {"top": "10", "dataset": DEMO_DATASET})
         top = db.run(sql, params).rows
         sql, params = named_query("layer_effects", {"dataset": DEMO_DATASET})
@@ -107,15 +117,15 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
         rej = db.run("SELECT count(*) AS n FROM rejects WHERE dataset = $d", {"d": DEMO_DATASET}).rows[0]["n"]
     seconds["query"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fitted = fit(out, FitConfig(dataset=DEMO_DATASET, threads=threads), out=Path(out) / "classifier", force=True)
+    fitted = fit(store, FitConfig(dataset=DEMO_DATASET, threads=threads), out=work / "classifier", force=True)
     seconds["fit"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    scored = score(ScoreConfig(classifiers=(str(Path(out) / "classifier"),),
-                               output=str(Path(out) / "new-texts-predictions.parquet"), input=str(new_texts_file()),
+    scored = score(ScoreConfig(classifiers=(str(work / "classifier"),),
+                               output=str(work / "new-texts-predictions.parquet"), input=str(new_texts_file()),
                                explain="tokens", threads=threads, force=True))
     seconds["score"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rep = report(ReportConfig(store=str(out), classifier=str(Path(out) / "classifier"), out=str(Path(out) / "report"),
+    rep = report(ReportConfig(store=str(store), classifier=str(work / "classifier"), out=str(work / "report"),
                               force=True))
     seconds["report"] = time.perf_counter() - t0
     preds = pq.read_table(scored.output).to_pylist()
@@ -123,6 +133,6 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
         text_of = {r["id"]: r["text"] for r in map(json.loads, f)}
     predictions = [{"id": p["id"], "label": p["label"], "probabilities": p["probabilities"], "text": text_of[p["id"]]}
                    for p in preds]
-    return DemoResult(str(out), DEMO_DATASET, n, rej, ext.feature_set, ext.texts_extracted, ext.texts_per_s,
+    return DemoResult(str(store), DEMO_DATASET, n, rej, ext.feature_set, ext.texts_extracted, ext.texts_per_s,
                       ext.store_bytes, {k: round(v, 2) for k, v in seconds.items()}, top, layers, fitted, scored,
                       predictions, str(Path(rep.out) / "report.html"))

@@ -134,6 +134,7 @@ def test_demo_runs_on_embedded_default(tmp_path):
     fitted = out["fit"]
     assert fitted["stc"]["validation"]["accuracy"] > 0.75 and fitted["baseline"]["validation"]["accuracy"] > 0.6
     assert (tmp_path / "demo" / "classifier" / "manifest.json").exists()
+    assert (tmp_path / "demo" / "store" / "store.json").exists() and out["store"] == str(tmp_path / "demo" / "store")
     assert out["report_html"] == str(tmp_path / "demo" / "report" / "report.html")
     assert "<svg" in Path(out["report_html"]).read_text()
     again = json.loads(cli("demo", "--out", str(tmp_path / "demo"), "--json").stdout)

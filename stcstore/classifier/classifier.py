@@ -241,10 +241,18 @@ class Classifier:
         """X: [n, n_features] raw (stored-dtype) feature values -> scores [n, K] (linear, or the head's)."""
         Z = (np.asarray(X, dtype=np.float32) - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
         if self._consolidation is not None:
-            return self._consolidation.decision(Z)
-        if self._ensemble is not None:
-            return self._ensemble.decision(Z)
-        return decision(Z, self.coef_, self.intercept_)
+            scores = self._consolidation.decision(Z)
+        elif self._ensemble is not None:
+            scores = self._ensemble.decision(Z)
+        else:
+            scores = decision(Z, self.coef_, self.intercept_)
+        bad = ~np.isfinite(scores).all(axis=1)
+        if bad.any():  # never written as a prediction
+            rows = np.flatnonzero(bad)
+            raise StcError(f"classifier {self.path or self.name} gave a score that is not finite for {len(rows)} of "
+                           f"{len(scores)} rows (the first: row {int(rows[0])} of the batch, whose features range "
+                           f"{_span(X[rows[0]])}); its arrays cannot score these features")
+        return scores
 
     @property
     def n_features(self) -> int:
@@ -311,6 +319,11 @@ class Classifier:
         return (f"Classifier({m['model'].get('model')}, {m['kind']}.{m['pooling']}, η {m['eta']}, "
                 f"L_temp {m['l_temp']}, {self.n_features} neurons, {head}"
                 + ("regression)" if self.is_regression else f"classes {list(self.classes_)})"))
+
+
+def _span(x: np.ndarray) -> str:
+    x = np.asarray(x, dtype=np.float64)
+    return f"{x.min():.3g} .. {x.max():.3g}" if x.size else "(none)"
 
 
 def neuron_columns(classifiers: Iterable[Classifier]) -> dict[tuple[str, int], list[int]]:

@@ -19,6 +19,18 @@ CLASSIFIER_FORMAT = "stcstore-classifier"
 # classifier tells them to upgrade.
 CLASSIFIER_VERSION = 3
 ARRAYS = ("coef", "intercept", "mean", "scale")  # a linear classifier's arrays, in file order
+# Bounds that no real classifier comes near, so that a file cannot make loading or scoring exhaust memory:
+# model sizes (no transformer is larger), classes, the bytes of manifest.json and of all arrays together.
+MAX_LAYERS, MAX_HIDDEN, MAX_FFN = 4096, 1 << 17, 1 << 20
+MAX_CLASSES = 10_000
+MAX_MANIFEST_BYTES = 128 << 20
+MAX_ARRAY_BYTES = 2 << 30
+# Scores are computed in float32. A classifier is refused unless every feature vector with values in
+# ±FEATURE_RANGE (float16's range, the stored default) gives scores within ±SCORE_LIMIT: finite with room
+# to spare. Features beyond that range are checked when scored (a non-finite score is an error).
+FEATURE_RANGE = 65504.0
+SCORE_LIMIT = 1e30
+MAX_MEMBERS = len(KINDS) * len(POOLINGS) + len(POOLINGS)  # each kind/pooling, and the mixed kinds per pooling
 
 
 def head_type(m: dict[str, Any]) -> str:
@@ -81,8 +93,9 @@ def _check(m: dict[str, Any]) -> None:
     for k in MODEL_CHECK_KEYS:
         if k not in model and k not in LEGACY_OPTIONAL:
             raise _Bad(f"model.{k} is missing")
-    n_layers = _int(model, "n_layers", "model.", 1)
-    width = {"hidden": _int(model, "hidden_size", "model.", 1), "ffn": _int(model, "ffn_size", "model.", 1)}
+    n_layers = _int(model, "n_layers", "model.", 1, MAX_LAYERS)
+    width = {"hidden": _int(model, "hidden_size", "model.", 1, MAX_HIDDEN),
+             "ffn": _int(model, "ffn_size", "model.", 1, MAX_FFN)}
     feats = _get(m, "features", dict, "")
     _int(feats, "max_length", "features.", 2)
     if feats.get("dtype") not in STORED_DTYPES or feats.get("torch_dtype") not in TORCH_DTYPES:
@@ -98,6 +111,8 @@ def _check(m: dict[str, Any]) -> None:
         raise _Bad(f"task is {task!r}, not classification or regression")
     if task == "regression" and classes:
         raise _Bad("a regression classifier has no classes, but classes is not empty")
+    if len(classes) > MAX_CLASSES:
+        raise _Bad(f"classes holds {len(classes)} classes; at most {MAX_CLASSES} are read")
     if task == "classification" and (len(classes) < 2 or len({str(c) for c in classes}) != len(classes) or
                                      not all(isinstance(c, str) for c in classes)):
         raise _Bad(f"classes must be at least two distinct strings, got {str(classes)[:60]}")
@@ -121,7 +136,7 @@ def _check(m: dict[str, Any]) -> None:
     for key in ("metrics", "fit"):
         if key in m and not isinstance(m[key], dict):
             raise _Bad(f"{key} is not an object")
-    _check_head(m, len(groups))
+    _check_head(m, groups, width)
     specs = _get(m, "arrays", dict, "")
     for name in array_names(m):
         spec = _get(specs, name, dict, "arrays.")
@@ -130,11 +145,40 @@ def _check(m: dict[str, Any]) -> None:
             raise _Bad(f"arrays.{name}.file is {f!r}; it must be {name}.npy in the classifier directory")
         _get(spec, "sha256", str, f"arrays.{name}.")
         _get(spec, "shape", list, f"arrays.{name}.")
+    shapes = expected_shapes(m)
+    for name, shape in shapes.items():
+        if m["arrays"][name]["shape"] != list(shape):
+            raise _Bad(f"arrays.{name}.shape is {str(m['arrays'][name]['shape'])[:40]}; the groups, classes and head "
+                       f"need {list(shape)}")
+    total = 8 * sum(math.prod(shape) for shape in shapes.values())
+    if total > MAX_ARRAY_BYTES:
+        raise _Bad(f"the arrays would take {total / 2**30:,.1f} GiB; at most {MAX_ARRAY_BYTES / 2**30:.0f} GiB are read "
+                   f"(stcstore's classifiers keep few neurons: MBs)")
 
 
-def _check_head(m: dict[str, Any], n_groups: int) -> None:
-    if "head" not in m:
-        return
+def _members(m: dict[str, Any], groups: list[Any]) -> list[list[Any]]:
+    """The groups of each member (one member unless the head is an ensemble)."""
+    if head_type(m) != "ensemble":
+        return [groups]
+    out, g = [], 0
+    for mem in m["head"]["members"]:
+        out.append(groups[g:g + mem["groups"]])
+        g += mem["groups"]
+    return out
+
+
+def _check_head(m: dict[str, Any], groups: list[Any], width: dict[str, int]) -> None:
+    if "head" in m:
+        _check_head_fields(m, groups, width)
+    for i, member in enumerate(_members(m, groups)):
+        blocks = [(g["kind"], g["pooling"], g["layer"]) for g in member]
+        if len(set(blocks)) != len(blocks):
+            raise _Bad(f"groups{f' of head.members[{i}]' if 'head' in m else ''} repeat a (kind, pooling, layer) "
+                       f"block; each block is read once")
+
+
+def _check_head_fields(m: dict[str, Any], groups: list[Any], width: dict[str, int]) -> None:
+    n_groups = len(groups)
     head = _get(m, "head", dict, "")
     kind = _get(head, "type", str, "head.")
     if kind not in HEADS:
@@ -145,13 +189,18 @@ def _check_head(m: dict[str, Any], n_groups: int) -> None:
         units = _get(head, "hidden_units", list, "head.")
         if len(units) != n_groups or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units):
             raise _Bad(f"head.hidden_units must be one positive integer per group ({n_groups})")
-        _int(head, "units", "head.", 1)
+        for i, (u, g) in enumerate(zip(units, groups)):  # an SLP probe has round(√width) hidden units
+            most = _sqrt_units(width[g["kind"]])
+            if u > most:
+                raise _Bad(f"head.hidden_units[{i}] is {u}; a probe of a {g['kind']} layer ({width[g['kind']]} "
+                           f"neurons) has at most {most}")
+        _int(head, "units", "head.", 1, _sqrt_units(sum(units)))
     if kind == "ensemble":
         if m.get("version") != 3:
             raise _Bad("an ensemble head needs classifier format 3")
         members = _get(head, "members", list, "head.")
-        if not members:
-            raise _Bad("head.members is empty")
+        if not members or len(members) > MAX_MEMBERS:
+            raise _Bad(f"head.members holds {len(members)} members; an ensemble has 1 to {MAX_MEMBERS}")
         for i, mem in enumerate(members):
             where = f"head.members[{i}]."
             _int(mem, "groups", where, 1)
@@ -160,6 +209,11 @@ def _check_head(m: dict[str, Any], n_groups: int) -> None:
                 raise _Bad(f"{where}eta is {eta}, outside (0, 1]")
         if sum(mem["groups"] for mem in members) != n_groups:
             raise _Bad(f"head.members hold {sum(mem['groups'] for mem in members)} groups, but groups has {n_groups}")
+
+
+def _sqrt_units(d: int) -> int:
+    """The most hidden units a network on d inputs has: round(√d) (fit.slp), with one to spare."""
+    return max(1, round(math.sqrt(d))) + 1
 
 
 def expected_shapes(m: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -192,3 +246,28 @@ def check_arrays(m: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
             raise StcError(f"{name}.npy holds values <= 0; standardisation would divide by them")
     if not math.isfinite(float(np.abs(arrays["coef"]).sum())):
         raise StcError("coef.npy is too large to score with")
+    bound = score_bound(m, arrays)
+    if not bound <= SCORE_LIMIT:
+        raise StcError(f"the arrays can give scores of {bound:.3g} for features within ±{FEATURE_RANGE:g} (at most "
+                       f"{SCORE_LIMIT:g}: float32 scores must stay finite); the classifier is damaged or was edited")
+
+
+def score_bound(m: dict[str, Any], arrays: dict[str, np.ndarray]) -> float:
+    """The largest |score| any feature vector within ±FEATURE_RANGE can give (interval arithmetic through
+    the standardisation and the head; inf when it overflows)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (FEATURE_RANGE + np.abs(arrays["mean"])) / arrays["scale"]  # |standardised feature| at most
+        if head_type(m) == "consolidation":
+            W, b = arrays["sub_weight"], arrays["sub_bias"]
+            h_parts, w, hb = [], 0, 0
+            sizes = [len(g["neurons"]) for g in m["groups"]]
+            col = 0
+            for h, n in zip(m["head"]["hidden_units"], sizes):
+                Wg = np.abs(W[w:w + h * n].reshape(h, n))
+                h_parts.append(Wg @ z[col:col + n] + np.abs(b[hb:hb + h]))
+                col, w, hb = col + n, w + h * n, hb + h
+            hidden = (np.concatenate(h_parts) + np.abs(arrays["hidden_mean"])) / arrays["hidden_scale"]
+            z = np.abs(arrays["coef1"]) @ hidden + np.abs(arrays["intercept1"])
+        out = np.abs(arrays["coef"]) @ z + np.abs(arrays["intercept"]).max(axis=0)
+        top = float(np.max(out)) if out.size else 0.0
+    return top if math.isfinite(top) else math.inf

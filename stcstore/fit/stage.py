@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ..core.atomic import check_output_dir, store_lock
+from ..classifier.files import check_classifier_out
+from ..core.atomic import remove_stale_temps, store_lock
 from ..core.console import eprint, progress
 from ..core.errors import StcError
 from ..core.fingerprint import fingerprint
@@ -289,10 +290,11 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
     store.require()
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        check_output_dir(out_path, force)
+        check_classifier_out(out_path, force)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     with store_lock(store.root, "stcstore fit"):
+        remove_stale_temps(store.root / "fits")  # a killed fit's spill and table temps
         fs = store.feature_set(cfg.dataset, cfg.model)
         blocks = [b for b in fs.blocks if b.kind in cfg.kinds and b.pooling in cfg.poolings]
         if not blocks:

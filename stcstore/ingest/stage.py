@@ -226,6 +226,7 @@ def ingest(store_path: str | Path, sources: list[str | Path], cfg: IngestConfig)
         raise StcError("give at least one SOURCE file to ingest")
     t0 = time.perf_counter()
     store = Store(store_path)
+    store.check_location()  # before the lock creates the folder
     with store_lock(store.root, "stcstore ingest"):
         store.ensure()
         remove_stale_temps(store.root / "ingest")

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from .. import __version__
 from ..classifier.classifier import Classifier
 from ..classifier.files import load_classifier
-from ..core.atomic import write_dir
+from ..core.atomic import check_output_dir, write_dir
 from ..core.console import eprint
 from ..core.errors import StcError
 from ..core.names import REPORT_HISTOGRAMS, REPORT_TOP
@@ -224,9 +224,20 @@ def _summary(clf: Classifier, data: dict[str, Any], split: str) -> dict[str, Any
 # ---------------------------------------------------------------------------------------------- entry
 
 
+REPORT_FILES = ("report.html", "report.json", "neurons.parquet")
+
+
+def is_report_dir(path: Path) -> bool:
+    """Whether a directory holds a report and nothing else (what `--force` may replace)."""
+    names = {p.name for p in path.iterdir()}
+    return "report.json" in names and names <= set(REPORT_FILES)
+
+
 def report(cfg: ReportConfig) -> ReportResult:
     """Write OUT/report.html, OUT/report.json and OUT/neurons.parquet for one classifier of one store."""
     t0 = time.perf_counter()
+    check_output_dir(Path(cfg.out), cfg.force, "--out", "report", is_report_dir,
+                     reads=(("classifier", cfg.classifier),))
     clf = load_classifier(cfg.classifier)
     m = clf.manifest
     if not isinstance(m.get("fit"), dict) or "fit_id" not in m["fit"] or not isinstance(m.get("metrics"), dict):
@@ -269,7 +280,7 @@ def report(cfg: ReportConfig) -> ReportResult:
              "report.json": (json.dumps(doc, indent=2, default=str) + "\n").encode("utf-8"),
              "neurons.parquet": sink.getvalue().to_pybytes()}
     out = Path(cfg.out)
-    write_dir(out, files, cfg.force)
+    write_dir(out, files, cfg.force, what="report", owned=is_report_dir)
     for msg in messages:
         eprint(msg)
     return ReportResult(out=str(out), files=[str(out / f) for f in files], classifier=clf.name, summary=summary,

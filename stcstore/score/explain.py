@@ -12,7 +12,7 @@ import numpy as np
 
 from ..classifier.classifier import Classifier
 from ..classifier.linear import probabilities
-from ..core.atomic import commit, staging, tmp_name
+from ..core.atomic import commit, remove_dead_temps, staging, tmp_name
 from ..core.html import PALETTE, esc, rgba
 from ..models.loading import LoadedModel
 
@@ -53,8 +53,10 @@ class Explainer:
         self.jsonl = prefix.with_name(prefix.name + ".explain.jsonl")
         self.html = prefix.with_name(prefix.name + ".explain.html")
         self.limit = limit
-        self._tmp = tmp_name(self.jsonl)
         self.jsonl.parent.mkdir(parents=True, exist_ok=True)
+        for f in (self.jsonl, self.html):
+            remove_dead_temps(f)  # left by a killed run
+        self._tmp = tmp_name(self.jsonl)
         self._f = open(self._tmp, "w", encoding="utf-8")
         self._cards: list[str] = []
         self.n = 0

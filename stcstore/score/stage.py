@@ -46,6 +46,7 @@ from ..classifier.classifier import Classifier
 from ..core.atomic import remove_dead_temps, remove_stale_temps, store_lock
 from ..core.console import eprint, progress
 from ..core.errors import StcError
+from ..core.paths import check_output
 from ..core.fingerprint import text_hash
 from ..core.names import (
     BATCH_SIZE,
@@ -277,12 +278,26 @@ class ScoreRun:
 
 
 def _check_output(cfg: ScoreConfig, output: Path) -> None:
+    """--output (and the rejects and explanation files beside it) never in, on or around a store (except
+    its predictions table), a classifier or the input being read."""
+    reads = tuple(("classifier", c) for c in cfg.classifiers) + ((("input file", cfg.input),) if cfg.input else ())
+    check_output(output, "--output", reads, in_predictions="no" if cfg.single_file else "table")
+    if cfg.single_file:
+        check_output(_rejects_file(output), "--output (its rejects file)", reads)
+    if cfg.explain_out:
+        for suffix in (".explain.jsonl", ".explain.html"):
+            prefix = Path(cfg.explain_out)
+            check_output(prefix.with_name(prefix.name + suffix), "--explain-out", reads, in_predictions="below")
     if cfg.single_file and output.exists() and not cfg.force:
         raise StcError(f"--output {output} exists; pick a new file, pass --force to replace it, or give a "
                        f"directory (no .parquet suffix) to append predictions incrementally")
     if not cfg.single_file and output.exists() and not output.is_dir():
         raise StcError(f"--output {output} is a file; give a directory for a predictions table "
                        f"or a path ending in .parquet for one file")
+
+
+def _rejects_file(output: Path) -> Path:
+    return output.with_name(output.name.removesuffix(".parquet") + ".rejects.parquet")
 
 
 def _explainer(cfg: ScoreConfig, output: Path, clfs: list[Classifier], scored_at: dt.datetime, run_id: str,
@@ -331,8 +346,7 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None,
     output = Path(cfg.output)
     _check_output(cfg, output)
     messages: list[str] = []
-    rejects = Rejects(output.with_name(output.name.removesuffix(".parquet") + ".rejects.parquet")
-                      if cfg.single_file else output / "rejects" / f"rejects-{uuid.uuid4().hex[:8]}.parquet")
+    rejects = Rejects(_rejects_file(output) if cfg.single_file else output / "rejects" / f"rejects-{uuid.uuid4().hex[:8]}.parquet")
     if cfg.input is not None:
         total, chunks = None, input_chunks(Path(cfg.input), cfg.format, cfg.text_field, cfg.id_field,
                                            cfg.chunk_rows, rejects)

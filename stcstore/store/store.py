@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from ..core import schemas
 from ..core.atomic import write_json_atomic
 from ..core.errors import StcError
+from ..core.paths import store_around
 from ..core.names import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID, FeatureBlock, check_name
 from .chunks import fsl_to_numpy, read_chunk_columns
 
@@ -88,7 +89,17 @@ class Store:
             return
         if self.root.exists() and any(p.name != ".lock" for p in self.root.iterdir()):
             raise StcError(f"{self.root} exists, is not empty and is not an stcstore store; pick an empty or new --store")
+        self.check_location()
         write_json_atomic(meta, {"format": STORE_FORMAT, "version": STORE_VERSION})
+
+    def check_location(self) -> None:
+        """A new store never lies inside another (its files would be mixed into the outer store's)."""
+        if (self.root / "store.json").exists():
+            return
+        outer = store_around(self.root)
+        if outer is not None:
+            raise StcError(f"--store {self.root} lies inside the store {outer}: a new store there would be mixed "
+                           f"into its files. Pick a path outside it")
 
     def require(self) -> None:
         """Refuse a directory that is not a store, or a store of a newer format than this stcstore reads."""
