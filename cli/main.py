@@ -103,8 +103,10 @@ def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_si
 @click.option("--param", "params", multiple=True, help="NAME=VALUE, bound as $NAME (repeatable).")
 @click.option("--list", "list_queries", is_flag=True, help="List the named queries.")
 @click.option("--max-rows", default=100, show_default=True, help="Rows shown in the table view.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=300, show_default=True,
+              help="Stop a query after this many seconds (exit 1); 0: no limit.")
 @P.JSON
-def sql(query, store, file, name, params, list_queries, max_rows, as_json) -> None:
+def sql(query, store, file, name, params, list_queries, max_rows, timeout, as_json) -> None:
     """Query the store read-only with DuckDB (views: texts, rejects, sources, feature_sets, neuron_stats,
     neuron_label_gaps, probes, aggregates, predictions)."""
     from stcstore.store.sql import param_pairs, query_list, run_query
@@ -112,7 +114,7 @@ def sql(query, store, file, name, params, list_queries, max_rows, as_json) -> No
     if list_queries:
         emit(query_list(), as_json)
         return
-    result = run_query(store, sql=query, file=file, name=name, params=param_pairs(params))
+    result = run_query(store, sql=query, file=file, name=name, params=param_pairs(params), timeout=timeout)
     click.echo(json.dumps(result.to_dict(), default=str, indent=2) if as_json else result.to_text(max_rows))
 
 

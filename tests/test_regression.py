@@ -227,3 +227,50 @@ def test_consolidation_head_on_a_value_target(fitted, tmp_path):
     rec = json.loads((tmp_path / "p.explain.jsonl").read_text().splitlines()[0])
     assert rec["tokens"] and all(t["contribution"] is None for t in rec["tokens"])
     assert rec["value"] == pytest.approx(pq.read_table(tmp_path / "p.parquet").column("value")[0].as_py(), abs=1e-5)
+
+
+
+def _value_store(tmp: Path, tokenizer, name: str, relabel=lambda r: r["label"], n: int = 200) -> Path:
+    """A store of the value corpus, each record's label replaced by relabel(record)."""
+    src = _value_corpus(tmp / f"{name}.jsonl", n)
+    recs = [json.loads(line) for line in src.read_text().splitlines()]
+    for r in recs:
+        r["label"] = relabel(r)
+    write_jsonl(src, recs)
+    st = tmp / name
+    ingest(st, [src], IngestConfig("d", split_field="split"))
+    extract(st, ExtractConfig("d", model="tiny-bert", batch_size=16), lm=build_tiny("bert", tokenizer))
+    return st
+
+
+def test_extreme_and_odd_labels_are_refused_by_name(tmp_path, bert_tokenizer):
+    """1e308 used to crash fit (exit 2) after probes ran 30x slower; "1_0" and "١٢" passed as 10 and 12."""
+    odd = {"r0": "1e308", "r1": "-1e308", "r2": "1_0", "r5": "١٢", "r6": "0x10"}
+    st = _value_store(tmp_path, bert_tokenizer, "odd", lambda r: odd.get(r["id"], r["label"]))
+    r = cli("fit", "--store", st, "--dataset", "d", "--model", "tiny-bert", "--task", "regression")
+    assert r.returncode == 1, r.stderr
+    assert ("5 labelled rows of split 'train'" in r.stderr and "id 'r0' ('1e308')" in r.stderr
+            and "id 'r2' ('1_0')" in r.stderr and "id 'r5' ('١٢')" in r.stderr and "within ±1e+30" in r.stderr)
+
+
+def test_a_target_of_any_magnitude_fits_as_well_as_one_in_0_1(tmp_path, bert_tokenizer):
+    """Targets in the billions used to give a constant model (R² 0) without a word: float32 had no digits
+    left for their variation. They are fitted on a working scale now and mapped back."""
+    cfg = FitConfig("d", model="tiny-bert", task="regression", **FAST)
+    base = fit(_value_store(tmp_path, bert_tokenizer, "unit"), cfg)
+    for scale, offset in ((1e9, 0.0), (1.0, 1e6), (1e-3, 0.0)):
+        name = f"s{scale:g}-{offset:g}"
+        st = _value_store(tmp_path, bert_tokenizer, name, lambda r: r["label"] * scale + offset)
+        res = fit(st, cfg, out=tmp_path / f"clf-{name}")
+        assert res.stc["test"]["r2"] > 0.8 and abs(res.stc["test"]["r2"] - base.stc["test"]["r2"]) < 0.05, name
+        assert res.stc["test"]["mae"] == pytest.approx(base.stc["test"]["mae"] * scale, rel=0.5)
+        clf = load_classifier(tmp_path / f"clf-{name}")
+        _, X = clf.store_features(Store(st), "d", "test")
+        pred = clf.predict_features(X)
+        assert abs(float(np.median(pred)) - (0.5 * scale + offset)) < 0.3 * scale  # in the target's own units
+
+
+def test_a_split_whose_targets_are_all_equal_is_refused(tmp_path, bert_tokenizer):
+    st = _value_store(tmp_path, bert_tokenizer, "flat", lambda r: 0.5 if r["split"] == "validation" else r["label"])
+    r = cli("fit", "--store", st, "--dataset", "d", "--model", "tiny-bert", "--task", "regression")
+    assert r.returncode == 1 and "split 'validation' of dataset 'd' has the value 0.5" in r.stderr, r.stderr

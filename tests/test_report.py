@@ -157,7 +157,12 @@ def test_refusals_are_clear_and_replacing_needs_force(reported, tmp_path):
     with pytest.raises(StcError, match="not empty.*--force"):
         report(ReportConfig(store=str(st), classifier=str(clf_dir), out=str(out)))
     assert (out / "keep.txt").read_text() == "mine"
-    report(ReportConfig(store=str(st), classifier=str(clf_dir), out=str(out), force=True))
+    with pytest.raises(StcError, match="not a report directory.*--force replaces only an earlier report"):
+        report(ReportConfig(store=str(st), classifier=str(clf_dir), out=str(out), force=True))
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    report(ReportConfig(store=str(st), classifier=str(clf_dir), out=str(out)))
+    report(ReportConfig(store=str(st), classifier=str(clf_dir), out=str(out), force=True))  # an earlier report
     assert sorted(p.name for p in out.iterdir()) == ["neurons.parquet", "report.html", "report.json"]
     assert not list(tmp_path.glob(".tmp-*"))
 

@@ -239,7 +239,8 @@ class Classifier:
 
     def decision_function_features(self, X: np.ndarray) -> np.ndarray:
         """X: [n, n_features] raw (stored-dtype) feature values -> scores [n, K] (linear, or the head's)."""
-        Z = (np.asarray(X, dtype=np.float32) - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite score is refused below
+            Z = (np.asarray(X, dtype=np.float32) - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
         if self._consolidation is not None:
             scores = self._consolidation.decision(Z)
         elif self._ensemble is not None:

@@ -93,7 +93,7 @@ def load_classifier(path: str | Path, model: "str | LoadedModel | None" = None,
 def _read_regular(root: Path, name: str, limit: int) -> bytes:
     """The bytes of root/name: a regular file (a link is refused, never followed) of at most `limit` bytes."""
     try:
-        fd = os.open(root / name, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO never blocks
     except FileNotFoundError:
         raise StcError(f"{name} is missing; the classifier directory is incomplete") from None
     except OSError as exc:

@@ -7,6 +7,7 @@ block l; FFN activation a{l} lives inside block l. A feature block is named `kin
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -102,17 +103,33 @@ class FeatureBlock:
 MAX_NUMERIC_CLASSES = 20
 
 
+# What counts as a number in a label: an ASCII decimal, optionally signed, with an optional fraction and
+# exponent ("3", "-0.25", "1e-3", ".5"), surrounding spaces ignored. Not: "1_0" or "١٢" (which Python's
+# float() reads as 10 and 12), "nan", "inf", "0x10".
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# The largest |value| a regression target may have: scores are computed in float32 (max 3.4e38), and a
+# prediction must stay finite with room to spare.
+MAX_TARGET = 1e30
+
+
+def parse_number(value: object) -> float | None:
+    """A stored label as a finite number, or None when it is not one (by the rule above)."""
+    if not isinstance(value, str):
+        return None
+    s = value.strip(" \t\r\n")
+    if not _NUMBER.fullmatch(s):
+        return None
+    x = float(s)
+    return x if math.isfinite(x) else None
+
+
 def labels_look_like_values(distinct: set[str]) -> bool:
     """Whether a set of distinct stored labels looks like a regression target: more than
-    MAX_NUMERIC_CLASSES of them, every one a number. (Fit refuses them without --task; extract keeps their
-    neuron statistics per split, not per label.)"""
+    MAX_NUMERIC_CLASSES of them, every one a number (`parse_number`). (Fit refuses them without --task;
+    extract keeps their neuron statistics per split, not per label.)"""
     if len(distinct) <= MAX_NUMERIC_CLASSES:
         return False
-    try:
-        [float(v) for v in distinct]
-    except ValueError:
-        return False
-    return True
+    return all(parse_number(v) is not None for v in distinct)
 
 
 def blocks_to_run(hidden_layers: list[int], ffn_layers: list[int]) -> int:

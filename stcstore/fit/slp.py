@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .probe import PathResult, path_scores, validation_key
 from .solver import PathPoint
+from .target import TargetScale
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,9 @@ def fit_slp(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, 
     net = net.to(device)
     X = torch.from_numpy(Xtr).to(device)
     Xv = torch.from_numpy(Xva).to(device)
+    target = TargetScale.of(ytr) if n_classes == 0 else TargetScale()  # trained on the working scale
     if K == 1:  # a value, or the positive class of two
-        y = torch.as_tensor(ytr, dtype=torch.float32, device=device)[:, None]
+        y = torch.as_tensor(target.forward(ytr), dtype=torch.float32, device=device)[:, None]
     else:
         y = torch.as_tensor(ytr, dtype=torch.long, device=device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -98,7 +100,7 @@ def fit_slp(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, 
             opt.step()
         net.eval()
         with torch.no_grad():
-            s = path_scores(net(Xv).double().cpu().numpy(), yva, n_classes)
+            s = path_scores(target.inverse(net(Xv).double().cpu().numpy()), yva, n_classes)
         rows.append({"step": epoch, "iterations": -(-n // cfg.batch_size), "n_nonzero": d,
                      **{f"val_{k}": v for k, v in s.items()}, "seconds": time.perf_counter() - t_epoch})
         key = validation_key(s, metric)
@@ -109,7 +111,10 @@ def fit_slp(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, 
             since += 1
             if since >= cfg.patience:
                 break
-    slp = SLP(*(a.astype(np.float32) for a in best_state), history=rows)  # type: ignore[misc]
+    W1, b1, W2, b2 = best_state  # type: ignore[misc]
+    if not target.identity:  # the output layer in the target's units
+        W2, b2 = W2.astype(np.float64) * target.scale, b2.astype(np.float64) * target.scale + target.center
+    slp = SLP(*(a.astype(np.float32) for a in (W1, b1, W2, b2)), history=rows)
     _, epoch, s_val = best  # type: ignore[misc]
     for r in rows:
         r["chosen"] = r["step"] == epoch

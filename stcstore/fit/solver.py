@@ -27,13 +27,14 @@ step grew as n k^2 + k^3, OWL-QN's grows as n k.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..classifier.linear import decision
+from .target import TargetScale
 
 
 class DenseDesign:
@@ -144,8 +145,9 @@ class L1Logistic:
         self.max_iter = max_iter
         self.memory = memory  # L-BFGS curvature pairs
         self._memory: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.target = TargetScale.of(y) if self.regression else TargetScale()  # weights in and out: target units
         if self.regression:
-            self.Y = torch.as_tensor(np.asarray(y, dtype=np.float32), device=self.device)[:, None]
+            self.Y = torch.as_tensor(np.asarray(self.target.forward(y), dtype=np.float32), device=self.device)[:, None]
             self.Y64 = self.Y.double()
             self.b0 = self.Y.double().mean(0)
             return
@@ -188,7 +190,7 @@ class L1Logistic:
         """The smallest lam at which every weight is zero (intercept at the class prior)."""
         eta = self.b0.to(torch.float32).expand(self.n, self.K)
         _, _, R = self._terms(eta)
-        return float(self.design.rtx(R, contiguous=False).abs().max()) / self.n
+        return float(self.design.rtx(R, contiguous=False).abs().max()) / self.n * self.target.scale
 
     # ------------------------------------------------------------------ restricted problem
     def _loss(self, XA: DenseDesign, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -330,7 +332,20 @@ class L1Logistic:
 
     # ------------------------------------------------------------------ one lam
     def fit(self, lam: float, warm: PathPoint | None = None, lam_prev: float | None = None) -> PathPoint:
-        """Solve at `lam`, warm-started from `warm` (a point of this path) when given."""
+        """Solve at `lam`, warm-started from `warm` (a point of this path) when given. The strengths and the
+        points in and out are in the target's units; the solve runs on its working scale (fit.target): the
+        lasso's solution scales with the target, its strength with it."""
+        t = self.target
+        if t.identity:
+            return self._fit(lam, warm, lam_prev)
+        if warm is not None:
+            warm = replace(warm, lam=warm.lam / t.scale, coef=warm.coef / t.scale,
+                           intercept=(warm.intercept - t.center) / t.scale)
+        pt = self._fit(lam / t.scale, warm, None if lam_prev is None else lam_prev / t.scale)
+        return replace(pt, lam=lam, C=1.0 / (self.n * lam), coef=pt.coef * t.scale,
+                       intercept=pt.intercept * t.scale + t.center, objective=pt.objective * t.scale ** 2)
+
+    def _fit(self, lam: float, warm: PathPoint | None, lam_prev: float | None) -> PathPoint:
         K, d = self.K, self.d
         if warm is None:
             Wfull = torch.zeros(d, K, dtype=torch.float64, device=self.device)
@@ -341,7 +356,8 @@ class L1Logistic:
         # gradient at the warm start, for the strong rule
         _, _, R = self._terms(self.design.linear(Wfull.T.to(torch.float32).contiguous(), b.to(torch.float32)))
         G = self.design.rtx(R, contiguous=False).abs().amax(dim=1) / self.n  # [d]
-        lp = lam_prev if lam_prev is not None else (warm.lam if warm is not None else self.lambda_max())
+        lp = lam_prev if lam_prev is not None else (warm.lam if warm is not None else
+                                                     self.lambda_max() / self.target.scale)
         support = Wfull.abs().amax(dim=1) > 0
         active = support | (G >= 2 * lam - lp)
         if not bool(active.any()):

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ..core.errors import StcError
 from ..core.fingerprint import Fingerprint
-from ..core.names import labels_look_like_values
+from ..core.names import MAX_TARGET, labels_look_like_values, parse_number
 from ..store.store import FeatureSet, Store
 
 if TYPE_CHECKING:
@@ -34,10 +34,11 @@ class Splits:
 
 
 def _natural(labels: list[str]) -> list[str]:
-    try:
-        return sorted(labels, key=lambda s: (float(s), s))
-    except ValueError:
+    """Classes in numeric order when every label is a number (core.names.parse_number), else as strings."""
+    values = [parse_number(s) for s in labels]
+    if any(v is None for v in values):
         return sorted(labels)
+    return [s for _, s in sorted(zip(values, labels))]
 
 
 def plan_splits(store: Store, fs: FeatureSet, cfg: "FitConfig") -> Splits:
@@ -83,6 +84,8 @@ def plan_splits(store: Store, fs: FeatureSet, cfg: "FitConfig") -> Splits:
     for name in (cfg.train_split, cfg.val_split):
         if len(y[name]) == 0:
             raise StcError(f"split {name!r} of dataset {cfg.dataset!r} has no labelled rows")
+        if regression:
+            _one_value(y[name], name, cfg)
     h = Fingerprint(seed=fs.id)
     for name in (cfg.train_split, cfg.val_split, cfg.test_split):
         ids = [v for m, r in zip(metas, plans[name]) for v in m.column("id").take(pa.array(r)).to_pylist()]
@@ -103,24 +106,32 @@ def _task(cfg: "FitConfig", train_labels: np.ndarray) -> str:
 
 
 def _values(labels: np.ndarray, split: str, cfg: "FitConfig", ids: list[list[str]] | None = None) -> np.ndarray:
-    """Stored labels of a regression target -> float64 values; refuses labels that are not finite numbers,
-    naming the rows."""
+    """Stored labels of a regression target -> float64 values; refuses labels that are not numbers
+    (core.names.parse_number) or lie beyond ±MAX_TARGET, naming the rows."""
     out = np.empty(len(labels))
     bad = []
     for i, v in enumerate(labels.tolist()):
-        try:
-            out[i] = float(v)
-        except (TypeError, ValueError):
-            out[i] = np.nan
-        if not np.isfinite(out[i]):
+        x = parse_number(v)
+        out[i] = np.nan if x is None else x
+        if x is None or abs(x) > MAX_TARGET:
             bad.append(i)
     if bad:
         flat = [x for chunk in ids for x in chunk] if ids is not None else None
         named = ", ".join(f"id {flat[i]!r} ({labels[i]!r})" if flat else f"row {i} ({labels[i]!r})" for i in bad[:5])
         raise StcError(f"--task regression: {len(bad)} labelled rows of split {split!r} of dataset {cfg.dataset!r} have "
-                       f"a label that is not a finite number: {named}{' ...' if len(bad) > 5 else ''}. Fix or remove "
-                       f"them (re-ingest) and fit again")
+                       f"a label that is not a number within ±{MAX_TARGET:g}: {named}{' ...' if len(bad) > 5 else ''}. "
+                       f"A number is ASCII decimal (\"3\", \"-0.25\", \"1e-3\"; not \"1_0\", \"nan\" or non-ASCII "
+                       f"digits). Fix or remove them (re-ingest) and fit again")
     return out
+
+
+def _one_value(y: np.ndarray, split: str, cfg: "FitConfig") -> None:
+    """Refuse a train or validation split whose targets are all equal: nothing can be learnt or chosen on it
+    (R² is undefined, every candidate would score alike)."""
+    if len(y) and float(np.ptp(y)) == 0.0:
+        raise StcError(f"--task regression: every one of the {len(y)} labelled rows of split {split!r} of dataset "
+                       f"{cfg.dataset!r} has the value {float(y[0]):g}; fitting needs targets that vary in the train "
+                       f"and validation splits")
 
 
 def _strata(y: np.ndarray, bins: int = 10) -> np.ndarray:

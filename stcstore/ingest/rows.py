@@ -63,6 +63,15 @@ class RowValidator:
                  with_splits: bool = True, where: str = "exists") -> None:
         self.text_field, self.known, self.default_split = text_field, known, default_split
         self.with_splits, self.where = with_splits, where
+        self.rows = self.rows_with_text = 0  # for the file-level verdict (no_text_field)
+
+    def no_text_field(self) -> str | None:
+        """The verdict on a whole file, shared by ingest and `score --input`: rows were read and not one had
+        the text field (a wrong --text-field, not bad rows): the file is refused, nothing of it used."""
+        if self.rows and not self.rows_with_text:
+            return (f"no row has the text field {self.text_field!r}; pass --text-field (dotted paths like "
+                    f"user.description work for JSON)")
+        return None
 
     def problem(self, row: Row) -> str | None:
         """Why a row cannot be used as a text at all (before ids are compared), or None."""
@@ -82,6 +91,9 @@ class RowValidator:
 
     def check(self, row: Row) -> Text | str | None:
         """A usable row as a Text, its reject reason as a str, or None for an exact duplicate of an earlier row."""
+        self.rows += 1
+        if row.error or row.text is not None:
+            self.rows_with_text += 1
         problem = self.problem(row)
         if problem:
             return problem

@@ -187,11 +187,8 @@ def _ingest_file(store: Store, path: Path, cfg: IngestConfig, known: IdIndex,
 def _read_into(path: Path, fmt: str, cfg: IngestConfig, validator: RowValidator, writer: _BatchWriter,
                result: FileResult, seq: int, now: datetime) -> int:
     """Validate every row of one file into the batch writer; returns the next free seq."""
-    missing_text_only = True
     for row in read_rows(path, fmt, cfg.read_options()):
         result.rows_read += 1
-        if row.error or row.text is not None:
-            missing_text_only = False
         verdict = validator.check(row)
         if verdict is None:
             result.duplicates += 1
@@ -202,9 +199,9 @@ def _read_into(path: Path, fmt: str, cfg: IngestConfig, validator: RowValidator,
             writer.add_text(_text_row(verdict, row, str(path), seq, now))
             seq += 1
             result.ingested += 1
-    if result.rows_read and result.ingested == 0 and result.duplicates == 0 and missing_text_only:
-        raise StcError(f"{path}: no row has the text field {cfg.text_field!r}; pass --text-field "
-                       f"(dotted paths like user.description work for JSON)")
+    missing = validator.no_text_field()
+    if missing:
+        raise StcError(f"{path}: {missing}")
     return seq
 
 

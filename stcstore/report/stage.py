@@ -236,9 +236,9 @@ def is_report_dir(path: Path) -> bool:
 def report(cfg: ReportConfig) -> ReportResult:
     """Write OUT/report.html, OUT/report.json and OUT/neurons.parquet for one classifier of one store."""
     t0 = time.perf_counter()
+    clf = load_classifier(cfg.classifier)
     check_output_dir(Path(cfg.out), cfg.force, "--out", "report", is_report_dir,
                      reads=(("classifier", cfg.classifier),))
-    clf = load_classifier(cfg.classifier)
     m = clf.manifest
     if not isinstance(m.get("fit"), dict) or "fit_id" not in m["fit"] or not isinstance(m.get("metrics"), dict):
         raise StcError(f"classifier {cfg.classifier} has no record of the fit that made it (fit, metrics); a report "

@@ -75,6 +75,9 @@ def input_chunks(path: Path, fmt: str, text_field: str, id_field: str, chunk_row
                     ids, texts = [], []
     except READ_ERRORS as exc:
         raise StcError(f"--input {path}: unreadable after line {line} ({type(exc).__name__}: {exc})") from exc
+    missing = validator.no_text_field()
+    if missing:
+        raise StcError(f"--input {path}: {missing}")
     if ids:
         yield ids, texts
 

@@ -3,6 +3,12 @@
 The store's files are registered as pyarrow datasets (so an empty store still has every view, with its
 columns), and every view is plain SQL read from the package's sql/ directory. User values reach
 DuckDB only as bound parameters.
+
+A user's SQL is read-only by construction: only queries and work on the session's in-memory tables run
+(ALLOWED_STATEMENTS), so nothing is written to any file, not even into DuckDB's own temp directory
+(COPY ... TO current_setting('temp_directory')); spills are bounded by `max_temp_directory_size` and the
+temp directories of sessions that died are swept. A statement time limit (`timeout`, the CLI's
+`--timeout`) interrupts a runaway query.
 """
 
 from __future__ import annotations
@@ -11,11 +17,12 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import duckdb
 import pyarrow as pa
@@ -30,6 +37,30 @@ if TYPE_CHECKING:
     import polars
 
 _PARAM_RE = re.compile(r"^--\s*param\s+(\w+)\s+(.*?)\s*$", re.M)
+TEMP_PREFIX = "stcstore-duckdb-"
+# The statement kinds (duckdb StatementType names) a user's SQL may hold: queries (WITH, VALUES, DESCRIBE,
+# SHOW, SUMMARIZE parse as SELECT; PIVOT as MULTI) and work on the session's own in-memory tables. Every
+# other kind (COPY, EXPORT, ATTACH, LOAD/INSTALL, SET, PRAGMA, CALL, PREPARE/EXECUTE, ...) is refused before
+# anything runs.
+ALLOWED_STATEMENTS = ("SELECT", "EXPLAIN", "MULTI", "CREATE", "INSERT", "UPDATE", "DELETE", "DROP", "ALTER")
+
+
+def sweep_dead_sessions(base: str | Path | None = None) -> int:
+    """Remove the temp directories of DuckDB sessions whose process no longer runs (the pid is in the name:
+    stcstore-duckdb-PID-RAND); those of stcstore 0.2 (no pid) once a day old."""
+    from ..core.atomic import pid_alive
+
+    n = 0
+    for d in Path(base or tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        parts = d.name[len(TEMP_PREFIX):].split("-", 1)
+        try:
+            dead = not pid_alive(int(parts[0])) if len(parts) == 2 else time.time() - d.stat().st_mtime > 86400
+        except (ValueError, OSError):
+            continue
+        if dead and d.is_dir() and not d.is_symlink():
+            shutil.rmtree(d, ignore_errors=True)
+            n += 1
+    return n
 
 
 def sql_dir() -> Path:
@@ -81,7 +112,8 @@ class StoreSQL:
         self.store = Store(store)
         self.store.require()
         self.store.check_fit_tables()
-        self._tmp = tempfile.mkdtemp(prefix="stcstore-duckdb-")
+        sweep_dead_sessions()
+        self._tmp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
         self.con = duckdb.connect(config={
             "temp_directory": self._tmp,
             "memory_limit": memory_limit or os.environ.get("STCSTORE_DUCKDB_MEMORY", "4GB"),
@@ -126,29 +158,64 @@ class StoreSQL:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _execute(self, sql: str, params: dict[str, Any] | None) -> duckdb.DuckDBPyConnection:
+    def check_read_only(self, sql: str) -> None:
+        """Refuse SQL holding any statement that is not a query or in-memory work (COPY, EXPORT, ATTACH, SET,
+        INSTALL, ...): nothing of it runs."""
         try:
-            return self.con.execute(sql, params or None)
+            statements = self.con.extract_statements(sql)
         except duckdb.Error as exc:
             raise StcError(f"query failed: {exc}") from exc
+        for i, st in enumerate(statements, 1):
+            kind = st.type.name
+            if kind not in ALLOWED_STATEMENTS:
+                raise StcError(f"query refused: statement {i} is a {kind} statement; `stcstore sql` runs queries "
+                               f"(SELECT, WITH, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE) and in-memory tables only, "
+                               f"never a file write or a setting. To save a result, use --json or the Python API "
+                               f"(Store.sql gives a polars DataFrame)")
 
-    def frame(self, sql: str, params: dict[str, Any] | None = None) -> "polars.DataFrame":
+    def _timed(self, timeout: float | None, work: Callable[[], Any]) -> Any:
+        """Run `work` (DuckDB calls on this connection), interrupted after `timeout` seconds."""
+        timer = threading.Timer(timeout, self.con.interrupt) if timeout else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            return work()
+        except duckdb.InterruptException:
+            raise StcError(f"query stopped after the time limit of {timeout:g} s (--timeout); narrow it (a LIMIT, a "
+                           f"WHERE on dataset, layer or split) or raise --timeout (0: no limit)") from None
+        except duckdb.Error as exc:
+            raise StcError(f"query failed: {exc}") from exc
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def frame(self, sql: str, params: dict[str, Any] | None = None, timeout: float | None = None
+              ) -> "polars.DataFrame":
         """The query's result as a polars DataFrame (through a DuckDB relation: `.pl()`)."""
         import polars as pl
 
-        try:
+        self.check_read_only(sql)
+
+        def work() -> "polars.DataFrame":
             rel = self.con.sql(sql, params=params or None)
             return pl.DataFrame() if rel is None else rel.pl()
-        except duckdb.Error as exc:
-            raise StcError(f"query failed: {exc}") from exc
 
-    def run(self, sql: str, params: dict[str, Any] | None = None) -> "QueryResult":
+        return self._timed(timeout, work)
+
+    def run(self, sql: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> "QueryResult":
+        """Run read-only SQL (check_read_only) and fetch its rows, within `timeout` seconds (None: no limit)."""
         t0 = time.perf_counter()
-        cur = self._execute(sql, params)
-        if cur.description is None:
-            return QueryResult([], [], time.perf_counter() - t0)
-        names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        self.check_read_only(sql)
+
+        def work() -> tuple[list[str], list[dict[str, Any]]]:
+            cur = self.con.execute(sql, params or None)
+            if cur.description is None:
+                return [], []
+            names = [d[0] for d in cur.description]
+            return names, [dict(zip(names, r)) for r in cur.fetchall()]
+
+        names, rows = self._timed(timeout, work)
         return QueryResult(names, rows, time.perf_counter() - t0)
 
 
@@ -224,8 +291,9 @@ def named_query(name: str, given: dict[str, str]) -> tuple[str, dict[str, Any]]:
 
 
 def run_query(store: str | Path, sql: str | None = None, file: str | None = None, name: str | None = None,
-              params: dict[str, str] | None = None) -> QueryResult:
-    """Run exactly one of: SQL text, a .sql file, or a named query, against a store (read-only)."""
+              params: dict[str, str] | None = None, timeout: float | None = None) -> QueryResult:
+    """Run exactly one of: SQL text, a .sql file, or a named query, against a store (read-only), stopped
+    after `timeout` seconds (None or 0: no limit)."""
     if sum(x is not None for x in (sql, file, name)) != 1:
         raise StcError("give exactly one of QUERY, --file F or --query NAME")
     bound = {k: parse_param(v) for k, v in (params or {}).items()}
@@ -236,6 +304,8 @@ def run_query(store: str | Path, sql: str | None = None, file: str | None = None
             sql = Path(file).read_text()
         except OSError as exc:
             raise StcError(f"cannot read --file {file}: {exc}") from exc
+    if timeout is not None and timeout < 0:
+        raise StcError(f"--timeout {timeout:g}: give seconds (0: no limit)")
     with StoreSQL(store) as db:
-        return db.run(sql or "", bound)
+        return db.run(sql or "", bound, timeout=timeout or None)
 
