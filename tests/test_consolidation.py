@@ -145,7 +145,7 @@ def test_a_damaged_or_edited_head_is_refused(consolidated, tmp_path):
         load_classifier(bad)
     m["head"]["hidden_units"] = [u + 1 for u in json.loads((tmp / "clf" / "manifest.json").read_text())["head"]["hidden_units"]]
     (bad / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(StcError, match="sub_weight.npy has shape"):
+    with pytest.raises(StcError, match="sub_weight.*shape"):
         load_classifier(bad)
     m = json.loads((tmp / "clf" / "manifest.json").read_text())
     m["version"] = 1  # an 0.2 reader's format cannot hold a head
