@@ -11,11 +11,19 @@ process, exactly like this checkout's fit, so both get the same cores and their 
     python bench/fit.py --store ST --dataset irony --no-baseline --probes lr,slp       # LR vs SLP probes
     python bench/fit.py --store ST --dataset irony --no-baseline --aggregators lr,consolidation
     python bench/fit.py --store ST --dataset joy --no-baseline --metric r2 --fit-args '--task regression'
+    python bench/fit.py --store ST --dataset sst6k --no-baseline --workers 1,2 --contention 1,3
 
 Both fits write their tables into the store (a different fit id each: the fit format changed), and the
 baseline's classifier goes to a temporary folder. Prints, for each version: probe, aggregate and total
 seconds, peak RSS, the chosen configuration and its validation score, then the new ÷ baseline ratios and
 the validation difference (goal: ≥ 6x faster on 6k-row data, validation within ±0.003 or better).
+
+`--workers 1,2` runs this checkout's fit once per worker count and prints each one's wall and CPU seconds
+(the whole process: user + system), the CPU ratio against the first count (goal: <= 1.15 at 2 against 1)
+and whether the fit id and chosen configuration are the same. `--contention 1,3` then repeats the last
+worker count with that many busy processes started on the machine by the bench itself (pure-Python spin
+loops), and prints wall and CPU seconds and the wall ratio against the quiet run (goals on 2 cores:
+<= 2.0x with one, <= 4x with three).
 
 `--aggregators lr,consolidation` adds a fit with `--aggregator consolidation` (SLP probes and the head; LR
 probes and the paper's aggregate beside it) and prints its two sides: probe and aggregation seconds,
@@ -27,9 +35,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,10 +72,52 @@ def run_fit(site: Path | None, args: argparse.Namespace, extra: list[str]) -> di
         if args.threads:
             argv += ["--threads", str(args.threads)]
         code = "import sys; from stcstore.cli.main import main; sys.argv = ['stcstore'] + sys.argv[1:]; main()"
+        t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         p = subprocess.run([sys.executable, "-c", code, *argv], cwd=tmp, env=env, capture_output=True, text=True)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         sys.exit(f"fit failed ({'baseline' if site else 'this checkout'}):\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout)
+    out = json.loads(p.stdout)
+    out["process"] = {"wall": time.perf_counter() - t0,  # worker processes are children too: counted
+                      "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)}
+    return out
+
+
+SPIN = "while True: pass"
+
+
+def workers_and_contention(args: argparse.Namespace) -> None:
+    """This checkout's fit at each --workers count, then under --contention busy processes."""
+    counts = [int(w) for w in args.workers.split(",")]
+    loads = [int(n) for n in args.contention.split(",")] if args.contention else []
+    print(f"CPUs available to this process: {len(os.sched_getaffinity(0))}")
+    print(f"{'run':24s} {'wall s':>7s} {'CPU s':>7s} {'probes s':>8s} {'aggr. s':>8s}  fit id, chosen")
+    runs: list[tuple[str, dict]] = []
+
+    def show(name: str, r: dict) -> None:
+        c, s = r["chosen"], r["seconds"]
+        print(f"{name:24s} {r['process']['wall']:7.1f} {r['process']['cpu']:7.1f} {s['probes']:8.1f} "
+              f"{s['aggregate']:8.1f}  {r['fit_id']}, {c['kind']}.{c['pooling']} η {c['eta']} L_temp {c['l_temp']}")
+        runs.append((name, r))
+
+    for w in counts:
+        show(f"--workers {w}", run_fit(None, args, ["--workers", str(w)] + args.fit_args.split()))
+    first, last = runs[0][1], runs[-1][1]
+    for name, r in runs[1:]:
+        print(f"{name} vs --workers {counts[0]}: CPU seconds x{r['process']['cpu'] / first['process']['cpu']:.2f}, "
+              f"wall x{r['process']['wall'] / first['process']['wall']:.2f}, same fit id and choice: "
+              f"{r['fit_id'] == first['fit_id'] and r['chosen'] == first['chosen']}")
+    for n in loads:
+        busy = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(n)]
+        try:
+            r = run_fit(None, args, ["--workers", str(counts[-1])] + args.fit_args.split())
+        finally:
+            for b in busy:
+                b.kill()
+                b.wait()
+        show(f"--workers {counts[-1]}, {n} busy", r)
+        print(f"  wall x{r['process']['wall'] / last['process']['wall']:.2f} the quiet run's; same fit id: "
+              f"{r['fit_id'] == last['fit_id']}")
 
 
 def describe(name: str, r: dict, metric: str) -> str:
@@ -109,9 +161,17 @@ def main() -> None:
                     "lr,slp: one fit each, compared with the first")
     ap.add_argument("--aggregators", default="lr", help="lr,consolidation: also a fit with --aggregator "
                     "consolidation, its head and LR aggregate compared with the LR probes' LR aggregate")
+    ap.add_argument("--workers", default=None, help="e.g. 1,2: this checkout's fit at each --workers count "
+                    "(wall, CPU seconds, same result?)")
+    ap.add_argument("--contention", default=None, help="e.g. 1,3: the last --workers count again with that many "
+                    "busy processes on the machine")
     ap.add_argument("--baseline-json", default=None, help="reuse the baseline's result from this file when it "
                     "exists (else run it and save it there): for repeated runs while developing")
     args = ap.parse_args()
+    if args.workers or args.contention:
+        args.workers = args.workers or "2"
+        workers_and_contention(args)
+        return
     runs = {}
     if args.baseline_json and Path(args.baseline_json).exists():
         runs["baseline"] = json.loads(Path(args.baseline_json).read_text())

@@ -141,7 +141,8 @@ def sql(query, store, file, name, params, list_queries, max_rows, timeout, as_js
 @P.THREADS
 @P.DEVICE
 @P.FORCE
-@P.engine("the per-layer probes")
+@P.engine("the per-layer probes", local_workers="Probes fitted at a time, each on one thread (local: worker "
+                                                 "processes [default: the CPUs available]; Ray: tasks).")
 @P.JSON
 def fit(store, dataset, model, out, etas, task, probe, aggregator, selection, metric, kinds, poolings, mix_kinds, val_fraction, seed, probe_rows,
         memory_budget, threads, device, force, engine, ray_address, workers, cpus_per_worker, gpus_per_worker,
@@ -153,8 +154,9 @@ def fit(store, dataset, model, out, etas, task, probe, aggregator, selection, me
     cfg = FitConfig(dataset=dataset, model=model, etas=etas, task=task, probe=probe, aggregator=aggregator, selection=selection,
                     metric=metric, kinds=kinds, poolings=poolings,
                     mix_kinds=mix_kinds, val_fraction=val_fraction, seed=seed, probe_rows=probe_rows or None,
-                    memory_budget_mb=memory_budget or None, threads=threads, device=device)
-    opts = P.ray_options(engine, ray_address, workers, cpus_per_worker, gpus_per_worker)
+                    memory_budget_mb=memory_budget or None, threads=threads, device=device,
+                    workers=workers if engine == "local" else None)
+    opts = P.ray_options(engine, ray_address, workers if engine == "ray" else None, cpus_per_worker, gpus_per_worker)
     if opts is None:
         emit(run(store, cfg, out=out, force=force), as_json)
     else:

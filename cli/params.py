@@ -126,8 +126,9 @@ MEMORY_BUDGET_OPT = click.option("--memory-budget", "memory_budget", type=click.
                                       "chosen one is refitted on every train row, streamed from disk (0: no limit).")
 
 
-def engine(what: str):
-    """--engine and the Ray options; the command receives them as `ray_opts` (None: run locally)."""
+def engine(what: str, local_workers: str | None = None):
+    """--engine and the Ray options; the command receives them as `ray_opts` (None: run locally).
+    `local_workers`: the help of a --workers that also applies locally (fit's probe processes)."""
     def decorate(f):
         for opt in reversed([
             click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -136,7 +137,7 @@ def engine(what: str):
                          help="Ray cluster to join [default: RAY_ADDRESS, else a cluster started by `ray start` on "
                               "this machine, else a new local one]; 'local' always starts a new local one."),
             click.option("--workers", type=click.IntRange(min=1), default=None,
-                         help="Ray workers [default: as many as the cluster's CPUs/GPUs hold]."),
+                         help=local_workers or "Ray workers [default: as many as the cluster's CPUs/GPUs hold]."),
             click.option("--cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=1.0,
                          show_default=True, help="CPUs Ray reserves per worker (also its torch threads)."),
             click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,

@@ -4,8 +4,8 @@ and every write stay on the driver.
 The probes are independent: each task receives the driver's `Fitter` (the store's path, the feature set,
 the splits and the probes' row sample; put once in Ray's object store) and one block, reads that block
 from the store itself (the store is on storage every node reaches) and fits its path exactly as a local
-fit does. Tasks run with the driver's torch thread count (`--threads`, else the CPUs asked per task), so
-a fit on Ray gives the same probes, choices and classifier as a local fit with the same `--threads`.
+fit does: on one thread (`fit.parallel.probe_one`), so a fit on Ray gives the same probes, choices and
+classifier as a local fit, with any `--workers` and `--threads`.
 """
 
 from __future__ import annotations
@@ -14,28 +14,25 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from ..core.console import eprint
 from ..core.names import FeatureBlock
+from ..fit.parallel import probe_one
 from ..fit.search import Fitter, ProbeState
 from ..fit.stage import FitConfig, FitResult, fit
 from .engine import RayOptions, check_resources, ray_session
 
 
-def probe_task(fitter: Fitter, block: FeatureBlock, threads: int, device: str) -> ProbeState:
-    torch.set_num_threads(threads)
+def probe_task(fitter: Fitter, block: FeatureBlock, device: str) -> ProbeState:
     if device != fitter.cfg.device:  # this task's GPU (the fitter is this task's own copy)
         fitter.cfg = replace(fitter.cfg, device=device)
-    return fitter.probe(block)
+    return probe_one(fitter, block)  # one thread, as every local probe
 
 
 class RayProbeRunner:
     """`fit.stage.ProbeRunner` on Ray: every block's probe is a task; states come back in block order."""
 
-    def __init__(self, ray: Any, opts: RayOptions, threads: int | None) -> None:
+    def __init__(self, ray: Any, opts: RayOptions) -> None:
         self.ray, self.opts = ray, opts
-        self.threads = opts.worker_threads(threads)
 
     def __call__(self, fitter: Fitter, blocks: list[FeatureBlock]) -> Iterator[ProbeState]:
         ray, opts = self.ray, self.opts
@@ -51,7 +48,7 @@ class RayProbeRunner:
         try:
             for _ in blocks:  # keep n tasks running; hand results back in block order
                 while queue and len(pending) < n:
-                    pending.append(task.remote(ref, queue.pop(0), self.threads, opts.worker_device(fitter.cfg.device)))
+                    pending.append(task.remote(ref, queue.pop(0), opts.worker_device(fitter.cfg.device)))
                 yield ray.get(pending.pop(0))
         finally:
             for r in pending:
@@ -63,4 +60,4 @@ def ray_fit(store_path: str | Path, cfg: FitConfig, opts: RayOptions = RayOption
     """`fit` with the per-layer probes fitted on Ray."""
     store_path = Path(store_path).resolve()  # tasks may start in another working directory, or on another node
     with ray_session(opts) as ray:
-        return fit(store_path, cfg, out=out, force=force, probe_runner=RayProbeRunner(ray, opts, cfg.threads))
+        return fit(store_path, cfg, out=out, force=force, probe_runner=RayProbeRunner(ray, opts))

@@ -54,6 +54,7 @@ from .consolidation import HeadState, consolidate, refit_head
 from .probe import PathConfig
 from .efficiency import efficiency
 from .outcome import build_classifier, chosen_entry, test_reports
+from .parallel import PoolProbeRunner, available_cpus, probe_one
 from .result import FitResult, noise_messages, peak_rss_mb
 from .search import AggState, Ensemble, Fitter, ProbeState
 from .selection import best_state, ranked
@@ -82,7 +83,8 @@ class FitConfig:
     test_split: str = "test"
     val_fraction: float = VAL_FRACTION  # carved from train (stratified, seeded) only when there is no validation split
     seed: int = 0
-    threads: int | None = None
+    threads: int | None = None  # torch threads of this process (the aggregate searches)
+    workers: int | None = None  # probes at a time, each on one thread [default: the CPUs available]
     probe_rows: int | None = PROBE_ROWS  # per-layer probes use a stratified sample of this many train rows
     memory_budget_mb: int | None = MEMORY_BUDGET_MB  # aggregate train matrices above it: sampled search, streamed refit
     device: str = "cpu"  # torch device of the solver, e.g. cuda:0 (the store is read on the host)
@@ -117,7 +119,7 @@ class FitConfig:
         check_kinds_poolings(self.kinds, self.poolings)
         if not (0.0 < self.val_fraction < 1.0):
             raise StcError("--val-fraction must be between 0 and 1")
-        check_at_least(self, ("threads",))
+        check_at_least(self, ("threads", "workers"))
         check_at_least(self, ("probe_rows",), 100)
         check_at_least(self, ("memory_budget_mb",), 1)
 
@@ -146,7 +148,7 @@ def _fit_probes(fitter: Fitter, blocks: list[FeatureBlock], bar: Any, runner: Pr
     """Stage 1: one L1 probe per block, its strength chosen on validation."""
     metric = fitter.cfg.metric
     probes: dict[FeatureBlock, ProbeState] = {}
-    states = runner(fitter, blocks) if runner is not None else (fitter.probe(b) for b in blocks)
+    states = runner(fitter, blocks) if runner is not None else (probe_one(fitter, b) for b in blocks)
     for i, (b, p) in enumerate(zip(blocks, states)):
         if p.block != b:
             raise StcError(f"internal: probe of {p.block.column} returned for {b.column}")
@@ -258,9 +260,9 @@ def _search(fitter: Fitter, blocks: list[FeatureBlock], groups: list[tuple[str, 
 
 
 def _fit_config(cfg: FitConfig, fitter: Fitter, messages: list[str]) -> dict[str, Any]:
-    """The options that define the fit's result (its id): how it ran (threads, device) is left out, and so
+    """The options that define the fit's result (its id): how it ran (threads, workers, device) is left out, and so
     are options that did not apply, so that they do not change the id."""
-    fit_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "device")}
+    fit_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "workers", "device")}
     if cfg.task in (None, "classification"):  # the default: classification fit ids stay as they were
         fit_cfg.pop("task")
     if cfg.probe == "lr":  # likewise
@@ -307,6 +309,9 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         for m in messages:
             eprint(m)
         fitter = Fitter(store, fs, cfg, splits)
+        workers = cfg.workers or available_cpus()
+        if probe_runner is None and workers > 1 and len(blocks) > 1 and cfg.device == "cpu":
+            probe_runner = PoolProbeRunner(workers)
         groups = [(k, p) for k in cfg.kinds for p in cfg.poolings]
         if cfg.mix_kinds and len(cfg.kinds) > 1:
             groups += [("+".join(cfg.kinds), p) for p in cfg.poolings]
