@@ -211,16 +211,28 @@ class Fitter:
                        self.cfg.path, self.cfg.device)
         return ProbeState(block, mean, scale, res)
 
+    def kept(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState]) -> dict[FeatureBlock, np.ndarray]:
+        """Per block of one (kind, pooling): the neurons kept at the largest η, most important first (smaller η
+        keep a prefix)."""
+        eta_max = max(self.cfg.etas)
+        return {b: select_neurons(p.result.chosen.coef, eta_max) for b, p in probes.items()
+                if b.kind in kind.split("+") and b.pooling == pooling}
+
+    def search_bytes(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState]) -> int:
+        """The bytes of the train matrix an aggregate search of one (kind, pooling) holds (group_data)."""
+        width = sum(len(k) for k in self.kept(kind, pooling, probes).values())
+        n = len(self.splits.y[self.tr])
+        budget = self.cfg.memory_budget_mb
+        rows = n if budget is None else min(n, max(budget * 2**20 // (4 * max(width, 1)), 100))
+        return 4 * width * rows
+
     def group_data(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState]) -> "GroupData":
         """The train rows an aggregate search holds (all, or the memory budget's sample) and validation, of the
         neurons the largest η keeps in every layer of one (kind, pooling), standardised with the probes'
         statistics."""
         kinds = kind.split("+")
         layers = sorted({b.layer for b in probes if b.kind in kinds and b.pooling == pooling})
-        eta_max = max(self.cfg.etas)
-        # per block: neurons kept at the largest η, most important first; smaller η keep a prefix
-        kept = {b: select_neurons(p.result.chosen.coef, eta_max) for b, p in probes.items()
-                if b.kind in kinds and b.pooling == pooling}
+        kept = self.kept(kind, pooling, probes)
         order = sorted(kept, key=lambda b: (b.layer, KINDS.index(b.kind)))
         picks = neuron_picks(self.fs, [(b.kind, b.pooling, b.layer, kept[b]) for b in order])
         offsets = np.cumsum([0] + [len(kept[b]) for b in order])

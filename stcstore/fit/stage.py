@@ -54,7 +54,7 @@ from .consolidation import HeadState, consolidate, refit_head
 from .probe import PathConfig
 from .efficiency import efficiency
 from .outcome import build_classifier, chosen_entry, test_reports
-from .parallel import PoolProbeRunner, available_cpus, probe_one
+from .parallel import Workers, available_cpus
 from .result import FitResult, noise_messages, peak_rss_mb
 from .search import AggState, Ensemble, Fitter, ProbeState
 from .selection import best_state, ranked
@@ -148,7 +148,7 @@ def _fit_probes(fitter: Fitter, blocks: list[FeatureBlock], bar: Any, runner: Pr
     """Stage 1: one L1 probe per block, its strength chosen on validation."""
     metric = fitter.cfg.metric
     probes: dict[FeatureBlock, ProbeState] = {}
-    states = runner(fitter, blocks) if runner is not None else (probe_one(fitter, b) for b in blocks)
+    states = runner(fitter, blocks) if runner is not None else Workers(1).probes(fitter, blocks)
     for i, (b, p) in enumerate(zip(blocks, states)):
         if p.block != b:
             raise StcError(f"internal: probe of {p.block.column} returned for {b.column}")
@@ -162,15 +162,20 @@ def _fit_probes(fitter: Fitter, blocks: list[FeatureBlock], bar: Any, runner: Pr
 
 
 def _per_group(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[FeatureBlock, ProbeState], bar: Any,
-               search: Callable[..., list[Any]], what: str) -> list[Any]:
-    """`search(kind, pooling, probes, on_fit)` for every (kind, pooling) that has probes: all its states."""
+               search: Callable[..., list[Any]] | Workers, what: str) -> list[Any]:
+    """`search(kind, pooling, probes, on_fit)` for every (kind, pooling) that has probes (or `Workers`: their
+    aggregate searches side by side): all its states."""
     metric = fitter.cfg.metric
     out: list[Any] = []
-    for kind, pooling in groups:
-        if not any(b.kind in kind.split("+") and b.pooling == pooling for b in probes):
-            continue
-        states = search(kind, pooling, probes, lambda _: bar.update(1))
+    groups = [(k, p) for k, p in groups if any(b.kind in k.split("+") and b.pooling == p for b in probes)]
+    if isinstance(search, Workers):
+        found = search.aggregates(fitter, groups, probes)
+    else:
+        found = (search(kind, pooling, probes, lambda _: bar.update(1)) for kind, pooling in groups)
+    for (kind, pooling), states in zip(groups, found):
         out.extend(states)
+        if isinstance(search, Workers):
+            bar.update(len(states))
         if bar.disable:
             top = best_state(states, metric)
             eprint(f"{what} {kind}.{pooling}: best val {metric} {top.result.validation[metric]:.4f} "
@@ -179,12 +184,12 @@ def _per_group(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[Featu
 
 
 def _fit_aggregates(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[FeatureBlock, ProbeState],
-                    bar: Any) -> tuple[list[AggState], AggState | Ensemble]:
+                    bar: Any, workers: Workers) -> tuple[list[AggState], AggState | Ensemble]:
     """Stages 2-3: sparsify every probe at every η and aggregate layers 0..L_temp; returns every aggregate
     and the chosen classifier (`--selection`): the ensemble of each kind/pooling's validation-best aggregate,
     or the single validation-best one."""
     metric = fitter.cfg.metric
-    aggs = _per_group(fitter, groups, probes, bar, fitter.aggregate, "aggregate")
+    aggs = _per_group(fitter, groups, probes, bar, workers, "aggregate")
     n_train = len(fitter.splits.y[fitter.tr])
     if fitter.cfg.path.warm_aggregates and fitter.cfg.path.confirm_top:
         # the few best of the local searches also get the full path (an aggregate fitted on a row sample is
@@ -229,8 +234,8 @@ def _fit_heads(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[Featu
 
 
 def _search(fitter: Fitter, blocks: list[FeatureBlock], groups: list[tuple[str, str]], seconds: dict[str, float],
-            probe_runner: ProbeRunner | None) -> tuple[dict, dict, list[AggState], AggState, list[HeadState],
-                                                       HeadState | None]:
+            probe_runner: ProbeRunner | None, workers: Workers
+            ) -> tuple[dict, dict, list[AggState], AggState, list[HeadState], HeadState | None]:
     """Stages 1-3: probes and aggregates; with `--aggregator consolidation`, the SLP probes and the head, and
     beside them what `--aggregator lr` gives on the same data (LR probes and their LR aggregate).
     Returns (probes, LR probes, LR aggregates, best LR aggregate, heads, best head)."""
@@ -249,7 +254,7 @@ def _search(fitter: Fitter, blocks: list[FeatureBlock], groups: list[tuple[str, 
             lr_probes = _fit_probes(lr_fitter, blocks, bar, probe_runner)
             seconds["lr_probes"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        aggs, best = _fit_aggregates(lr_fitter, groups, lr_probes, bar)
+        aggs, best = _fit_aggregates(lr_fitter, groups, lr_probes, bar, workers)
         seconds["aggregate"] = time.perf_counter() - t0
         heads, best_head = [], None
         if two:
@@ -309,13 +314,12 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         for m in messages:
             eprint(m)
         fitter = Fitter(store, fs, cfg, splits)
-        workers = cfg.workers or available_cpus()
-        if probe_runner is None and workers > 1 and len(blocks) > 1 and cfg.device == "cpu":
-            probe_runner = PoolProbeRunner(workers)
+        workers = Workers(cfg.workers or available_cpus() if cfg.device == "cpu" else 1)
         groups = [(k, p) for k in cfg.kinds for p in cfg.poolings]
         if cfg.mix_kinds and len(cfg.kinds) > 1:
             groups += [("+".join(cfg.kinds), p) for p in cfg.poolings]
-        probes, lr_probes, aggs, best, heads, best_head = _search(fitter, blocks, groups, seconds, probe_runner)
+        probes, lr_probes, aggs, best, heads, best_head = _search(fitter, blocks, groups, seconds,
+                                                                   probe_runner or workers.probes, workers)
         chosen = best_head or best
         t0 = time.perf_counter()
         reports = test_reports(fitter, fs, probes, best, best_head)
