@@ -141,8 +141,9 @@ def sql(query, store, file, name, params, list_queries, max_rows, timeout, as_js
 @P.THREADS
 @P.DEVICE
 @P.FORCE
-@P.engine("the per-layer probes", local_workers="Probes fitted at a time, each on one thread (local: worker "
-                                                 "processes [default: the CPUs available]; Ray: tasks).")
+@P.engine("the per-layer probes", local_workers="Probes and kind/pooling aggregate searches fitted at a time, "
+                                                 "each on one thread (local: worker processes [default: the CPUs "
+                                                 "available]; Ray: probe tasks).")
 @P.JSON
 def fit(store, dataset, model, out, etas, task, probe, aggregator, selection, metric, kinds, poolings, mix_kinds, val_fraction, seed, probe_rows,
         memory_budget, threads, device, force, engine, ray_address, workers, cpus_per_worker, gpus_per_worker,
