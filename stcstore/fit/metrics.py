@@ -8,7 +8,6 @@ written out here: a fit evaluates thousands of path points, and scikit-learn's i
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 from ..core.names import METRICS, REGRESSION_METRICS
 
@@ -71,4 +70,6 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks (ties share their mean rank)."""
+    from scipy.stats import rankdata  # here: scipy.stats costs 0.5 s to import, in every fit worker process
+
     return rankdata(x, method="average")
