@@ -20,6 +20,7 @@ scores are the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -33,6 +34,15 @@ HEAD_ARRAYS = {"linear": ("coef", "intercept"),
                "consolidation": ("sub_weight", "sub_bias", "hidden_mean", "hidden_scale", "coef1", "intercept1",
                                  "coef", "intercept"),
                "ensemble": ("coef", "intercept")}  # coef [K, n_features]: each member's weights in its columns
+
+
+def sub_networks(hidden_units: list[int], group_sizes: list[int]) -> Iterator[tuple[slice, slice, slice, int, int]]:
+    """Where each group's frozen sub-network lies: (its columns of Z, its weights in the flat sub_weight,
+    its biases in sub_bias, h_g, n_g) per group."""
+    col = w = hb = 0
+    for h, n in zip(hidden_units, group_sizes):
+        yield slice(col, col + n), slice(w, w + h * n), slice(hb, hb + h), h, n
+        col, w, hb = col + n, w + h * n, hb + h
 
 
 @dataclass
@@ -51,11 +61,8 @@ class ConsolidationHead:
         """The groups' frozen sub-network outputs [n, Σh] (float32), before standardisation."""
         Zt = torch.as_tensor(Z, dtype=torch.float32)
         W, b = self._t("sub_weight", Zt.device), self._t("sub_bias", Zt.device)
-        outs, col, w, hb = [], 0, 0, 0
-        for h, n in zip(self.hidden_units, self.group_sizes):
-            outs.append(torch.relu(F.linear(Zt[:, col:col + n], W[w:w + h * n].view(h, n), b[hb:hb + h])))
-            col, w, hb = col + n, w + h * n, hb + h
-        return torch.cat(outs, dim=1)
+        return torch.cat([torch.relu(F.linear(Zt[:, cols], W[ws].view(h, n), b[bs]))
+                          for cols, ws, bs, h, n in sub_networks(self.hidden_units, self.group_sizes)], dim=1)
 
     def decision(self, Z: np.ndarray | torch.Tensor) -> np.ndarray:
         """Scores [n, K] (float64) of standardised features Z [n, n_features]."""
@@ -69,10 +76,8 @@ class ConsolidationHead:
     def input_importance(self) -> np.ndarray:
         """[n_features]: the L2 norm of each kept neuron's frozen first-layer weights (what kept it)."""
         W = self.arrays["sub_weight"]
-        out, w = [], 0
-        for h, n in zip(self.hidden_units, self.group_sizes):
-            out.append(np.sqrt((W[w:w + h * n].reshape(h, n) ** 2).sum(axis=0)))
-            w += h * n
+        out = [np.sqrt((W[ws].reshape(h, n) ** 2).sum(axis=0))
+               for _, ws, _, h, n in sub_networks(self.hidden_units, self.group_sizes)]
         return np.concatenate(out) if out else np.zeros(0)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..core.errors import StcError
 from ..core.names import KINDS, POOLINGS, STORED_DTYPES, TORCH_DTYPES, blocks_to_run
-from .heads import HEAD_ARRAYS, HEADS
+from .heads import HEAD_ARRAYS, HEADS, sub_networks
 
 CLASSIFIER_FORMAT = "stcstore-classifier"
 # 2: a consolidation head ("head" in the manifest, its own arrays). 3: an ensemble head (`fit --selection
@@ -244,8 +244,6 @@ def check_arrays(m: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     for name in ("scale", "hidden_scale"):
         if name in arrays and not (arrays[name] > 0).all():
             raise StcError(f"{name}.npy holds values <= 0; standardisation would divide by them")
-    if not math.isfinite(float(np.abs(arrays["coef"]).sum())):
-        raise StcError("coef.npy is too large to score with")
     bound = score_bound(m, arrays)
     if not bound <= SCORE_LIMIT:
         raise StcError(f"the arrays can give scores of {bound:.3g} for features within ±{FEATURE_RANGE:g} (at most "
@@ -259,14 +257,9 @@ def score_bound(m: dict[str, Any], arrays: dict[str, np.ndarray]) -> float:
         z = (FEATURE_RANGE + np.abs(arrays["mean"])) / arrays["scale"]  # |standardised feature| at most
         if head_type(m) == "consolidation":
             W, b = arrays["sub_weight"], arrays["sub_bias"]
-            h_parts, w, hb = [], 0, 0
-            sizes = [len(g["neurons"]) for g in m["groups"]]
-            col = 0
-            for h, n in zip(m["head"]["hidden_units"], sizes):
-                Wg = np.abs(W[w:w + h * n].reshape(h, n))
-                h_parts.append(Wg @ z[col:col + n] + np.abs(b[hb:hb + h]))
-                col, w, hb = col + n, w + h * n, hb + h
-            hidden = (np.concatenate(h_parts) + np.abs(arrays["hidden_mean"])) / arrays["hidden_scale"]
+            parts = [np.abs(W[ws].reshape(h, n)) @ z[cols] + np.abs(b[bs]) for cols, ws, bs, h, n in
+                     sub_networks(m["head"]["hidden_units"], [len(g["neurons"]) for g in m["groups"]])]
+            hidden = (np.concatenate(parts) + np.abs(arrays["hidden_mean"])) / arrays["hidden_scale"]
             z = np.abs(arrays["coef1"]) @ hidden + np.abs(arrays["intercept1"])
         out = np.abs(arrays["coef"]) @ z + np.abs(arrays["intercept"]).max(axis=0)
         top = float(np.max(out)) if out.size else 0.0

@@ -104,8 +104,8 @@ def exchange(a: Path, b: Path) -> bool:
 def commit_replacing(tmp: Path, final: Path) -> bool:
     """Commit a temp directory under `final`, replacing an existing one; returns whether something was
     replaced. The old or the new directory is under `final` at every instant (an atomic exchange), and
-    a kill at any point leaves at most a dead writer's temp that `sweep_output` removes. Callers decide
-    whether replacing is allowed."""
+    a kill at any point leaves at most a dead writer's temp that the next run sweeps (`remove_dead_temps`,
+    `remove_stale_temps`). Callers decide whether replacing is allowed."""
     if not final.exists():
         commit(tmp, final)
         return False
@@ -115,7 +115,7 @@ def commit_replacing(tmp: Path, final: Path) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
         return True
     old = final.with_name(f".old-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    os.rename(final, old)  # until the next rename only `old` exists: sweep_output puts it back
+    os.rename(final, old)  # until the next rename only `old` exists: the next run puts it back
     os.rename(tmp, final)
     fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
@@ -133,9 +133,18 @@ def _remove(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
 
 
+def _temp_owner(name: str) -> tuple[str, int | None]:
+    """A temp's name `PREFIX-NAME-PID-RAND` -> (`PREFIX-NAME`, PID); PID None when the name holds none."""
+    parts = name.rsplit("-", 2)
+    try:
+        return parts[0], int(parts[1])
+    except (ValueError, IndexError):
+        return name, None
+
+
 def _restore_or_remove(old: Path) -> None:
     """A directory moved aside by a replacement that was killed: put it back if the new one never arrived."""
-    final = old.with_name(old.name[len(".old-"):].rsplit("-", 2)[0])
+    final = old.with_name(_temp_owner(old.name)[0][len(".old-"):])
     if not final.exists() and not final.is_symlink():
         os.rename(old, final)
     else:
@@ -167,13 +176,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _writer_pid(name: str) -> int | None:
-    try:
-        return int(name.rsplit("-", 2)[1])
-    except (ValueError, IndexError):
-        return None
-
-
 def remove_dead_temps(final: Path) -> int:
     """Clean up beside an output outside a store (where no lock makes every temp stale): delete the temps
     of `final` whose writer no longer runs (the pid is in the name), and put back a directory that a killed
@@ -181,8 +183,8 @@ def remove_dead_temps(final: Path) -> int:
     n = 0
     for prefix, fix in ((".tmp-", _remove), (".old-", _restore_or_remove)):
         for p in sorted(final.parent.glob(glob.escape(f"{prefix}{final.name}") + "-*")):
-            pid = _writer_pid(p.name)
-            if pid is None or pid_alive(pid) or p.name.rsplit("-", 2)[0] != f"{prefix}{final.name}":
+            owner, pid = _temp_owner(p.name)
+            if pid is None or owner != f"{prefix}{final.name}" or pid_alive(pid):
                 continue
             fix(p)
             n += 1
@@ -225,8 +227,6 @@ def check_output_dir(path: Path, force: bool, option: str = "--out", what: str =
         raise StcError(f"{option} {path} is a {'link' if path.is_symlink() else 'file'}; give a directory")
     if path.parent.is_dir():
         remove_dead_temps(path)
-    if not path.exists() and not path.is_symlink() and path.parent.is_dir():
-        return
     if path.exists() and any(path.iterdir()):
         if not force:
             raise StcError(f"{option} {path} exists and is not empty; pick a new directory or pass --force to "

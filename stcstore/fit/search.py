@@ -187,14 +187,17 @@ class Fitter:
         """The train rows an aggregate search of `width` columns holds in memory: all of them, or a stratified
         sample when float32 rows x width exceeds the memory budget (the chosen aggregate is refitted on all)."""
         plan, y = self.splits.plans[self.tr], self.splits.y[self.tr]
-        budget = self.cfg.memory_budget_mb
-        if budget is None:
-            return plan, y
-        rows = max(budget * 2**20 // (4 * max(width, 1)), 100)
+        rows = self.budget_rows(width)
         if len(y) <= rows:
             return plan, y
-        self.agg_rows[(kind, pooling)] = int(rows)
-        return stratified_sample(plan, y, int(rows), self.cfg.seed)
+        self.agg_rows[(kind, pooling)] = rows
+        return stratified_sample(plan, y, rows, self.cfg.seed)
+
+    def budget_rows(self, width: int) -> int:
+        """The train rows an aggregate search of `width` columns holds: all of them, or as many float32 rows as
+        the memory budget takes (at least 100)."""
+        n, budget = len(self.splits.y[self.tr]), self.cfg.memory_budget_mb
+        return n if budget is None else min(n, max(budget * 2**20 // (4 * max(width, 1)), 100))
 
     def read(self, picks: list[tuple[str, np.ndarray | None]], split: str) -> np.ndarray:
         return self.store.gather(self.fs, picks, self.splits.plans[split])[1]
@@ -221,10 +224,7 @@ class Fitter:
     def search_bytes(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState]) -> int:
         """The bytes of the train matrix an aggregate search of one (kind, pooling) holds (group_data)."""
         width = sum(len(k) for k in self.kept(kind, pooling, probes).values())
-        n = len(self.splits.y[self.tr])
-        budget = self.cfg.memory_budget_mb
-        rows = n if budget is None else min(n, max(budget * 2**20 // (4 * max(width, 1)), 100))
-        return 4 * width * rows
+        return 4 * width * self.budget_rows(width)
 
     def group_data(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState]) -> "GroupData":
         """The train rows an aggregate search holds (all, or the memory budget's sample) and validation, of the

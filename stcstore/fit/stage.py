@@ -138,18 +138,17 @@ def _notes(splits: Splits, cfg: FitConfig) -> list[str]:
     return messages
 
 
-# fits the probes of these blocks, yielding their states in block order (locally: one after the other;
+# fits the probes of these blocks, yielding their states in block order (locally: `parallel.Workers.probes`;
 # `stcstore.cluster.ray_fit`: as Ray tasks)
 ProbeRunner = Callable[[Fitter, list[FeatureBlock]], Iterator[ProbeState]]
 
 
-def _fit_probes(fitter: Fitter, blocks: list[FeatureBlock], bar: Any, runner: ProbeRunner | None = None
+def _fit_probes(fitter: Fitter, blocks: list[FeatureBlock], bar: Any, runner: ProbeRunner
                 ) -> dict[FeatureBlock, ProbeState]:
     """Stage 1: one L1 probe per block, its strength chosen on validation."""
     metric = fitter.cfg.metric
     probes: dict[FeatureBlock, ProbeState] = {}
-    states = runner(fitter, blocks) if runner is not None else Workers(1).probes(fitter, blocks)
-    for i, (b, p) in enumerate(zip(blocks, states)):
+    for i, (b, p) in enumerate(zip(blocks, runner(fitter, blocks))):
         if p.block != b:
             raise StcError(f"internal: probe of {p.block.column} returned for {b.column}")
         probes[b] = p
@@ -234,7 +233,7 @@ def _fit_heads(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[Featu
 
 
 def _search(fitter: Fitter, blocks: list[FeatureBlock], groups: list[tuple[str, str]], seconds: dict[str, float],
-            probe_runner: ProbeRunner | None, workers: Workers
+            probe_runner: ProbeRunner, workers: Workers
             ) -> tuple[dict, dict, list[AggState], AggState, list[HeadState], HeadState | None]:
     """Stages 1-3: probes and aggregates; with `--aggregator consolidation`, the SLP probes and the head, and
     beside them what `--aggregator lr` gives on the same data (LR probes and their LR aggregate).
