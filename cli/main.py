@@ -137,6 +137,7 @@ def sql(query, store, file, name, params, list_queries, max_rows, timeout, as_js
 @P.VAL_FRACTION_OPT
 @click.option("--seed", default=0, show_default=True, help="Seed of that carve and of the probes' row sample.")
 @P.PROBE_ROWS_OPT
+@P.VAL_ROWS_OPT
 @P.MEMORY_BUDGET_OPT
 @P.THREADS
 @P.DEVICE
@@ -146,7 +147,7 @@ def sql(query, store, file, name, params, list_queries, max_rows, timeout, as_js
                                                  "available]; Ray: probe tasks).")
 @P.JSON
 def fit(store, dataset, model, out, etas, task, probe, aggregator, selection, metric, kinds, poolings, mix_kinds, val_fraction, seed, probe_rows,
-        memory_budget, threads, device, force, engine, ray_address, workers, cpus_per_worker, gpus_per_worker,
+        val_rows, memory_budget, threads, device, force, engine, ray_address, workers, cpus_per_worker, gpus_per_worker,
         as_json) -> None:
     """Per-layer L1 probes, η-sparsification and cross-layer aggregation, all chosen on validation."""
     from stcstore.fit import FitConfig
@@ -155,7 +156,7 @@ def fit(store, dataset, model, out, etas, task, probe, aggregator, selection, me
     cfg = FitConfig(dataset=dataset, model=model, etas=etas, task=task, probe=probe, aggregator=aggregator, selection=selection,
                     metric=metric, kinds=kinds, poolings=poolings,
                     mix_kinds=mix_kinds, val_fraction=val_fraction, seed=seed, probe_rows=probe_rows or None,
-                    memory_budget_mb=memory_budget or None, threads=threads, device=device,
+                    val_rows=val_rows or None,                     memory_budget_mb=memory_budget or None, threads=threads, device=device,
                     workers=workers if engine == "local" else None)
     opts = P.ray_options(engine, ray_address, workers if engine == "ray" else None, cpus_per_worker, gpus_per_worker)
     if opts is None:

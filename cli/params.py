@@ -23,6 +23,7 @@ from stcstore.core.names import (
     REGRESSION_METRICS,
     POOLINGS,
     PROBE_ROWS,
+    VAL_ROWS,
     REPORT_HISTOGRAMS,
     REPORT_TOP,
     SCORE_CHUNK_ROWS,
@@ -119,10 +120,15 @@ HISTOGRAMS = click.option("--histograms", default=REPORT_HISTOGRAMS, show_defaul
 PROBE_ROWS_OPT = click.option("--probe-rows", type=click.IntRange(min=0), default=PROBE_ROWS, show_default=True,
                               help="Per-layer probes fit on a stratified sample of this many train rows "
                                    "(0: all rows); the aggregated classifier always trains on every row.")
+VAL_ROWS_OPT = click.option("--val-rows", type=click.IntRange(min=0), default=VAL_ROWS, show_default=True,
+                            help="The searches (each probe's and aggregate's strength) score a stratified sample of "
+                                 "this many validation rows (0: all rows); every choice between candidates, and "
+                                 "every reported validation score, uses every validation row, read chunk by chunk.")
 MEMORY_BUDGET_OPT = click.option("--memory-budget", "memory_budget", type=click.IntRange(min=0), default=MEMORY_BUDGET_MB,
                                  show_default=True, metavar="MB",
-                                 help="Largest aggregate train matrix held in memory (float32 rows x neurons); "
-                                      "above it the aggregates are searched on a stratified row sample and the "
+                                 help="Most memory an aggregate search holds (float32 rows x neurons: its train "
+                                      "rows twice, the solver's copy included, and its validation rows); above "
+                                      "it the aggregates are searched on a stratified row sample and the "
                                       "chosen one is refitted on every train row, streamed from disk (0: no limit).")
 
 

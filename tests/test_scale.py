@@ -164,3 +164,53 @@ def test_peak_memory_of_fit_does_not_grow_with_train_rows(tmp_path):
     assert small["search"] < small["train"] and large["search"] == small["search"]
     # left to grow: labels, ids and per-row solver vectors, ~100 bytes a row (30 MB for 300k rows)
     assert large["rss"] - small["rss"] < 60, (small, large)
+
+
+def test_a_large_validation_split_is_searched_on_a_sample_and_compared_on_every_row(tmp_path):
+    """--val-rows: the searches score a stratified sample of validation; every reported validation score (and so
+    every choice between candidates) is the score on every validation row."""
+    st = tmp_path / "st"
+    write_synthetic(st, "d", rows=3000, layers=2, widths={"hidden": 24, "ffn": 8}, kinds=("hidden",),
+                    poolings=("mean",), splits=(0.3, 0.5), rows_per_chunk=400)  # 900 train, 1500 validation
+    base = dict(model="synthetic", kinds=("hidden",), poolings=("mean",), etas=(0.5, 1.0), path=QUICK)
+    whole = fit(st, FitConfig("d", **base))
+    assert whole.fit_id == fit(st, FitConfig("d", val_rows=None, **base)).fit_id  # under the cap: nothing changes
+    sampled = fit(st, FitConfig("d", val_rows=300, **base), out=tmp_path / "clf")
+    assert sampled.fit_id != whole.fit_id and sampled.n_validation == 1500
+    assert any("sample of 300 (--val-rows)" in m for m in sampled.messages)
+    # the chosen classifier's reported validation accuracy is its accuracy on all 1,500 validation rows ...
+    clf = load_classifier(tmp_path / "clf")
+    _, X = clf.store_features(Store(st), "d", "validation")
+    _, _, labels = Store(st).matrix("d", "synthetic", "hidden", "mean", 0, "validation")
+    pred = clf.classes_[clf.predict_proba_features(X).argmax(axis=1)]
+    assert len(labels) == 1500
+    assert (pred == labels).mean() == pytest.approx(sampled.stc["validation"]["accuracy"])
+    assert abs(sampled.stc["validation"]["accuracy"] - whole.stc["validation"]["accuracy"]) < 0.03
+
+
+
+def _fit_rss_validation(store: Path, budget: int) -> dict:
+    code = (
+        "import json, resource, sys, torch; torch.set_num_threads(1)\n"
+        "from stcstore.fit import FitConfig, fit\nfrom stcstore.fit.probe import PathConfig\n"
+        f"r = fit({str(store)!r}, FitConfig('d', model='synthetic', kinds=('hidden',), poolings=('mean',), workers=1, "
+        f"etas=(0.5,), val_rows=5000, memory_budget_mb={budget}, path=PathConfig(n_lambdas=6, min_ratio=1e-2)))\n"
+        "print(json.dumps({'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+        "'validation': r.n_validation, 'search': r.n_search_rows}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_peak_memory_of_fit_does_not_grow_with_validation_rows(tmp_path):
+    """100k vs 400k rows, 70 % of them validation (hidden.mean of 3 layers x 256): held whole, each probe's
+    validation matrix would grow by 210k x 256 x 4 B = 215 MB and the aggregate's by up to 645 MB; searched on
+    a 5,000-row sample (compared on every row, chunk by chunk) with a 16 MB budget, peak RSS stays flat."""
+    sizes = (100_000, 400_000)
+    for n in sizes:
+        write_synthetic(tmp_path / f"s{n}", "d", rows=n, layers=2, widths={"hidden": 256, "ffn": 8},
+                        kinds=("hidden",), poolings=("mean",), splits=(0.2, 0.7), rows_per_chunk=20_000)
+    small, large = (_fit_rss_validation(tmp_path / f"s{n}", 16) for n in sizes)
+    assert small["validation"] == 70_000 and large["validation"] == 280_000
+    assert large["rss"] - small["rss"] < 60, (small, large)

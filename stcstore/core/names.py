@@ -39,6 +39,7 @@ DEFAULT_ETAS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)  # the aut
 VAL_FRACTION = 0.2  # share of train carved as validation when a dataset has none
 MEMORY_BUDGET_MB = 2048  # an aggregate's train matrix above this is searched on a row sample, refitted streamed
 PROBE_ROWS = 20_000  # per-layer probes fit on a stratified sample of this many train rows (bench/probe_rows.py)
+VAL_ROWS = 20_000  # searches score a stratified sample of this many validation rows; choices use every row
 SCORE_CHUNK_ROWS = 4096  # texts per committed predictions file (score's unit of resume)
 EXPLAIN_LIMIT = 200  # texts shown on a token-explanation page
 REPORT_TOP, REPORT_HISTOGRAMS = 30, 8  # neurons listed / drawn as histograms in a report

@@ -61,8 +61,8 @@ def fit_embedding(fitter: "Fitter", block: FeatureBlock) -> EmbeddingState:
     metric, K = fitter.cfg.metric, fitter.K
     Xtr = fitter.store.gather(fitter.fs, [(block.column, None)], fitter.probe_plan)[1]
     mean, scale = standardize_(Xtr)
-    Xva = apply_standardization(fitter.read([(block.column, None)], fitter.va), mean, scale)
-    ytr, yva = fitter.probe_y, fitter.splits.y[fitter.va]
+    Xva = apply_standardization(fitter.read_val([(block.column, None)]), mean, scale)
+    ytr, yva = fitter.probe_y, fitter.val_y
     best: EmbeddingState | None = None
     since = 0
     model: Any = None

@@ -35,6 +35,7 @@ from ..core.names import FeatureBlock
 from .probe import PathResult, apply_standardization, standardize_, validation_key
 from .search import AggState
 from .slp import fit_slp
+from .validation import rescore
 
 if TYPE_CHECKING:
     from .search import Fitter, GroupData, ProbeState
@@ -100,7 +101,7 @@ def consolidate(fitter: "Fitter", kind: str, pooling: str, probes: dict[FeatureB
                 on_fit: Callable[[HeadState | None], None]) -> list[HeadState]:
     """Every (η, L_temp) of one (kind, pooling): a consolidation head each, chosen on validation."""
     g = fitter.group_data(kind, pooling, probes)
-    yva = fitter.splits.y[fitter.va]
+    yva = fitter.val_y
     out: list[HeadState] = []
     seen: dict[tuple, HeadState] = {}
     for eta in sorted(fitter.cfg.etas):
@@ -153,9 +154,9 @@ def refit_head(fitter: "Fitter", best: HeadState) -> bool:
     parts = [best.head.hidden(apply_standardization(X, best.mean, best.scale)).numpy()
              for _, X in fitter.store.gather_by_chunk(fitter.fs, picks, fitter.splits.plans[fitter.tr])]
     Htr = np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
-    Xva = apply_standardization(fitter.read(picks, fitter.va), best.mean, best.scale)
-    top, res = _cross_layer(fitter, Htr, fitter.splits.y[fitter.tr], best.head.hidden(Xva).numpy(),
-                            fitter.splits.y[fitter.va])
+    Xva = apply_standardization(fitter.read_val(picks), best.mean, best.scale)
+    top, res = _cross_layer(fitter, Htr, fitter.splits.y[fitter.tr], best.head.hidden(Xva).numpy(), fitter.val_y)
     best.head.arrays.update(top)
     best.result, best.n_rows = res, n
+    rescore(fitter, [best])
     return True

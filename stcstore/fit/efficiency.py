@@ -43,7 +43,7 @@ def efficiency(fp: dict[str, Any], counted: dict[str, int] | None, probes: dict[
                aggs: list["AggState"], best: "AggState", n_train: int, n_outputs: int, metric: str
                ) -> dict[str, Any]:
     L, D, F = int(fp["n_layers"]), int(fp["hidden_size"]), int(fp["ffn_size"])
-    k = F / D
+    k = F / D if D else 0.0  # a synthetic store of FFN blocks only records no hidden width
     n_param, how = model_parameters(fp, counted)
     K = max(n_outputs, 1)
     probe_params = sum(_probe_parameters(p, K) for p in probes.values())
@@ -73,7 +73,7 @@ def _probe_parameters(p: "ProbeState", K: int) -> int:
 
 def training_flops(n_param: int, L: int, D: int, F: int, seq: int, n_train: int) -> dict[str, Any]:
     """Table 6: the paper's per-text estimates over one epoch of `n_train` texts."""
-    k = F / D
+    k = F / D if D else 0.0
     c_train = 6 * n_param * n_train
     c_forward = (2 * n_param + 2 * L * seq * D) * n_train
     c_probes = (2 * L * (1 + k) * D + L) * n_train

@@ -14,6 +14,7 @@ from .baselines import embedding_block, embedding_report, fit_embedding
 from .search import AggState, Ensemble, Fitter, ProbeState, state_decision
 from .selection import best_state, noise_report
 from .splits import Splits
+from .validation import decisions, entry, rescore
 
 Chosen = Union[AggState, HeadState, Ensemble]
 
@@ -76,6 +77,7 @@ def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Prob
     base = probes.get(base_block)
     if base is None and fs.has(base_block.kind, base_block.pooling, base_block.layer):
         base = fitter.probe(base_block)  # outside --kinds/--poolings: fit it anyway
+        rescore(fitter, [base])
     if base is not None:
         baseline = probe_report(base)
     else:
@@ -88,19 +90,15 @@ def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Prob
     # what a user has without stcstore: the model's sentence embedding and an L2 logistic regression
     eblock = embedding_block(fs)
     emb = fit_embedding(fitter, eblock) if eblock is not None else None
+    if emb is not None:
+        rescore(fitter, [emb])
     out["embedding_baseline"] = embedding_report(fitter, emb) if emb is not None else {
         "what": "unavailable: the feature set has no last-layer hidden block", "validation": {}, "test": {}}
     # how sure: bootstrap standard errors of validation, and STC's margins over the others
     chosen = best_head or best
-    dec = {"stc": fitter.validation_decision(fitter.picks(chosen), chosen.mean, chosen.scale, state_decision(chosen)),
-           "best_probe": fitter.validation_decision([(top_probe.block.column, None)], top_probe.mean, top_probe.scale,
-                                                    state_decision(top_probe))}
-    if base is not None:
-        dec["baseline"] = fitter.validation_decision([(base_block.column, None)], base.mean, base.scale,
-                                                     state_decision(base))
-    if emb is not None:
-        dec["embedding_baseline"] = fitter.validation_decision([(emb.block.column, None)], emb.mean, emb.scale,
-                                                               emb.decision)
+    compared = {"stc": chosen, "best_probe": top_probe, "baseline": base, "embedding_baseline": emb}
+    compared = {k: s for k, s in compared.items() if s is not None}
+    dec = dict(zip(compared, decisions(fitter, [entry(fitter, s) for s in compared.values()])))
     out["noise"] = noise_report(dec, fitter.splits.y[fitter.va], fitter.K, metric, seed=fitter.cfg.seed)
     lr = stc_report(best)
     if best_head is None:

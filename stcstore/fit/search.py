@@ -34,6 +34,7 @@ from .solver import ColumnDesign, PathPoint
 from .sparsify import select_neurons
 from .spill import ChunkedDesign, spill
 from .splits import Splits, stratified_sample
+from .validation import decisions, entry, rescore
 
 if TYPE_CHECKING:
     from .consolidation import HeadState
@@ -170,6 +171,12 @@ class Fitter:
         self.probe_sampled = cfg.probe_rows is not None and len(y) > cfg.probe_rows
         self.probe_plan, self.probe_y = (stratified_sample(splits.plans[self.tr], y, cfg.probe_rows, cfg.seed)
                                          if self.probe_sampled else (splits.plans[self.tr], y))
+        # the searches score a stratified sample of validation when it is larger than val_rows; choices between
+        # fitted candidates use every row (fit.validation)
+        yv = splits.y[self.va]
+        self.val_sampled = cfg.val_rows is not None and len(yv) > cfg.val_rows
+        self.val_plan, self.val_y = (stratified_sample(splits.plans[self.va], yv, cfg.val_rows, cfg.seed)
+                                     if self.val_sampled else (splits.plans[self.va], yv))
         self.agg_rows: dict[tuple[str, str], int] = {}  # (kind, pooling) -> sampled train rows, when sampled
 
     def variant(self, **changes: Any) -> "Fitter":
@@ -194,23 +201,30 @@ class Fitter:
         return stratified_sample(plan, y, rows, self.cfg.seed)
 
     def budget_rows(self, width: int) -> int:
-        """The train rows an aggregate search of `width` columns holds: all of them, or as many float32 rows as
-        the memory budget takes (at least 100)."""
+        """The train rows an aggregate search of `width` columns holds: all of them, or as many as the memory
+        budget takes (at least 100) beside the validation rows it scores: the search holds its train rows twice
+        (the matrix, and the solver's copy of the columns it works on) and its validation rows once, float32."""
         n, budget = len(self.splits.y[self.tr]), self.cfg.memory_budget_mb
-        return n if budget is None else min(n, max(budget * 2**20 // (4 * max(width, 1)), 100))
+        if budget is None:
+            return n
+        return min(n, max((budget * 2**20 // (4 * max(width, 1)) - len(self.val_y)) // 2, 100))
 
     def read(self, picks: list[tuple[str, np.ndarray | None]], split: str) -> np.ndarray:
         return self.store.gather(self.fs, picks, self.splits.plans[split])[1]
 
+    def read_val(self, picks: list[tuple[str, np.ndarray | None]]) -> np.ndarray:
+        """The validation rows a search holds (`val_plan`: all, or the --val-rows sample) of these columns."""
+        return self.store.gather(self.fs, picks, self.val_plan)[1]
+
     def probe(self, block: FeatureBlock) -> ProbeState:
         Xtr = self.store.gather(self.fs, [(block.column, None)], self.probe_plan)[1]
         mean, scale = standardize_(Xtr)
-        Xva = apply_standardization(self.read([(block.column, None)], self.va), mean, scale)
+        Xva = apply_standardization(self.read_val([(block.column, None)]), mean, scale)
         if self.cfg.probe == "slp":
-            net, res = fit_slp(Xtr, self.probe_y, Xva, self.splits.y[self.va], self.K, self.cfg.metric,
+            net, res = fit_slp(Xtr, self.probe_y, Xva, self.val_y, self.K, self.cfg.metric,
                                self.cfg.seed, device=self.cfg.device)
             return ProbeState(block, mean, scale, res, net)
-        res = fit_path(Xtr, self.probe_y, Xva, self.splits.y[self.va], self.K, self.cfg.metric,
+        res = fit_path(Xtr, self.probe_y, Xva, self.val_y, self.K, self.cfg.metric,
                        self.cfg.path, self.cfg.device)
         return ProbeState(block, mean, scale, res)
 
@@ -222,9 +236,9 @@ class Fitter:
                 if b.kind in kind.split("+") and b.pooling == pooling}
 
     def search_bytes(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState]) -> int:
-        """The bytes of the train matrix an aggregate search of one (kind, pooling) holds (group_data)."""
+        """The bytes an aggregate search of one (kind, pooling) holds (`budget_rows`)."""
         width = sum(len(k) for k in self.kept(kind, pooling, probes).values())
-        return 4 * width * self.budget_rows(width)
+        return 4 * width * (2 * self.budget_rows(width) + len(self.val_y))
 
     def group_data(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState]) -> "GroupData":
         """The train rows an aggregate search holds (all, or the memory budget's sample) and validation, of the
@@ -238,7 +252,7 @@ class Fitter:
         offsets = np.cumsum([0] + [len(kept[b]) for b in order])
         plan, ytr = self.agg_plan(kind, pooling, int(offsets[-1]))
         Xtr_all = self.store.gather(self.fs, picks, plan)[1]
-        Xva_all = self.read(picks, self.va)
+        Xva_all = self.read_val(picks)
         start = {b: int(offsets[i]) for i, b in enumerate(order)}  # first column of each block
         mean_all = np.concatenate([probes[b].mean[kept[b]] for b in order])
         scale_all = np.concatenate([probes[b].scale[kept[b]] for b in order])
@@ -252,7 +266,7 @@ class Fitter:
         g = self.group_data(kind, pooling, probes)
         layers, order, kept, start, offsets = g.layers, g.order, g.kept, g.start, g.offsets
         ytr, Xtr_all, Xva_all, mean_all, scale_all = g.ytr, g.Xtr, g.Xva, g.mean, g.scale
-        yva = self.splits.y[self.va]
+        yva = self.val_y
         # one grid of strengths for the whole group, so that a neighbour's chosen step means the same here
         lam_top = lambda_max(Xtr_all, ytr, self.K, self.cfg.device) if self.cfg.path.warm_aggregates else None
         on_device: list[torch.Tensor] = []  # the blocks on the solver's device, made when a view is first needed
@@ -262,9 +276,10 @@ class Fitter:
                 on_device.extend(torch.from_numpy(a).to(self.cfg.device) for a in (Xtr_all, Xva_all))
             return ColumnDesign(on_device[0], cols), ColumnDesign(on_device[1], cols)
 
-        # the memory budget left beside the blocks for a copy of an aggregate's columns; else views of them
+        # the memory budget left beside the blocks and the solver's copy of its active columns for a copy of an
+        # aggregate's columns; else views of them
         room = np.inf if self.cfg.memory_budget_mb is None else \
-            self.cfg.memory_budget_mb * 2**20 - Xtr_all.nbytes - Xva_all.nbytes
+            self.cfg.memory_budget_mb * 2**20 - 2 * Xtr_all.nbytes - Xva_all.nbytes
         out: list[AggState] = []
         seen: dict[tuple, AggState] = {}
         solved: dict[tuple[float, int], tuple[np.ndarray, AggState]] = {}  # (η, L_temp) -> (columns, state)
@@ -307,9 +322,9 @@ class Fitter:
     def refit(self, best: AggState) -> None:
         """Refit an aggregate searched on a row sample on every train row, streamed from a spill of its
         columns (`spill`), searching the strength around the sample's choice; replaces its result."""
-        ytr, yva = self.splits.y[self.tr], self.splits.y[self.va]
+        ytr, yva = self.splits.y[self.tr], self.val_y
         picks = self.picks(best)
-        Xva = apply_standardization(self.read(picks, self.va), best.mean, best.scale)
+        Xva = apply_standardization(self.read_val(picks), best.mean, best.scale)
         folder = self.store.root / "fits"
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".tmp-spill-", dir=folder) as tmp:  # .tmp-: swept if killed
@@ -319,6 +334,7 @@ class Fitter:
             best.result = fit_around(design, ytr, Xva, yva, self.K, self.cfg.metric, self.cfg.path, self.cfg.device,
                                      r.lam_top, r.chosen, r.step)
         best.n_rows = len(ytr)
+        rescore(self, [best])
 
     def confirm(self, a: AggState) -> bool:
         """Walk the full path (from the problem's own lam_max) for an aggregate the local search fitted, and keep
@@ -327,9 +343,11 @@ class Fitter:
         the result changed."""
         picks = self.picks(a)
         Xtr = apply_standardization(self.read(picks, self.tr), a.mean, a.scale)
-        Xva = apply_standardization(self.read(picks, self.va), a.mean, a.scale)
-        res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.splits.y[self.va], self.K, self.cfg.metric,
+        Xva = apply_standardization(self.read_val(picks), a.mean, a.scale)
+        res = fit_path(Xtr, self.splits.y[self.tr], Xva, self.val_y, self.K, self.cfg.metric,
                        self.cfg.path, self.cfg.device, a.result.lam_top)
+        del Xtr, Xva
+        rescore(self, [replace(a, result=res)])  # compared on every validation row, as a.result was
         metric = self.cfg.metric
         if not better(res.validation, a.result.validation, metric):
             return False
@@ -337,15 +355,10 @@ class Fitter:
         a.result = res
         return True
 
-    def validation_decision(self, picks: list[tuple[str, np.ndarray | None]], mean: np.ndarray, scale: np.ndarray,
-                            decide: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """Scores [m, K] of the validation rows (read in one piece: validation is what a fit holds anyway)."""
-        return decide(apply_standardization(self.read(picks, self.va), mean, scale))
-
-    def validation_scores(self, state: "AggState | Ensemble") -> dict[str, float]:
-        """Validation scores (with the tie-breaking log-loss / MSE) of a state that has groups."""
-        sc = self.validation_decision(self.picks(state), state.mean, state.scale, state_decision(state))
-        return path_scores(sc, self.splits.y[self.va], self.K)
+    def validation_scores(self, state: Any) -> dict[str, float]:
+        """Validation scores (with the tie-breaking log-loss / MSE) of a fitted state, on every validation row,
+        read one chunk at a time (fit.validation)."""
+        return path_scores(decisions(self, [entry(self, state)])[0], self.splits.y[self.va], self.K)
 
     def picks(self, a: "AggState | Ensemble") -> list[tuple[str, np.ndarray]]:
         return neuron_picks(self.fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in a.groups])

@@ -13,7 +13,7 @@ holds the pieces of the rules measured there:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -33,12 +33,15 @@ def bootstrap(sc: np.ndarray, y: np.ndarray, n_classes: int, metric: str, n: int
               ) -> np.ndarray:
     """The metric of scores `sc` [m, K] on `n` seeded resamples of the m validation rows (the same
     resamples for every candidate of one fit: same seed, same m), higher better (`signed`)."""
-    idx = resamples(len(y), n, seed)
-    return np.array([signed(path_scores(sc[i], y[i], n_classes)[metric], metric) for i in idx])
+    return np.array([signed(path_scores(sc[i], y[i], n_classes)[metric], metric) for i in resamples(len(y), n, seed)])
 
 
-def resamples(m: int, n: int = N_BOOTSTRAP, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, m, size=(n, m))
+def resamples(m: int, n: int = N_BOOTSTRAP, seed: int = 0) -> Iterator[np.ndarray]:
+    """The `n` seeded resamples of m rows, one at a time (memory: one resample, whatever n): the rows of
+    `default_rng(seed).integers(0, m, size=(n, m))`."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        yield rng.integers(0, m, size=m)
 
 
 def best_state(states: Sequence[Any], metric: str, cost: Callable[[Any], tuple] | None = None) -> Any:

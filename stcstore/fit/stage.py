@@ -42,6 +42,7 @@ from ..core.names import (
     TASKS,
     POOLINGS,
     PROBE_ROWS,
+    VAL_ROWS,
     VAL_FRACTION,
     FeatureBlock,
     check_at_least,
@@ -61,6 +62,7 @@ from .selection import best_state, ranked
 from .sparsify import check_eta
 from .splits import Splits, plan_splits
 from .tables import aggregate_rows, probe_rows, write_tables
+from .validation import rescore
 
 # 2: patience 2, tol 1e-4, aggregates warm-started around their neighbour's choice; 3: --selection (ensemble by
 # default), validation ties within a tolerance decided by simplicity, the embedding baseline
@@ -86,6 +88,7 @@ class FitConfig:
     threads: int | None = None  # torch threads of this process (the aggregate searches)
     workers: int | None = None  # probes at a time, each on one thread [default: the CPUs available]
     probe_rows: int | None = PROBE_ROWS  # per-layer probes use a stratified sample of this many train rows
+    val_rows: int | None = VAL_ROWS  # searches score a stratified sample of this many validation rows
     memory_budget_mb: int | None = MEMORY_BUDGET_MB  # aggregate train matrices above it: sampled search, streamed refit
     device: str = "cpu"  # torch device of the solver, e.g. cuda:0 (the store is read on the host)
     path: PathConfig = field(default_factory=PathConfig)
@@ -120,7 +123,7 @@ class FitConfig:
         if not (0.0 < self.val_fraction < 1.0):
             raise StcError("--val-fraction must be between 0 and 1")
         check_at_least(self, ("threads", "workers"))
-        check_at_least(self, ("probe_rows",), 100)
+        check_at_least(self, ("probe_rows", "val_rows"), 100)
         check_at_least(self, ("memory_budget_mb",), 1)
 
 
@@ -157,6 +160,7 @@ def _fit_probes(fitter: Fitter, blocks: list[FeatureBlock], bar: Any, runner: Pr
         if bar.disable:
             eprint(f"probe {i + 1}/{len(blocks)} {b.column}: val {metric} {p.result.validation[metric]:.4f}, "
                    f"{p.result.chosen.n_nonzero} neurons, {p.result.seconds:.1f}s")
+    rescore(fitter, probes.values())  # searched on a validation sample: compared on every row
     return probes
 
 
@@ -189,6 +193,7 @@ def _fit_aggregates(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[
     or the single validation-best one."""
     metric = fitter.cfg.metric
     aggs = _per_group(fitter, groups, probes, bar, workers, "aggregate")
+    rescore(fitter, aggs)  # searched on a validation sample: compared on every row
     n_train = len(fitter.splits.y[fitter.tr])
     if fitter.cfg.path.warm_aggregates and fitter.cfg.path.confirm_top:
         # the few best of the local searches also get the full path (an aggregate fitted on a row sample is
@@ -223,6 +228,7 @@ def _fit_heads(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[Featu
     returns them all and the validation-best one (refitted on every train row if searched on a sample)."""
     metric = fitter.cfg.metric
     heads = _per_group(fitter, groups, probes, bar, lambda *a: consolidate(fitter, *a), "consolidation head")
+    rescore(fitter, heads)
     best = best_state(heads, metric)
     if best.n_rows < len(fitter.splits.y[fitter.tr]):
         eprint(f"training the chosen consolidation head's cross-layer network on every train row (searched on "
@@ -275,9 +281,16 @@ def _fit_config(cfg: FitConfig, fitter: Fitter, messages: list[str]) -> dict[str
         fit_cfg.pop("aggregator")
     if not fitter.probe_sampled:  # the cap did not apply: it did not change the result (nor the fit id)
         fit_cfg.pop("probe_rows")
+    if not fitter.val_sampled:  # likewise
+        fit_cfg.pop("val_rows")
+    else:
+        messages.append(f"validation has {len(fitter.splits.y[cfg.val_split]):,} rows: the searches scored a stratified "
+                        f"sample of {len(fitter.val_y):,} (--val-rows); every choice between candidates and every "
+                        f"reported validation score used all of them")
     if not fitter.agg_rows:  # nor did the memory budget
         fit_cfg.pop("memory_budget_mb")
-    else:
+    else:  # the budget's rule (0.3: train rows twice and the validation rows) decides the sample
+        fit_cfg["memory_budget_holds"] = "2 x train + validation"
         messages.append("memory budget {} MB: aggregates of {} searched on a stratified sample of train rows "
                         "({}); the chosen one refitted on all {:,} train rows, streamed from disk".format(
                             cfg.memory_budget_mb, ", ".join(f"{k}.{p}" for k, p in fitter.agg_rows),
