@@ -3,13 +3,16 @@ must not depend on N: the same probes, fit id, choice and classifier as one work
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from stcstore import Store, load_classifier
 from stcstore.fit import FitConfig, fit
-from stcstore.fit.parallel import available_cpus
+from stcstore.fit.parallel import Workers, available_cpus
 
 from .conftest import FAST, cli, tiny_bert_store
 
@@ -54,3 +57,26 @@ def test_workers_option(store, tmp_path):
             "--out", tmp_path / "c", "--json")
     assert r.returncode == 0, r.stderr
     assert Store(store).root.exists()
+
+
+def _task(i: int, seconds: float) -> tuple[int, int]:
+    time.sleep(seconds)
+    if i < 0:
+        raise ValueError(f"task {i} failed")
+    return i, os.getpid()
+
+
+def test_workers_map_shares_one_queue_between_this_process_and_the_pool():
+    """Results come in task order; this process takes tasks too (from the back of the queue) and the pool's
+    worker the rest; an error in either is raised here."""
+    tasks = [(i, 0.3 if i % 3 == 0 else 0.05) for i in range(12)]
+    out = list(Workers(2).map(_task, tasks))
+    assert [i for i, _ in out] == list(range(12))
+    pids = {pid for _, pid in out}
+    assert os.getpid() in pids and len(pids) == 2
+    assert out[0][1] != os.getpid() and out[-1][1] == os.getpid()  # the pool starts at the front, this process at the back
+    assert list(Workers(1).map(_task, tasks[:3])) == [(0, os.getpid()), (1, os.getpid()), (2, os.getpid())]
+    with pytest.raises(ValueError, match="task -1 failed"):
+        list(Workers(2).map(_task, [(0, 0.0), (1, 0.2), (-1, 0.0)]))  # the last one runs here
+    with pytest.raises(ValueError, match="task -1 failed"):
+        list(Workers(2).map(_task, [(-1, 0.0), (1, 0.5), (2, 0.5)]))  # the first one runs in the pool

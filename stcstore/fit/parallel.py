@@ -3,28 +3,35 @@
 A probe is a small problem (one block, a few thousand rows): split over intra-op threads, its many short
 products end at barriers, so a second thread adds little (6 %) and, when another process holds a core,
 the threads wait on each other (a fit took 2.8x its quiet time with one busy neighbour). The probes of a
-fit are independent, so they run side by side instead: `workers` processes (joblib's loky pool, reused
-across fits), each probe on one torch thread, reading its block from the store's memory-mapped chunks.
+fit are independent, so they run side by side instead: this process and `workers - 1` processes of joblib's
+loky pool (reused across fits), each probe on one torch thread, reading its block from the store's
+memory-mapped chunks.
 
 The aggregate searches of the kind/pooling groups are independent too, and run the same way when the
 train matrices of as many groups as there are workers fit in the memory budget together.
 
-Every probe and group search runs on one thread wherever it runs (in this process with one worker, in the
-pool with more), so the fit id, choice and classifier are the same for any number of workers.
+So do the full paths that confirm the best aggregates. Every probe and search runs on one thread wherever it
+runs (here or in the pool), so the fit id, choice and classifier are the same for any number of workers.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
+from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 import torch
 from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:
     from ..core.names import FeatureBlock
+    from .probe import PathResult
     from .search import AggState, Fitter, ProbeState
+
+T = TypeVar("T")
 
 
 def available_cpus() -> int:
@@ -61,40 +68,72 @@ def aggregate_one(fitter: "Fitter", kind: str, pooling: str, probes: dict["Featu
     return states, fitter.agg_rows.get((kind, pooling))
 
 
+def confirm_one(fitter: "Fitter", a: "AggState") -> "PathResult":
+    """One aggregate's full path (`Fitter.confirm`), on one thread."""
+    with one_thread():
+        return fitter.confirm(a)
+
+
 class Workers:
-    """The probes, and the aggregate searches of the kind/pooling groups, `n` at a time in a local process pool
-    (joblib's loky, its workers reused across calls); each on one thread, so that the result does not
-    depend on `n`. With n = 1 everything runs here, on one thread too."""
+    """The probes, the aggregate searches of the kind/pooling groups and the confirming full paths, `n` at a time:
+    this process and n - 1 workers of a local process pool (joblib's loky, reused across calls) take them from
+    one queue. Each runs on one thread, so that the result does not depend on `n`; with n = 1 everything runs
+    here."""
 
     def __init__(self, n: int) -> None:
         self.n = n
 
-    def _pool(self, tasks: int) -> Any:
-        from joblib import Parallel
+    def map(self, fn: Callable[..., T], tasks: list[tuple]) -> Iterator[T]:
+        """fn(*task) for every task, yielded in task order. The pool's workers take tasks from the front of one
+        queue (each handed the next when it finishes one), this process from the back, until they meet."""
+        if self.n == 1 or len(tasks) < 2:
+            yield from (fn(*t) for t in tasks)
+            return
+        from joblib.externals.loky import get_reusable_executor
 
-        return Parallel(n_jobs=min(self.n, tasks), backend="loky", return_as="generator", max_nbytes=None)
+        pool = get_reusable_executor(max_workers=min(self.n - 1, len(tasks) - 1))
+        queue = deque(range(len(tasks)))
+        lock = threading.Lock()
+        futures: dict[int, Future] = {}
+        here: dict[int, T] = {}
+
+        def hand_out(_: object = None) -> None:  # a worker is free (or starting): give it the front task
+            with lock:
+                if not queue:
+                    return
+                i = queue.popleft()
+                futures[i] = pool.submit(fn, *tasks[i])
+            futures[i].add_done_callback(hand_out)
+
+        for _ in range(min(self.n - 1, len(tasks) - 1)):
+            hand_out()
+        try:
+            for i in range(len(tasks)):
+                while i not in here and not (i in futures and futures[i].done()):
+                    with lock:
+                        mine = queue.pop() if queue else None
+                    if mine is None:  # the pool has every task left: wait for task i there
+                        break
+                    here[mine] = fn(*tasks[mine])
+                yield here.pop(i) if i in here else futures[i].result()
+        finally:
+            with lock:
+                queue.clear()  # nothing more is handed out after an error
 
     def probes(self, fitter: "Fitter", blocks: list["FeatureBlock"]) -> Iterator["ProbeState"]:
         """`fit.stage.ProbeRunner`: the blocks' probes, in block order."""
-        from joblib import delayed
-
-        if self.n == 1 or len(blocks) < 2:
-            yield from (probe_one(fitter, b) for b in blocks)
-            return
-        yield from self._pool(len(blocks))(delayed(probe_one)(fitter, b) for b in blocks)
+        return self.map(probe_one, [(fitter, b) for b in blocks])
 
     def aggregates(self, fitter: "Fitter", groups: list[tuple[str, str]], probes: dict["FeatureBlock", "ProbeState"]
                    ) -> Iterator[list["AggState"]]:
-        """Every group's aggregate states, in group order. Groups run concurrently only when the train matrices
+        """Every group's aggregate states, in group order. Groups run concurrently only when the search matrices
         of the `n` largest fit in the memory budget together (else one after the other, here)."""
-        from joblib import delayed
-
         together = self.n > 1 and len(groups) > 1
         if together and fitter.cfg.memory_budget_mb is not None:
             sizes = sorted((fitter.search_bytes(k, p, probes) for k, p in groups), reverse=True)
             together = sum(sizes[:self.n]) <= fitter.cfg.memory_budget_mb * 2**20
-        results = self._pool(len(groups))(delayed(aggregate_one)(fitter, k, p, probes) for k, p in groups) \
-            if together else (aggregate_one(fitter, k, p, probes) for k, p in groups)
+        tasks = [(fitter, k, p, probes) for k, p in groups]
+        results = self.map(aggregate_one, tasks) if together else (aggregate_one(*t) for t in tasks)
         for (k, p), (states, rows) in zip(groups, results):
             if rows is not None:  # a sample drawn in a worker process: recorded here (messages, fit id)
                 fitter.agg_rows[(k, p)] = rows

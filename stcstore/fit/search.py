@@ -336,11 +336,10 @@ class Fitter:
         best.n_rows = len(ytr)
         rescore(self, [best])
 
-    def confirm(self, a: AggState) -> bool:
-        """Walk the full path (from the problem's own lam_max) for an aggregate the local search fitted, and keep
-        it when validation prefers it. Only for the few best aggregates: the local search sees fewer
-        strengths, and the full path's extra candidates matter where the choice is made. Returns whether
-        the result changed."""
+    def confirm(self, a: AggState) -> PathResult:
+        """The full path (from the problem's own lam_max) of an aggregate the local search fitted, scored on every
+        validation row; the fit keeps it where validation prefers it. Only for the few best aggregates: the
+        local search sees fewer strengths, and the full path's extra candidates matter where the choice is made."""
         picks = self.picks(a)
         Xtr = apply_standardization(self.read(picks, self.tr), a.mean, a.scale)
         Xva = apply_standardization(self.read_val(picks), a.mean, a.scale)
@@ -348,12 +347,7 @@ class Fitter:
                        self.cfg.path, self.cfg.device, a.result.lam_top)
         del Xtr, Xva
         rescore(self, [replace(a, result=res)])  # compared on every validation row, as a.result was
-        metric = self.cfg.metric
-        if not better(res.validation, a.result.validation, metric):
-            return False
-        res.seconds += a.result.seconds
-        a.result = res
-        return True
+        return res
 
     def validation_scores(self, state: Any) -> dict[str, float]:
         """Validation scores (with the tie-breaking log-loss / MSE) of a fitted state, on every validation row,

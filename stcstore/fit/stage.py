@@ -52,10 +52,10 @@ from ..core.names import (
 )
 from ..store.store import Store
 from .consolidation import HeadState, consolidate, refit_head
-from .probe import PathConfig
+from .probe import PathConfig, better
 from .efficiency import efficiency
 from .outcome import build_classifier, chosen_entry, test_reports
-from .parallel import Workers, available_cpus
+from .parallel import Workers, available_cpus, confirm_one
 from .result import FitResult, noise_messages, peak_rss_mb
 from .search import AggState, Ensemble, Fitter, ProbeState
 from .selection import best_state, ranked
@@ -199,11 +199,14 @@ def _fit_aggregates(fitter: Fitter, groups: list[tuple[str, str]], probes: dict[
         # the few best of the local searches also get the full path (an aggregate fitted on a row sample is
         # refitted on every row below instead)
         full = list({id(a.result): a for a in aggs if a.n_rows == n_train}.values())
-        for a in ranked(full, metric, fitter.cfg.path.confirm_top):
-            if fitter.confirm(a):
+        tops = ranked(full, metric, fitter.cfg.path.confirm_top)
+        for a, res in zip(tops, workers.map(confirm_one, [(fitter, a) for a in tops])):
+            if better(res.validation, a.result.validation, metric):
+                res.seconds += a.result.seconds
                 for other in aggs:  # states that share the fit (same neurons at another η) share the result
                     if other is not a and other.groups == a.groups:
-                        other.result = a.result
+                        other.result = res
+                a.result = res
     best = best_state(aggs, metric)
     members = [best]
     if fitter.cfg.selection == "ensemble":
