@@ -66,7 +66,7 @@ def fit_embedding(fitter: "Fitter", block: FeatureBlock) -> EmbeddingState:
     best: EmbeddingState | None = None
     since = 0
     model: Any = None
-    with threadpool_limits(fitter.cfg.threads or None), warnings.catch_warnings():
+    with threadpool_limits(1), warnings.catch_warnings():  # one thread wherever it runs: the same C, any --workers
         warnings.simplefilter("ignore")  # lbfgs's ConvergenceWarning at the weak end of the grid
         for C in C_GRID:
             if K == 0:

@@ -89,7 +89,8 @@ def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Prob
     out: dict[str, Any] = {"baseline": baseline, "best_probe": best_probe}
     # what a user has without stcstore: the model's sentence embedding and an L2 logistic regression
     eblock = embedding_block(fs)
-    emb = fit_embedding(fitter, eblock) if eblock is not None else None
+    emb = fitter.embedding[0] if fitter.embedding is not None else \
+        fit_embedding(fitter, eblock) if eblock is not None else None
     if emb is not None:
         rescore(fitter, [emb])
     out["embedding_baseline"] = embedding_report(fitter, emb) if emb is not None else {

@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:
     from ..core.names import FeatureBlock
+    from .baselines import EmbeddingState
     from .probe import PathResult
     from .search import AggState, Fitter, ProbeState
 
@@ -72,6 +73,19 @@ def confirm_one(fitter: "Fitter", a: "AggState") -> "PathResult":
     """One aggregate's full path (`Fitter.confirm`), on one thread."""
     with one_thread():
         return fitter.confirm(a)
+
+
+def embedding_one(fitter: "Fitter") -> "EmbeddingState | None":
+    """The embedding baseline (fit.baselines; None without its block), on one thread."""
+    from .baselines import embedding_block, fit_embedding
+
+    with one_thread():
+        block = embedding_block(fitter.fs)
+        return fit_embedding(fitter, block) if block is not None else None
+
+
+def call(fn: Callable[..., T], *args: object) -> T:
+    return fn(*args)
 
 
 class Workers:
@@ -127,13 +141,18 @@ class Workers:
     def aggregates(self, fitter: "Fitter", groups: list[tuple[str, str]], probes: dict["FeatureBlock", "ProbeState"]
                    ) -> Iterator[list["AggState"]]:
         """Every group's aggregate states, in group order. Groups run concurrently only when the search matrices
-        of the `n` largest fit in the memory budget together (else one after the other, here)."""
+        of the `n` largest fit in the memory budget together (else one after the other, here); then the embedding
+        baseline is fitted beside them (`Fitter.embedding`)."""
         together = self.n > 1 and len(groups) > 1
         if together and fitter.cfg.memory_budget_mb is not None:
             sizes = sorted((fitter.search_bytes(k, p, probes) for k, p in groups), reverse=True)
             together = sum(sizes[:self.n]) <= fitter.cfg.memory_budget_mb * 2**20
-        tasks = [(fitter, k, p, probes) for k, p in groups]
-        results = self.map(aggregate_one, tasks) if together else (aggregate_one(*t) for t in tasks)
+        tasks: list[tuple] = [(aggregate_one, fitter, k, p, probes) for k, p in groups]
+        if together:  # the embedding baseline (sklearn, fit.outcome) beside them: the pool starts on it
+            tasks.insert(0, (embedding_one, fitter))
+        results = self.map(call, tasks) if together else (call(*t) for t in tasks)
+        if together:
+            fitter.embedding = (next(results),)
         for (k, p), (states, rows) in zip(groups, results):
             if rows is not None:  # a sample drawn in a worker process: recorded here (messages, fit id)
                 fitter.agg_rows[(k, p)] = rows

@@ -263,6 +263,7 @@ def _search(fitter: Fitter, blocks: list[FeatureBlock], groups: list[tuple[str, 
             seconds["lr_probes"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         aggs, best = _fit_aggregates(lr_fitter, groups, lr_probes, bar, workers)
+        fitter.embedding = fitter.embedding or lr_fitter.embedding  # fitted beside the searches, if it was
         seconds["aggregate"] = time.perf_counter() - t0
         heads, best_head = [], None
         if two:
