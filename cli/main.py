@@ -43,21 +43,37 @@ def cli() -> None:
 @P.TEXT_FIELD_OPT
 @P.LABEL_FIELD_OPT
 @P.ID_FIELD_OPT
-@click.option("--split-field", default=None, help="Field holding each row's split.")
+@click.option("--split-field", default=None,
+              help="Field holding each row's split [default: a field named 'split' where a row has one].")
 @click.option("--split", default=None, help="One split for every row (train, validation, test, ...).")
+@click.option("--replace", is_flag=True, help="Drop the dataset's texts, features and fits first (put back if a "
+                                              "file cannot be read).")
 @P.JSON
-def ingest(sources, store, dataset, fmt, text_field, label_field, id_field, split_field, split, as_json) -> None:
+def ingest(sources, store, dataset, fmt, text_field, label_field, id_field, split_field, split, replace,
+           as_json) -> None:
     """Read tweet dumps, JSONL(.gz), CSV or Parquet into the store's texts table."""
     from stcstore.ingest import IngestConfig
     from stcstore.ingest import ingest as run
 
     cfg = IngestConfig(dataset=dataset, format=fmt, text_field=text_field, label_field=label_field,
-                       id_field=id_field, split_field=split_field, split=split)
+                       id_field=id_field, split_field=split_field, split=split, replace=replace)
     emit(run(store, list(sources), cfg), as_json)
 
 
 @cli.command()
-@P.store()
+@P.store(exists=True)
+@P.dataset()
+@click.option("--yes", is_flag=True, help="Really drop it (without: say what would be deleted, and exit 1).")
+@P.JSON
+def drop(store, dataset, yes, as_json) -> None:
+    """Delete one dataset from a store: its texts, rejects, feature sets and fit tables (not predictions)."""
+    from stcstore.store.drop import drop as run
+
+    emit(run(store, dataset, yes), as_json)
+
+
+@cli.command()
+@P.store(exists=True)
 @P.dataset()
 @P.MODEL
 @click.option("--layers", default="all", show_default=True, help="all, A-B, :B or A,B,C (h0..hL, a0..aL-1).")
@@ -170,7 +186,7 @@ def fit(store, dataset, model, out, etas, task, probe, aggregator, selection, me
 @cli.command()
 @click.option("--classifier", "classifiers", multiple=True, required=True, type=click.Path(file_okay=False),
               help="Classifier directory from `stcstore fit` (repeatable; classifiers on one model share a pass).")
-@P.store(required=False, help="Score the texts of a store dataset...")
+@P.store(required=False, exists=True, help="Score the texts of a store dataset...")
 @P.dataset(required=False, help="... this one (with --store).")
 @click.option("--split", default=None, help="Only texts of this split (with --store).")
 @click.option("--input", "input_path", default=None, type=click.Path(dir_okay=False),
@@ -215,7 +231,7 @@ def score(classifiers, store, dataset, split, input_path, output, fmt, text_fiel
 
 
 @cli.command()
-@P.store(help="Store the classifier was fitted in.")
+@P.store(exists=True, help="Store the classifier was fitted in.")
 @click.option("--classifier", required=True, type=click.Path(file_okay=False),
               help="Classifier directory from `stcstore fit`.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),

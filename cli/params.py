@@ -3,6 +3,8 @@ dataclasses' defaults and `stcstore.core.names`), so the CLI cannot drift from t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from stcstore.core.names import (
@@ -47,8 +49,17 @@ def _floats(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[f
 
 
 def store(required: bool = True, exists: bool = False, help: str = "Store directory."):  # noqa: A002
-    return click.option("--store", required=required, default=None, help=help,
-                        type=click.Path(file_okay=False, exists=exists))
+    return click.option("--store", required=required, default=None, help=help, type=click.Path(file_okay=False),
+                        callback=_existing_store if exists else None)
+
+
+def _existing_store(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--store of a command that reads a store: a missing folder gets a way forward, not click's bare
+    "Directory does not exist"."""
+    if value is not None and not Path(value).is_dir():
+        raise click.BadParameter(f"{value!r} is not a directory. A store is created by `stcstore ingest FILE "
+                                 f"--store {value} --dataset NAME` (or `stcstore demo`); check the path")
+    return value
 
 
 def dataset(required: bool = True, help: str = "Dataset name inside the store."):  # noqa: A002

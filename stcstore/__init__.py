@@ -1,6 +1,6 @@
 """stcstore: Sparsify-then-Classify on a streaming feature store of pooled transformer neurons."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
 
 from .core.errors import StcError  # noqa: E402
 from .store import Store  # noqa: E402

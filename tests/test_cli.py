@@ -83,6 +83,10 @@ def test_sql_is_read_only(tmp_path, small):
     (["sql", "--store", "{st}", "--query", "nope"], 1, "no named query 'nope'"),
     (["sql", "--store", "{st}", "select * from nonexistent_table"], 1, "query failed"),
     (["extract", "--store", "{st}", "--dataset", "s", "--model", "{tmp}/no-such-model"], 1, "cannot load model"),
+    (["fit", "--store", "{tmp}/stt", "--dataset", "s"], 1, "is not a directory. A store is created by `stcstore ingest"),
+    # a mistyped dataset: every command names the datasets the store holds
+    (["extract", "--store", "{st}", "--dataset", "ss"], 1, "has no dataset 'ss' (it has: s)"),
+    (["fit", "--store", "{st}", "--dataset", "ss"], 1, "has no dataset 'ss' (it has: s)"),
 ])
 def test_handled_failures_exit_1_with_a_clear_message(tmp_path, small, args, code, needle):
     st = tmp_path / "st"

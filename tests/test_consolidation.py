@@ -170,7 +170,8 @@ def test_score_and_report_of_a_consolidation_head(consolidated, tmp_path):
     rep = cli("report", "--store", str(st), "--classifier", str(tmp / "clf"), "--out", str(tmp_path / "rep"))
     assert rep.returncode == 0, rep.stderr
     html = (tmp_path / "rep" / "report.html").read_text()
-    assert "consolidation head (seed 003)" in html and "LR aggregate (the paper" in html
+    assert "consolidation head (the tweet-analysis preprint)" in html and "LR aggregate (the paper" in html
+    assert "seed 003" not in html
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert doc["results"]["aggregators"]["consolidation"]["test"] == res.stc["test"]
     bad = cli("fit", "--store", str(st), "--dataset", "d", "--model", "tiny-bert", "--aggregator", "consolidation",

@@ -232,7 +232,7 @@ def test_store_read_errors_are_clear(tiny_store, tmp_path):
         Store(tiny_store).matrix("d", "default", "ffn", "mean", 0, "train")
     with pytest.raises(StcError, match="not an stcstore store"):
         extract(tmp_path / "nowhere", ExtractConfig("d"))
-    with pytest.raises(StcError, match="no texts"):
+    with pytest.raises(StcError, match="has no dataset 'other' \\(it has: d\\)"):  # the datasets it has, named
         extract(tiny_store, ExtractConfig("other"))
 
 

@@ -157,6 +157,7 @@ def test_multiclass_end_to_end_and_saved_classifier(tmp_path, bert_tokenizer):
     proba = clf.predict_proba(texts)
     assert proba.shape == (4, 3) and np.allclose(proba.sum(1), 1)
     assert list(clf.predict(texts)[:3]) == ["1", "0", "2"]
+    assert clf.decision_function(texts).shape == (4, 3)  # scikit-learn's shapes: [n, K] for K > 2 classes
     # stored features and fresh texts agree (the stored values are float16; the bound covers it)
     s = Store(st)
     ids, X = clf.store_features(s, "d", "test")
@@ -171,6 +172,9 @@ def test_save_load_identical_and_plain_data(binary_store, tmp_path):
     clf = load_classifier(tmp_path / "clf", model=lm)
     texts = ["good good film", "bad waste", "it was"]
     p1 = clf.predict_proba(texts)
+    d = clf.decision_function(texts)  # two classes: [n], the second class's log-odds, as scikit-learn's
+    assert d.shape == (3,)
+    np.testing.assert_allclose(1 / (1 + np.exp(-d)), p1[:, 1], rtol=1e-6)
     clf.save(tmp_path / "copy")
     clf2 = load_classifier(tmp_path / "copy", model=lm)
     np.testing.assert_array_equal(p1, clf2.predict_proba(texts))

@@ -290,3 +290,49 @@ def test_hostile_rows_are_rejected_with_a_reason_and_the_rest_ingested(tmp_path)
 def test_bad_dataset_names_are_refused(tmp_path, corpus, name):
     with pytest.raises(StcError, match="not a valid name"):
         IngestConfig(name)
+
+
+def test_a_split_field_is_read_without_being_asked_and_said(tmp_path):
+    """A JSONL whose rows carry "split" (as datasets users write) keeps its splits; the result says where they
+    came from. --split NAME still puts every row in one split."""
+    recs = [{"id": str(i), "text": f"text {i}", "label": i % 2, "split": ("train", "validation", "test")[i % 3]}
+            for i in range(30)] + [{"id": "x", "text": "no split here", "label": 0}]
+    src = write_jsonl(tmp_path / "mixed.jsonl", recs)
+    r = ingest(tmp_path / "st", [src], IngestConfig("d"))
+    texts = _texts(tmp_path / "st", "d")
+    assert [texts[str(i)]["split"] for i in range(3)] == ["train", "validation", "test"]
+    assert texts["x"]["split"] == "train"  # no field, no split in the file name: train
+    assert r.files[0].split_field_rows == 30 and "split: read from the 'split' field of 30 rows" in r.to_text()
+    one = ingest(tmp_path / "st2", [src], IngestConfig("d", split="train"))
+    assert {t["split"] for t in _texts(tmp_path / "st2", "d").values()} == {"train"}
+    assert one.files[0].split_field_rows == 0 and "split: read" not in one.to_text()
+
+
+def test_drop_and_replace_a_dataset(tmp_path):
+    """`ingest --replace` starts a dataset over (the way out of a wrong first ingest); a replace whose file
+    cannot be read changes nothing; `drop` removes a dataset only with --yes; other datasets are untouched."""
+    from stcstore.store.drop import drop
+
+    st = tmp_path / "st"
+    first = write_jsonl(tmp_path / "a.jsonl", [{"id": str(i), "text": f"text {i}", "label": 0} for i in range(10)])
+    ingest(st, [first], IngestConfig("d", split="train"))
+    ingest(st, [first], IngestConfig("other"))
+    fixed = write_jsonl(tmp_path / "b.jsonl", [{"id": str(i), "text": f"text {i}", "label": 0, "split": "validation"}
+                                               for i in range(10)])
+    clash = ingest(st, [fixed], IngestConfig("d"))  # same ids, other split: every row rejected
+    assert clash.totals()["rejected"] == 10
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not parquet")
+    with pytest.raises(StcError, match="nothing was replaced"):
+        ingest(st, [fixed, broken], IngestConfig("d", replace=True))
+    assert {t["split"] for t in _texts(st, "d").values()} == {"train"} and len(_texts(st, "d")) == 10
+    r = ingest(st, [fixed], IngestConfig("d", replace=True))
+    assert r.replaced == {"texts": 10, "feature_sets": 0, "fits": 0} and r.totals()["ingested"] == 10
+    assert {t["split"] for t in _texts(st, "d").values()} == {"validation"} and Store(st).rejects("d").num_rows == 0
+    with pytest.raises(StcError, match="would delete 10 texts.*--yes"):
+        drop(st, "d")
+    assert drop(st, "d", yes=True).texts == 10
+    assert Store(st).datasets() == ["other"] and len(_texts(st, "other")) == 10
+    assert not [p for p in (st / "ingest").iterdir() if p.name.startswith(".tmp-")]
+    with pytest.raises(StcError, match="has no dataset 'd' \\(it has: other\\)"):
+        drop(st, "d", yes=True)

@@ -225,3 +225,19 @@ def test_report_without_a_baseline_block(tmp_path, bert_tokenizer):
     assert "unavailable: the feature set has no hidden.single.3 block" in html
     p = cli("report", "--store", st, "--classifier", tmp_path / "clf", "--out", tmp_path / "r2")
     assert p.returncode == 0, p.stderr
+
+
+def test_every_page_gives_a_class_the_same_colour():
+    """Class 0 (e.g. negative) has one colour on the report's histograms and on the token explanations (the
+    0.2 pages disagreed: red on one, blue on the other); the palette is Okabe & Ito's, colour-blind safe."""
+    from stcstore.core.html import CLASS_PALETTE, class_colour, rgba
+    from stcstore.report.page import _fig_histograms
+    from stcstore.score.explain import _tint
+
+    hists = [{"fractions": {"1": [0.5, 0.5], "0": [0.2, 0.8]}, "edges": [0.0, 0.5, 1.0], "rank": 1, "kind": "ffn",
+              "pooling": "mean", "layer": 0, "neuron": 3, "toward": "1"}]
+    page = _fig_histograms(hists, ["0", "1"])
+    assert f'color:{class_colour(0)}">&#9644; label 0' in page and f'color:{class_colour(1)}">&#9644; label 1' in page
+    token = {"label": "0", "margin": 1.0}
+    assert _tint(["0", "1"], token, 1.0) == rgba(class_colour(0), 0.8)
+    assert len(set(CLASS_PALETTE)) == len(CLASS_PALETTE) == 8

@@ -238,7 +238,14 @@ class Classifier:
         return np.concatenate([tokens[(g.kind, g.layer)][:, pos] for g, pos in self.positions(columns)], axis=1)
 
     def decision_function_features(self, X: np.ndarray) -> np.ndarray:
-        """X: [n, n_features] raw (stored-dtype) feature values -> scores [n, K] (linear, or the head's)."""
+        """X: [n, n_features] raw (stored-dtype) feature values -> scores as scikit-learn gives them: [n] for
+        two classes (the second class's log-odds) and a regression target (the value), [n, K] for K classes."""
+        scores = self.scores_features(X)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def scores_features(self, X: np.ndarray) -> np.ndarray:
+        """X: [n, n_features] raw (stored-dtype) feature values -> scores [n, K] (linear, or the head's; K = 1
+        for two classes and a regression target), what every stcstore stage scores with."""
         with np.errstate(over="ignore", invalid="ignore"):  # a non-finite score is refused below
             Z = (np.asarray(X, dtype=np.float32) - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
         if self._consolidation is not None:
@@ -279,11 +286,11 @@ class Classifier:
 
     def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
         self._no_proba()
-        return probabilities(self.decision_function_features(X))
+        return probabilities(self.scores_features(X))
 
     def predict_features(self, X: np.ndarray) -> np.ndarray:
         """Predicted labels (regression: values) of standardised-or-not feature rows, as `predict`."""
-        return self._predicted(self.decision_function_features(X))
+        return self._predicted(self.scores_features(X))
 
     def _predicted(self, scores: np.ndarray) -> np.ndarray:
         return scores[:, 0] if self.is_regression else self.classes_[predict_index(scores)]
@@ -293,16 +300,17 @@ class Classifier:
         return self.features_from_blocks(self.computer().run(list(texts)).blocks, self.neuron_columns())
 
     def decision_function(self, texts: Iterable[str]) -> np.ndarray:
+        """Scores as scikit-learn gives them: [n] for two classes and a regression target, [n, K] for K classes."""
         return self.decision_function_features(self.features(texts))
 
     def predict_proba(self, texts: Iterable[str]) -> np.ndarray:
         """[n, n_classes] probabilities in `classes_` order (not for a regression target)."""
         self._no_proba()
-        return probabilities(self.decision_function(texts))
+        return probabilities(self.scores_features(self.features(texts)))
 
     def predict(self, texts: Iterable[str]) -> np.ndarray:
         """Predicted labels; for a regression target, predicted values (float64)."""
-        return self._predicted(self.decision_function(texts))
+        return self._predicted(self.scores_features(self.features(texts)))
 
     def store_features(self, store: "Store", dataset: str, split: str | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:

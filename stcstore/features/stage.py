@@ -142,9 +142,15 @@ class ExtractResult(Result):
     blocks: int
     new_feature_set: bool
     messages: list[str] = field(default_factory=list)
+    printed: int = 0  # the first messages (the plan), printed to stderr before the run: not repeated by to_text
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.pop("printed")
+        return out
 
     def to_text(self) -> str:
-        lines = list(self.messages)
+        lines = list(self.messages[self.printed:])
         if self.texts_extracted:
             lines.append(f"extracted {self.texts_extracted} texts in {self.chunks_written} chunks, "
                          f"{self.texts_per_s:.1f} texts/s; feature set {self.feature_set[:12]} now holds "
@@ -313,6 +319,7 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
     with store_lock(store.root, "stcstore extract"):
         remove_stale_temps(store.root / "features")
         if store.text_count(cfg.dataset) == 0:
+            store.require_dataset(cfg.dataset)
             raise StcError(f"dataset {cfg.dataset!r} has no texts in {store.root}; run `stcstore ingest` first")
         if lm is None:
             eprint(f"loading model {cfg.model} ...")
@@ -333,6 +340,7 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
         _check_space(plan.fs.path, est, cfg.force, messages)
         for m in messages:
             eprint(m)
+        printed = len(messages)
         n_before = len(plan.fs.chunks())
         t_run = time.perf_counter()
         run = (runner or _run_locally)(plan, store, cfg, lm)
@@ -351,4 +359,5 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
         forward_seconds=run.forward_seconds, texts_per_s=(n / seconds_run) if n and seconds_run > 0 else 0.0,
         estimated_bytes=est, store_bytes=dir_bytes(plan.fs.path), truncated=run.truncated,
         clipped_values=run.clipped, blocks=len(plan.blocks), new_feature_set=plan.created, messages=messages,
+        printed=printed,
     )

@@ -105,7 +105,7 @@ class Workers:
             return
         from joblib.externals.loky import get_reusable_executor
 
-        pool = get_reusable_executor(max_workers=min(self.n - 1, len(tasks) - 1))
+        pool = get_reusable_executor(max_workers=self.n - 1)  # one size: loky restarts a pool it resizes
         queue = deque(range(len(tasks)))
         lock = threading.Lock()
         futures: dict[int, Future] = {}
@@ -116,7 +116,11 @@ class Workers:
                 if not queue:
                     return
                 i = queue.popleft()
-                futures[i] = pool.submit(fn, *tasks[i])
+                try:
+                    futures[i] = pool.submit(fn, *tasks[i])
+                except RuntimeError:  # a pool shutting down or broken: this process takes the task
+                    queue.appendleft(i)
+                    return
             futures[i].add_done_callback(hand_out)
 
         for _ in range(min(self.n - 1, len(tasks) - 1)):

@@ -94,7 +94,7 @@ class FitConfig:
     path: PathConfig = field(default_factory=PathConfig)
     task: str | None = None  # classification (default; refused for labels that look like values) | regression
     probe: str | None = None  # per-layer probes: lr (L1 path) | slp (one hidden layer; paper appendix A.2)
-    aggregator: str = "lr"  # lr (the paper's L1 aggregate) | consolidation (seed 003's head, compared with lr)
+    aggregator: str = "lr"  # lr (the paper's L1 aggregate) | consolidation (the tweet-analysis preprint's head, compared with lr)
     selection: str = "ensemble"  # ensemble (best aggregate of each kind/pooling, averaged) | best (the single best)
 
     def __post_init__(self) -> None:

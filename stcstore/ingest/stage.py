@@ -21,8 +21,18 @@ from ..core import schemas
 from ..core.atomic import commit, remove_stale_temps, staging, store_lock
 from ..core.errors import StcError, WriteError, os_error_message
 from ..core.fingerprint import file_sha256, fingerprint
-from ..core.names import ID_FIELD, INPUT_FORMATS, LABEL_FIELD, SPLITS, TEXT_FIELD, check_choice, check_name
+from ..core.names import (
+    ID_FIELD,
+    INPUT_FORMATS,
+    LABEL_FIELD,
+    SPLIT_FIELD,
+    SPLITS,
+    TEXT_FIELD,
+    check_choice,
+    check_name,
+)
 from ..core.result import Result
+from ..store.drop import contents, discard, restore, stash
 from ..store.store import Store
 from .idindex import IdIndex
 from .readers import READ_ERRORS, ReadOptions, Row, detect_format, read_rows, strip_ext
@@ -40,8 +50,9 @@ class IngestConfig:
     text_field: str = TEXT_FIELD
     label_field: str = LABEL_FIELD
     id_field: str = ID_FIELD
-    split_field: str | None = None
+    split_field: str | None = None  # None: a field named "split" where a row has one (SPLIT_FIELD)
     split: str | None = None  # one split name for every row of the files
+    replace: bool = False  # drop the dataset's texts, features and fits first (store.drop); not in the options hash
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "--dataset")
@@ -54,10 +65,17 @@ class IngestConfig:
     def options_hash(self) -> str:
         d = asdict(self)
         d.pop("dataset")
+        d.pop("replace")
         return fingerprint(d)
 
+    @property
+    def split_inferred(self) -> bool:
+        """Neither --split nor --split-field: each row's split is read from a field named "split" if it has one."""
+        return self.split is None and self.split_field is None
+
     def read_options(self) -> ReadOptions:
-        return ReadOptions(self.text_field, self.label_field, self.id_field, self.split_field)
+        return ReadOptions(self.text_field, self.label_field, self.id_field,
+                           SPLIT_FIELD if self.split_inferred else self.split_field)
 
 
 @dataclass
@@ -71,6 +89,7 @@ class FileResult:
     skipped: bool = False  # already ingested with the same options
     batch: int | None = None
     reasons: dict[str, int] = field(default_factory=dict)
+    split_field_rows: int = 0  # rows whose split came from their "split" field (no --split / --split-field given)
 
 
 @dataclass
@@ -79,6 +98,7 @@ class IngestResult(Result):
     store: str
     files: list[FileResult]
     seconds: float
+    replaced: dict[str, int] | None = None  # with --replace: what the dataset held before (texts, feature sets, fits)
 
     def totals(self) -> dict[str, int]:
         keys = ("rows_read", "ingested", "duplicates", "rejected")
@@ -90,6 +110,10 @@ class IngestResult(Result):
 
     def to_text(self) -> str:
         lines = []
+        if self.replaced is not None:
+            r = self.replaced
+            lines.append(f"--replace: dropped the {r['texts']:,} texts, {r['feature_sets']} feature sets and {r['fits']} "
+                         f"fits dataset {self.dataset} held")
         for f in self.files:
             if f.skipped:
                 lines.append(f"{f.source}: already ingested with these options, nothing added")
@@ -97,6 +121,10 @@ class IngestResult(Result):
             why = ", ".join(f"{k}: {v}" for k, v in sorted(f.reasons.items()))
             lines.append(f"{f.source} [{f.format}]: {f.rows_read} rows read, {f.ingested} ingested, "
                          f"{f.duplicates} duplicates, {f.rejected} rejected" + (f" ({why})" if why else ""))
+        inferred = sum(f.split_field_rows for f in self.files)
+        if inferred:
+            lines.append(f"split: read from the {SPLIT_FIELD!r} field of {inferred:,} rows (no --split or --split-field "
+                         f"given; rows without it: by file name or train); --split NAME puts every row in one split")
         t = self.totals()
         lines.append(f"dataset {self.dataset}: {t['ingested']} texts added, {t['rejected']} rejects "
                      f"(see `stcstore sql --store {self.store} --query rejects_by_reason`), {self.seconds:.1f}s")
@@ -189,6 +217,8 @@ def _read_into(path: Path, fmt: str, cfg: IngestConfig, validator: RowValidator,
     """Validate every row of one file into the batch writer; returns the next free seq."""
     for row in read_rows(path, fmt, cfg.read_options()):
         result.rows_read += 1
+        if cfg.split_inferred and row.split not in (None, ""):
+            result.split_field_rows += 1
         verdict = validator.check(row)
         if verdict is None:
             result.duplicates += 1
@@ -227,27 +257,50 @@ def ingest(store_path: str | Path, sources: list[str | Path], cfg: IngestConfig)
     with store_lock(store.root, "stcstore ingest"):
         store.ensure()
         remove_stale_temps(store.root / "ingest")
-        texts = store.texts(cfg.dataset, columns=["id", "content_hash", "label", "split", "seq"])
-        known = IdIndex(row for batch in texts.to_batches(max_chunksize=65536)  # Python strings a slice at a time
-                        for row in zip(*(batch.column(c).to_pylist() for c in ("id", "content_hash", "label",
-                                                                                "split"))))
-        next_seq = (max(texts.column("seq").to_pylist()) + 1) if texts.num_rows else 0
-        del texts
-        log = store.sources(cfg.dataset)
-        done = set(zip(log.column("sha256").to_pylist(), log.column("config_hash").to_pylist()))
-        batches = sorted(store.ingest_dir(cfg.dataset).glob("batch=*"))
-        batch_no = int(batches[-1].name.split("=")[1]) + 1 if batches else 0
-        results: list[FileResult] = []
-        for src in sources:
-            try:
-                r = _ingest_file(store, Path(src), cfg, known, next_seq, batch_no, done)
-            except StcError as exc:
-                if results:
-                    ok = ", ".join(f"{f.source} ({f.ingested} rows)" for f in results)
-                    raise StcError(f"{exc}\nalready committed before this file: {ok}") from exc
+        replaced, moved = None, []
+        if cfg.replace and cfg.dataset in store.datasets():
+            t, f, n, _ = contents(store, cfg.dataset)
+            replaced = {"texts": t, "feature_sets": f, "fits": n}
+            moved = stash(store, cfg.dataset)  # put back below if a file cannot be read
+        try:
+            results = _ingest_all(store, sources, cfg)
+        except StcError as exc:
+            if not moved:
                 raise
-            results.append(r)
-            if not r.skipped:
-                next_seq += r.ingested
-                batch_no += 1
-    return IngestResult(cfg.dataset, str(store.root), results, time.perf_counter() - t0)
+            restore(moved)
+            first = str(exc).split("\n")[0]
+            raise StcError(f"{first}\n--replace: nothing was replaced; dataset {cfg.dataset!r} is as it was") from exc
+        except BaseException:
+            if moved:
+                restore(moved)
+            raise
+        discard(moved)
+    return IngestResult(cfg.dataset, str(store.root), results, time.perf_counter() - t0, replaced)
+
+
+def _ingest_all(store: Store, sources: list[str | Path], cfg: IngestConfig) -> list[FileResult]:
+    """Ingest the files in order, each committed on its own (under the caller's lock)."""
+    texts = store.texts(cfg.dataset, columns=["id", "content_hash", "label", "split", "seq"])
+    known = IdIndex(row for batch in texts.to_batches(max_chunksize=65536)  # Python strings a slice at a time
+                    for row in zip(*(batch.column(c).to_pylist() for c in ("id", "content_hash", "label",
+                                                                            "split"))))
+    next_seq = (max(texts.column("seq").to_pylist()) + 1) if texts.num_rows else 0
+    del texts
+    log = store.sources(cfg.dataset)
+    done = set(zip(log.column("sha256").to_pylist(), log.column("config_hash").to_pylist()))
+    batches = sorted(store.ingest_dir(cfg.dataset).glob("batch=*"))
+    batch_no = int(batches[-1].name.split("=")[1]) + 1 if batches else 0
+    results: list[FileResult] = []
+    for src in sources:
+        try:
+            r = _ingest_file(store, Path(src), cfg, known, next_seq, batch_no, done)
+        except StcError as exc:
+            if results:
+                ok = ", ".join(f"{f.source} ({f.ingested} rows)" for f in results)
+                raise StcError(f"{exc}\nalready committed before this file: {ok}") from exc
+            raise
+        results.append(r)
+        if not r.skipped:
+            next_seq += r.ingested
+            batch_no += 1
+    return results

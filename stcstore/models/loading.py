@@ -155,6 +155,10 @@ def load_model(
     dtype = TORCH_DTYPE_OF.get(torch_dtype)
     if dtype is None:
         raise StcError(f"--torch-dtype must be one of {', '.join(TORCH_DTYPES)}, not {torch_dtype!r}")
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar in every command: stcstore says what it loads
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModel.from_pretrained(source, dtype=dtype, **kwargs)
@@ -169,6 +173,9 @@ def load_model(
                     + (" (HF_HUB_OFFLINE=1 is set, so nothing is downloaded)" if offline else "")
                     + ". Pass a local path, a cached hub name, or `default` for the packaged MiniLM.")
         raise StcError(f"cannot load model {name!r}: {exc}\n{hint}") from exc
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     model.eval().requires_grad_(False).to(device)
     adapter = resolve_adapter(model)
     tokenizer = prepare_tokenizer(tokenizer, adapter)

@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import __version__
 from ..classifier.classifier import Classifier
-from ..core.html import PALETTE, esc
+from ..core.html import PALETTE, class_colour, esc
 from .svg import CSS, Series, bar_chart, line_chart, scatter
 
 
@@ -125,7 +125,7 @@ def _results_table(clf: Classifier) -> str:
             ("best_probe", "best single-layer probe"), ("stc", f"STC {what} (this classifier)")]
     entries = [(name, m.get(key) or {}) for key, name in rows]
     # `fit --aggregator consolidation` also fits the paper's LR aggregate: both, each chosen on validation
-    for key, name in (("lr", "LR aggregate (the paper's)"), ("consolidation", "consolidation head (seed 003)")):
+    for key, name in (("lr", "LR aggregate (the paper's)"), ("consolidation", "consolidation head (the tweet-analysis preprint)")):
         if key in (m.get("aggregators") or {}):
             entries.append((name + " · compared", m["aggregators"][key]))
     html = []
@@ -173,11 +173,14 @@ def _neuron_table(neurons: list[dict[str, Any]], classes: list[str], top: int) -
     return "<table>" + head + "".join(rows) + "</table>"
 
 
-def _fig_histograms(hists: list[dict[str, Any]]) -> str:
+def _fig_histograms(hists: list[dict[str, Any]], classes: list[str]) -> str:
+    """Per top neuron, the distribution of its stored values by label: each label in its class's colour
+    (`core.html.class_colour`, as on the explanation pages)."""
     if not hists:
         return ""
     labels = list(hists[0]["fractions"])
-    colour = {lab: PALETTE[i % len(PALETTE)] for i, lab in enumerate(labels)}
+    order = {c: i for i, c in enumerate(classes)}
+    colour = {lab: class_colour(order.get(lab, len(classes) + i)) for i, lab in enumerate(labels)}
     figs = []
     for h in hists:
         mids = [(a + b) / 2 for a, b in zip(h["edges"], h["edges"][1:])]
@@ -263,7 +266,9 @@ def page(clf: Classifier, data: dict[str, Any], neurons: list[dict[str, Any]], l
              ("fit", f"{m['fit']['fit_id']}, chosen on validation {metric}"),
              ("classifier", f"{m['kind']}.{m['pooling']}, η {m['eta']:g}, L_temp {m['l_temp']}, "
                             f"{clf.n_features} neurons, " + (f"classes {', '.join(classes)}" if classes else "a regression target")),
-             ("early exit", f"scoring runs {m['blocks_run']} of {n_blocks} blocks"),
+             ("early exit", f"scoring runs {m['blocks_run']} of {n_blocks} blocks" if m["blocks_run"] != n_blocks else
+              f"none: L_temp is the last layer, scoring runs all {n_blocks} blocks"),
+             ("classifier directory", clf.name),
              ("fingerprint", clf.fingerprint)]
     facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
     slp = m["fit"]["config"].get("probe", "lr") == "slp"
@@ -281,8 +286,9 @@ def page(clf: Classifier, data: dict[str, Any], neurons: list[dict[str, Any]], l
     else:
         chosen_weights = ("Weights apply to standardised neuron values (train mean and std), so their sizes compare "
                           "across neurons. The share of ‖w‖² is the sparsification criterion of the method.")
+    title = f"{m['features']['dataset']}: {'regression' if not classes else 'classifier'} on {model.get('model')}"
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>stcstore report: {esc(clf.name)}</title>
+<html><head><meta charset="utf-8"><title>stcstore report: {esc(title)}</title>
 <style>
 body {{ font: 14px/1.5 system-ui, sans-serif; max-width: 64em; margin: 2em auto; color: #222; padding: 0 1em; }}
 table {{ border-collapse: collapse; margin: .6em 0 1.2em; }}
@@ -290,7 +296,7 @@ th, td {{ border-bottom: 1px solid #e3e3e3; padding: .25em .7em; text-align: lef
 th {{ background: #f6f6f6; font-weight: 600; }} .facts th {{ width: 11em; }}
 code {{ background: #f3f3f3; padding: 0 .25em; border-radius: 3px; }}
 {CSS}</style></head><body>
-<h1>Classifier report: {esc(clf.name)}</h1>
+<h1>{esc(title)}</h1>
 <table class="facts">{facts_html}</table>
 <h2 id="results">Results</h2>
 <p>Every choice (probe strength, pooling, η, L_temp) was made on validation; test was read once, for the
@@ -316,7 +322,7 @@ and the effect size (largest gap between label means over the pooled within-labe
 <h3>How the top neurons separate the labels</h3>
 <p>Distribution of each top neuron's stored value per label, on the <b>{esc(split)}</b> split (STC paper,
 Figure 4a). A neuron can matter in combination with others without separating the labels on its own.</p>
-{_fig_histograms(hists)}
+{_fig_histograms(hists, classes)}
 <h2 id="efficiency">Efficiency (STC paper, section 5.2)</h2>
 {_efficiency(clf, metric)}
 <h2 id="predictions">Predictions in this store</h2>

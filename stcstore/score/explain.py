@@ -13,7 +13,7 @@ import numpy as np
 from ..classifier.classifier import Classifier
 from ..classifier.linear import probabilities
 from ..core.atomic import commit, remove_dead_temps, staging, tmp_name
-from ..core.html import PALETTE, esc, rgba
+from ..core.html import class_colour, esc, rgba
 from ..models.loading import LoadedModel
 
 EXPLAIN_POOLINGS = ("mean", "max")  # poolings whose classifiers have a per-token reading
@@ -26,8 +26,6 @@ def explainable(clf: Classifier) -> bool:
     if clf.head == "ensemble":
         return any(m["pooling"] in EXPLAIN_POOLINGS for m in clf.manifest["head"]["members"])
     return clf.manifest["pooling"] in EXPLAIN_POOLINGS
-# class colours: the first class red, the second blue (negative / positive in binary sentiment), then the rest
-CLASS_COLOURS = [PALETTE[1], PALETTE[0], *PALETTE[2:8]]
 
 
 def token_spans(lm: LoadedModel, text: str, ids: list[int]) -> list[tuple[str, int, int]]:
@@ -126,20 +124,20 @@ def _value_record(text_id: str, text: str, clf: Classifier, scores: np.ndarray, 
 
 def _html_value_card(rec: dict) -> str:
     """Tokens coloured by their contribution (max pooling: their value against the text's), blue raising
-    the predicted value, red lowering it."""
+    the predicted value, vermillion lowering it (the first two class colours)."""
     text = rec["text"]
     push = [t["contribution"] if t["contribution"] is not None else t["value"] - rec["value"] for t in rec["tokens"]]
     scale = max((abs(v) for v in push), default=0.0)
     chips = []
     for t, v in zip(rec["tokens"], push):
-        colour = CLASS_COLOURS[1] if v > 0 else CLASS_COLOURS[0]
+        colour = class_colour(0) if v > 0 else class_colour(1)
         alpha = min(1.0, abs(v) / scale) if scale > 0 else 0.0
         what = f"contribution {t['contribution']:+.4f}" if t["contribution"] is not None else \
             ("max-pooled" if rec["pooling"] == "max" else "a non-linear head: not additive")
         chips.append(f'<span class="t" style="background:{rgba(colour, 0.8 * alpha)}" '
                      f'title="{esc(t["token"])}: value {t["value"]:.4f}, {what}">')
     return (f'<div class="card"><div class="head">predicted value <b>{rec["value"]:.4f}</b> '
-            f'<span class="p">(blue tokens raise it, red ones lower it)</span> <span class="id">'
+            f'<span class="p">(blue tokens raise it, vermillion ones lower it)</span> <span class="id">'
             f'{esc(rec["classifier"])} · id {esc(rec["id"])} · {rec["pooling"]}-pooled</span></div>'
             + _coloured_text(text, rec["tokens"], chips) + "</div>")
 
@@ -167,7 +165,7 @@ def _tint(classes: list[str], token: dict, scale: float) -> str:
     relative to the largest margin in the text (so the page shows where the evidence sits in each text)."""
     k = classes.index(token["label"])
     alpha = min(1.0, token["margin"] / scale) if scale > 0 else 0.0
-    return rgba(CLASS_COLOURS[k % len(CLASS_COLOURS)], 0.8 * alpha)
+    return rgba(class_colour(k), 0.8 * alpha)
 
 
 def _html_card(rec: dict) -> str:
@@ -180,8 +178,8 @@ def _html_card(rec: dict) -> str:
                      + f"; log-odds margin {t['margin']:.2f}")
         chips.append(f'<span class="t" style="background:{_tint(classes, t, scale)}" title="{title}">')
     verdict = " · ".join(f"P({c}) {p:.3f}" for c, p in zip(classes, rec["probabilities"]))
-    colour = CLASS_COLOURS[classes.index(rec["label"]) % len(CLASS_COLOURS)]
-    swatches = " ".join(f'<span class="t" style="background:{rgba(CLASS_COLOURS[i % len(CLASS_COLOURS)], 0.8)}">'
+    colour = class_colour(classes.index(rec["label"]))
+    swatches = " ".join(f'<span class="t" style="background:{rgba(class_colour(i), 0.8)}">'
                         f'{esc(c)}</span>' for i, c in enumerate(classes))
     return (f'<div class="card"><div class="head">classes {swatches} · predicted '
             f'<b style="color:{colour}">{esc(rec["label"])}</b> '

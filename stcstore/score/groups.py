@@ -44,14 +44,14 @@ class GroupScorer:
         """texts -> ([n, K] linear scores per classifier (K = 1 for two classes), the Features (with token
         values if kept))."""
         feats = self.computer.run(texts)
-        scores = [c.decision_function_features(c.features_from_blocks(feats.blocks, self.columns))
+        scores = [c.scores_features(c.features_from_blocks(feats.blocks, self.columns))
                   for c in self.classifiers]
         return scores, feats
 
     def token_scores(self, c: Classifier, tokens: dict[tuple[str, int], np.ndarray]) -> np.ndarray:
         """One text's per-token linear scores [T, K] under classifier c (K = 1 for two classes). For a
         mean-pooled classifier their mean over tokens is the text's score, up to float16 storage rounding."""
-        return c.decision_function_features(c.token_features(tokens, self.columns))
+        return c.scores_features(c.token_features(tokens, self.columns))
 
 
 def pass_key(c: Classifier) -> dict[str, Any]:

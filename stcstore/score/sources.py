@@ -88,9 +88,7 @@ def store_chunks(store_path: str, dataset: str, split: str | None, chunk_rows: i
     Arrow (compact) until their chunk is converted to Python strings."""
     store = Store(store_path)
     store.require()
-    if dataset not in store.datasets():
-        raise StcError(f"store {store.root} has no dataset {dataset!r} (it has: "
-                       f"{', '.join(store.datasets()) or 'none'}); run `stcstore ingest` first")
+    store.require_dataset(dataset)
     table = store.texts(dataset, columns=["id", "text", "split"],
                         filter_expr=None if split is None else pc.field("split") == split)
     if table.num_rows == 0:

@@ -132,6 +132,13 @@ class Store:
         base = self.root / "ingest"
         return sorted(p.name.split("=", 1)[1] for p in base.glob("dataset=*")) if base.exists() else []
 
+    def require_dataset(self, dataset: str) -> None:
+        """Refuse a dataset the store holds neither texts nor features of, naming those it holds."""
+        have = sorted(set(self.datasets()) | {p.name.split("=", 1)[1] for p in (self.root / "features").glob("dataset=*")})
+        if dataset not in have:
+            raise StcError(f"store {self.root} has no dataset {dataset!r} (it has: {', '.join(have) or 'none'}); "
+                           f"check --dataset, or run `stcstore ingest` first")
+
     # ------------------------------------------------------------------ texts
     def _parquet_table(self, table: str, dataset: str, schema: pa.Schema, columns: list[str] | None,
                        filter_expr=None) -> pa.Table:
@@ -186,6 +193,7 @@ class Store:
         that holds the block (kind, pooling, layer). Ambiguity is an error, never a silent pick."""
         sets = self.feature_sets(dataset)
         if not sets:
+            self.require_dataset(dataset)
             raise StcError(f"dataset {dataset!r} in store {self.root} has no features yet; run `stcstore extract`")
         wanted = DEFAULT_MODEL_HUB_ID if model == DEFAULT_MODEL else model
         as_id = len(model) >= 6 and all(c in "0123456789abcdef" for c in model)
