@@ -4,8 +4,8 @@ A search (a probe's strength path, an aggregate's or a consolidation head's) sco
 validation many times, so it holds the validation rows of its columns in memory. When validation has more
 rows than `--val-rows`, it holds a seeded, stratified sample of them instead (`Fitter.val_plan`): the memory
 a fit needs then stops growing with the size of the validation split. Every choice *between* fitted
-candidates (the best probe, the aggregates and their ensemble, the heads, the embedding baseline's C) and
-every validation score a fit reports is computed on every validation row, read one store chunk at a time
+candidates (the best probe, the aggregates and their ensemble, the heads) and every validation score a fit
+reports (the baselines' too) is computed on every validation row, read one store chunk at a time
 (`rescore`, `decisions`). With validation within `--val-rows` nothing is sampled and nothing is rescored.
 """
 

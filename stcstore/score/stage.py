@@ -72,7 +72,8 @@ from .sources import Chunks, Rejects, input_chunks, store_chunks
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """Options of one score run; validated without I/O (except that classifier paths must exist)."""
+    """Options of one score run; validated without I/O (the classifiers, store and input are checked when the
+    run opens them)."""
 
     classifiers: tuple[str, ...]
     output: str
