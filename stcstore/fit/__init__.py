@@ -2,6 +2,7 @@
 (sparsify.py), metrics (metrics.py), split plans (splits.py), the fit's tables (tables.py), and the
 `stcstore fit` stage (stage.py): probes -> sparsify -> aggregate -> choose on validation."""
 
-from .stage import FitConfig, FitResult, fit
+from .config import FitConfig
+from .stage import FitResult, fit
 
 __all__ = ["FitConfig", "FitResult", "fit"]

@@ -22,7 +22,6 @@ from .metrics import reported
 from .probe import (
     PathResult,
     apply_standardization,
-    better,
     fit_around,
     fit_path,
     lambda_max,
@@ -38,7 +37,7 @@ from .validation import decisions, entry, rescore
 
 if TYPE_CHECKING:
     from .consolidation import HeadState
-    from .stage import FitConfig
+    from .config import FitConfig
 
 
 @dataclass

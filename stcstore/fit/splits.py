@@ -18,7 +18,7 @@ from ..core.names import MAX_TARGET, labels_look_like_values, parse_number
 from ..store.store import FeatureSet, Store
 
 if TYPE_CHECKING:
-    from .stage import FitConfig
+    from .config import FitConfig
 
 
 @dataclass
