@@ -24,7 +24,9 @@ def emit(result: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict() if hasattr(result, "to_dict") else result, default=str, indent=2))
     elif hasattr(result, "to_text"):
-        click.echo(result.to_text())
+        text = result.to_text()
+        if text:  # all of it may already be on stderr (extract's plan)
+            click.echo(text)
     else:
         click.echo("\n".join(f"{k:20s} {v}" for k, v in result.items()))
 

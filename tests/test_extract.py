@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -270,3 +271,33 @@ def test_model_configuration_is_part_of_the_fingerprint(tmp_path, tiny_gpt2_dir,
     src = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "a text"}])
     with pytest.raises(FingerprintMismatchError, match="config_sha256"):
         score(ScoreConfig((str(tmp_path / "c"),), str(tmp_path / "p.parquet"), input=str(src), model=str(model)))
+
+
+def test_a_no_op_extract_does_not_load_the_model(tmp_path, tiny_gpt2_dir, monkeypatch):
+    """Extract again with the same options over unchanged model files: nothing to do, said before the model is
+    loaded. New texts, other options or a changed model file: the model is loaded as before."""
+    import shutil
+
+    import stcstore.features.stage as stage
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_gpt2_dir, model)
+    st = tmp_path / "st"
+    recs = [{"id": str(i), "text": f"text number {i}", "label": i % 2} for i in range(12)]
+    ingest(st, [write_jsonl(tmp_path / "a.jsonl", recs)], IngestConfig("d"))
+    cfg = ExtractConfig("d", model=str(model), layers="0-1", poolings=("mean",))
+    first = extract(st, cfg)
+    loads = []
+    real = stage.load_model
+    monkeypatch.setattr(stage, "load_model", lambda *a, **k: loads.append(1) or real(*a, **k))
+    again = extract(st, cfg)
+    assert loads == [] and again.texts_extracted == 0 and again.feature_set == first.feature_set
+    assert again.messages[0].endswith("the model was not loaded)")
+    extract(st, ExtractConfig("d", model=str(model), layers="0-1", poolings=("mean", "max")))  # other options
+    assert loads == [1]
+    weights = next(p for p in model.iterdir() if p.suffix == ".safetensors")
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # touched: not trusted
+    assert extract(st, cfg).texts_extracted == 0 and loads == [1, 1]
+    assert extract(st, cfg).texts_extracted == 0 and loads == [1, 1]  # the same weights: the stamp is renewed
+    ingest(st, [write_jsonl(tmp_path / "b.jsonl", [{"id": "new", "text": "one more", "label": 1}])], IngestConfig("d"))
+    assert extract(st, cfg).texts_extracted == 1 and loads == [1, 1, 1]

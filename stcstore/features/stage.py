@@ -40,10 +40,10 @@ from ..core.names import (
 )
 from ..core.result import Result
 from ..models.loading import IDENTITY_KEYS, LEGACY_OPTIONAL, LoadedModel, load_model
-from ..store.chunks import read_chunk_columns
 from ..store.store import FEATURE_FORMAT_VERSION, FeatureSet, Store
 from .chunking import run_chunks
 from .compute import FeatureComputer
+from .noop import missing_texts, model_files, present_ids, request, unchanged_feature_set
 
 # a chunk is about --chunk-mb of features but never fewer rows than this (GPT2-XL, all 441 blocks: 2.3 MB a
 # row, so 256 rows are 590 MB; memory holds at most two chunks, one computing and one being written)
@@ -219,6 +219,10 @@ def _open_feature_set(store: Store, cfg: ExtractConfig, fp: dict, widths: dict[s
         if fs is None or fs.manifest["fingerprint"] != fp:  # a hash collision or a hand-edited store
             raise FingerprintMismatchError(f"{manifest_path} does not match this run's fingerprint; "
                                            f"refusing to mix rows. Move that directory away.")
+        renew = {"request": request(cfg), "model_files": model_files(cfg)}
+        if any(fs.manifest.get(k) != v for k, v in renew.items()):
+            fs.manifest.update(renew)  # the same values from these files: a later no-op need not load them
+            write_json_atomic(manifest_path, fs.manifest)
         return fs, False
     same = [s for s in others if _same_values(s.manifest["fingerprint"], fp)]
     if same:
@@ -231,6 +235,7 @@ def _open_feature_set(store: Store, cfg: ExtractConfig, fp: dict, widths: dict[s
         "stats_by_label": not _labels_are_values(store, cfg.dataset), "model_parameters": params,
         "created_with": {k: v for k, v in asdict(cfg).items() if k in ("batch_size", "max_tokens", "device",
                                                                        "threads", "layers", "kinds", "poolings")},
+        "request": request(cfg), "model_files": model_files(cfg),  # a later no-op skips loading (noop.py)
     }
     write_json_atomic(manifest_path, manifest)
     if others:
@@ -252,12 +257,25 @@ def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel) -> Plan:
     chunk_rows = cfg.chunk_rows or max(MIN_CHUNK_ROWS, min(100_000, cfg.chunk_mb * 2**20 // row_bytes))
     fp = feature_fingerprint(lm, cfg, max_length, [b.column for b in blocks])
     fs, created = _open_feature_set(store, cfg, fp, widths, chunk_rows, model_parameters(lm))
-    done: set[str] = set()
-    for chunk in fs.chunks():
-        done.update(read_chunk_columns(chunk, ["id"]).column("id").to_pylist())
-    todo = sum(x not in done for b in store.text_batches(cfg.dataset, ["id"]) for x in b.column("id").to_pylist())
+    done = present_ids(fs)
+    todo = missing_texts(store, cfg.dataset, done)
     return Plan(fs, created, blocks, hidden, ffn, widths, max_length, chunk_rows, row_bytes, done, todo,
                 store.text_count(cfg.dataset), bool(fs.manifest.get("stats_by_label", True)))
+
+
+def _nothing_to_do(store: Store, cfg: ExtractConfig, fs: FeatureSet, t_start: float) -> ExtractResult:
+    """Every text already has features in the feature set of these options and unchanged model files: the
+    result of a run that found nothing to do, without loading the model."""
+    n = store.text_count(cfg.dataset)
+    message = (f"nothing to do: all {n} texts of {cfg.dataset!r} already have features in feature set {fs.id[:12]} "
+               f"(model files unchanged; the model was not loaded)")
+    eprint(message)
+    chunks = len(fs.chunks())
+    return ExtractResult(dataset=cfg.dataset, feature_set=fs.id, model=fs.model, texts_total=n, texts_present_before=n,
+                         texts_extracted=0, chunks_written=0, chunks_total=chunks, seconds=time.perf_counter() - t_start,
+                         forward_seconds=0.0, texts_per_s=0.0, estimated_bytes=0, store_bytes=dir_bytes(fs.path),
+                         truncated=0, clipped_values=0, blocks=len(fs.blocks), new_feature_set=False,
+                         messages=[message], printed=1)
 
 
 def _labels_are_values(store: Store, dataset: str) -> bool:
@@ -321,6 +339,9 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
         if store.text_count(cfg.dataset) == 0:
             store.require_dataset(cfg.dataset)
             raise StcError(f"dataset {cfg.dataset!r} has no texts in {store.root}; run `stcstore ingest` first")
+        same = unchanged_feature_set(store, cfg) if lm is None else None
+        if same is not None and missing_texts(store, cfg.dataset, present_ids(same)) == 0:
+            return _nothing_to_do(store, cfg, same, t_start)
         if lm is None:
             eprint(f"loading model {cfg.model} ...")
             lm = load_model(cfg.model, torch_dtype=cfg.torch_dtype, device="cpu" if runner else cfg.device,
