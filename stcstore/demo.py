@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from .core.errors import StcError
+from .core.names import shown
 from .core.result import Result
 from .features import ExtractConfig, extract
 from .fit import FitConfig, FitResult, fit
@@ -23,6 +24,7 @@ from .ingest import IngestConfig, ingest
 from .score import ScoreConfig, ScoreResult, score
 
 DEMO_DATASET = "sst2-sample"
+DEMO_LABEL_NAMES = (("0", "negative"), ("1", "positive"))  # SST-2's labels
 
 
 def new_texts_file() -> Path:
@@ -52,6 +54,7 @@ class DemoResult(Result):
     scored: ScoreResult | None = None
     predictions: list[dict[str, Any]] = field(default_factory=list)
     report_html: str | None = None
+    label_names: dict[str, str] = field(default_factory=dict)
 
     def to_text(self) -> str:
         lines = [
@@ -65,7 +68,7 @@ class DemoResult(Result):
         ]
         for r in self.top_neurons:
             lines.append(f"  {r['kind']:6s} {r['pooling']:6s} layer {r['layer']}  neuron {r['neuron']:5d}  "
-                         f"higher for label {r['highest_label']}  effect {r['effect_size']}")
+                         f"higher for label {shown(r['highest_label'], self.label_names)}  effect {r['effect_size']}")
         lines += ["", "per kind and layer: best effect size, neurons with effect > 0.5:"]
         for r in self.layer_rows:
             lines.append(f"  {r['kind']:6s} layer {r['layer']}: {r['best_effect']:<6} {r['neurons_over_half']}")
@@ -76,7 +79,8 @@ class DemoResult(Result):
             depth = f", the model run through block {g['blocks_run'] - 1} of 0..{g['n_layers'] - 1}" if g else ""
             lines += ["", f"new texts scored with the fitted classifier (stcstore score{depth}):"]
             for p in self.predictions:
-                lines.append(f"  label {p['label']}  P {max(p['probabilities']):.3f}  {p['text']}")
+                lines.append(f"  label {shown(p['label'], self.label_names):14s}  P {max(p['probabilities']):.3f}  "
+                             f"{p['text']}")
             lines.append(f"predictions: {self.scored.output}")
             if self.scored.explain_html:
                 lines.append(f"token-level explanation page (open it in a browser): {self.scored.explain_html}")
@@ -102,7 +106,7 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
     store = work / "store"
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    ingest(store, demo_files(), IngestConfig(dataset=DEMO_DATASET))
+    ingest(store, demo_files(), IngestConfig(dataset=DEMO_DATASET, label_names=DEMO_LABEL_NAMES))
     seconds["ingest"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ext = extract(store, ExtractConfig(dataset=DEMO_DATASET, threads=threads))
@@ -135,4 +139,4 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
                    for p in preds]
     return DemoResult(str(store), DEMO_DATASET, n, rej, ext.feature_set, ext.texts_extracted, ext.texts_per_s,
                       ext.store_bytes, {k: round(v, 2) for k, v in seconds.items()}, top, layers, fitted, scored,
-                      predictions, str(Path(rep.out) / "report.html"))
+                      predictions, str(Path(rep.out) / "report.html"), dict(DEMO_LABEL_NAMES))

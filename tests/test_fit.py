@@ -350,3 +350,32 @@ def test_probes_fit_on_a_stratified_row_sample_when_train_is_larger(binary_store
     assert [list(r) for r in sub] == [sorted(r) for r in sub]  # store order kept
     with pytest.raises(StcError, match="--probe-rows must be at least 100"):
         FitConfig("d", probe_rows=50)
+
+
+def test_label_names_are_shown_everywhere_and_predictions_keep_the_label(tmp_path, bert_tokenizer):
+    """`ingest --label-names 0=negative,1=positive`: fit's result, the saved classifier, the report and the
+    explanation records show "negative (0)"; predictions keep "0"; the classifier's fingerprint ignores names."""
+    from stcstore.classifier.classifier import Classifier
+    from stcstore.core.names import parse_label_names
+    from stcstore.report import ReportConfig, report
+    from stcstore.score import ScoreConfig, score
+
+    st, lm = tiny_bert_store(tmp_path, bert_tokenizer)
+    Store(st).set_label_names("d", parse_label_names("0=negative, 1=positive"))
+    res = fit(st, FitConfig("d", model="tiny-bert", kinds=("ffn",), **FAST), out=tmp_path / "clf")
+    assert res.label_names == {"0": "negative", "1": "positive"}
+    assert "classes negative (0), positive (1)" in res.to_text()
+    clf = load_classifier(tmp_path / "clf", model=lm)
+    assert clf.label_names_ == {"0": "negative", "1": "positive"} and set(clf.predict(["good film"])) <= {"0", "1"}
+    plain = {k: v for k, v in clf.manifest.items() if k != "label_names"}
+    assert Classifier(plain, clf.arrays).fingerprint == clf.fingerprint
+    rep = report(ReportConfig(str(st), str(tmp_path / "clf"), str(tmp_path / "rep")))
+    assert "negative (0)" in (Path(rep.out) / "report.html").read_text()
+    out = tmp_path / "pred.parquet"
+    score(ScoreConfig((str(tmp_path / "clf"),), str(out), store=str(st), dataset="d", explain="tokens"),
+          models={"tiny-bert": lm})
+    rec = json.loads((tmp_path / "pred.explain.jsonl").read_text().splitlines()[0])
+    assert rec["class_names"] == ["negative (0)", "positive (1)"] and rec["label"] in ("0", "1")
+    assert "positive (1)" in (tmp_path / "pred.explain.html").read_text()
+    with pytest.raises(StcError, match="is not LABEL=NAME"):
+        parse_label_names("0=negative,0=bad")

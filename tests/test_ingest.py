@@ -336,3 +336,13 @@ def test_drop_and_replace_a_dataset(tmp_path):
     assert not [p for p in (st / "ingest").iterdir() if p.name.startswith(".tmp-")]
     with pytest.raises(StcError, match="has no dataset 'd' \\(it has: other\\)"):
         drop(st, "d", yes=True)
+
+
+def test_label_names_are_kept_beside_the_texts(tmp_path):
+    src = write_jsonl(tmp_path / "a.jsonl", [{"id": str(i), "text": f"text {i}", "label": i % 2} for i in range(6)])
+    r = ingest(tmp_path / "st", [src], IngestConfig("d", label_names=(("0", "negative"), ("1", "positive"))))
+    assert r.label_names == {"0": "negative", "1": "positive"} and "label names: 0 = negative" in r.to_text()
+    again = ingest(tmp_path / "st", [src], IngestConfig("d", label_names=(("1", "pos"),)))  # the file: skipped
+    assert again.files[0].skipped and again.label_names == {"0": "negative", "1": "pos"}
+    assert Store(tmp_path / "st").label_names("d") == {"0": "negative", "1": "pos"}
+    assert {t["label"] for t in _texts(tmp_path / "st", "d").values()} == {"0", "1"}  # the texts keep their labels

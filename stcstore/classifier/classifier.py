@@ -72,6 +72,7 @@ class Classifier:
         self.groups = [FeatureGroup(g["kind"], g["pooling"], int(g["layer"]), [int(i) for i in g["neurons"]])
                        for g in manifest["groups"]]
         self.classes_ = np.asarray(manifest["classes"], dtype=object)  # empty for a regression target
+        self.label_names_: dict[str, str] = dict(manifest.get("label_names", {}))  # display names (ingest --label-names)
         self.task = manifest.get("task", "classification")
         self.arrays = {n: arrays[n] for n in array_names(manifest)}
         self.coef_ = arrays["coef"]  # a consolidation head: its output layer

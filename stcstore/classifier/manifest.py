@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import StcError
-from ..core.names import KINDS, POOLINGS, STORED_DTYPES, TORCH_DTYPES, blocks_to_run
+from ..core.names import KINDS, MAX_LABEL_NAME, POOLINGS, STORED_DTYPES, TORCH_DTYPES, blocks_to_run
 from .heads import HEAD_ARRAYS, HEADS, sub_networks
 
 CLASSIFIER_FORMAT = "stcstore-classifier"
@@ -116,6 +116,10 @@ def _check(m: dict[str, Any]) -> None:
     if task == "classification" and (len(classes) < 2 or len({str(c) for c in classes}) != len(classes) or
                                      not all(isinstance(c, str) for c in classes)):
         raise _Bad(f"classes must be at least two distinct strings, got {str(classes)[:60]}")
+    names = m.get("label_names", {})  # display names (0.3; absent: none)
+    if not isinstance(names, dict) or not all(k in classes and isinstance(v, str) and 0 < len(v) <= MAX_LABEL_NAME
+                                              for k, v in names.items()):
+        raise _Bad(f"label_names must map classes to names of 1 to {MAX_LABEL_NAME} characters")
     groups = _get(m, "groups", list, "")
     if not groups:
         raise _Bad("groups is empty: a classifier reads at least one neuron")

@@ -114,6 +114,30 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?
 MAX_TARGET = 1e30
 
 
+MAX_LABEL_NAME = 200  # characters of a label's display name
+
+
+def parse_label_names(text: str) -> dict[str, str]:
+    """`--label-names 0=negative,1=positive` -> {"0": "negative", "1": "positive"} (a stored label, then the name
+    pages and results show for it; predictions keep the stored label)."""
+    names: dict[str, str] = {}
+    for part in (p for p in text.split(",") if p.strip()):
+        raw, sep, name = part.partition("=")
+        raw, name = raw.strip(), name.strip()
+        if not sep or not raw or not name or len(name) > MAX_LABEL_NAME or raw in names:
+            raise StcError(f"--label-names: {part.strip()!r} is not LABEL=NAME (each label once, a name of 1 to "
+                           f"{MAX_LABEL_NAME} characters); e.g. --label-names 0=negative,1=positive")
+        names[raw] = name
+    if not names:
+        raise StcError("--label-names: give LABEL=NAME pairs, e.g. --label-names 0=negative,1=positive")
+    return names
+
+
+def shown(label: object, names: dict[str, str]) -> str:
+    """A label as results and pages show it: "negative (0)" when it has a name, else the label itself."""
+    return f"{names[str(label)]} ({label})" if str(label) in names else str(label)
+
+
 def parse_number(value: object) -> float | None:
     """A stored label as a finite number, or None when it is not one (by the rule above)."""
     if not isinstance(value, str):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.names import shown
 from ..core.result import Result
 
 
@@ -42,6 +43,7 @@ class FitResult(Result):
     # bootstrap standard errors of the validation scores, and STC's margins over the others (fit.selection)
     noise: dict[str, Any] = field(default_factory=dict)
     selection: str = "ensemble"
+    label_names: dict[str, str] = field(default_factory=dict)  # display names of the classes (ingest --label-names)
 
     def to_text(self) -> str:
         def fmt(d: dict[str, Any]) -> str:
@@ -49,7 +51,8 @@ class FitResult(Result):
                              for m in d)
         rows = [("baseline", self.baseline), ("embedding", self.embedding_baseline), ("best probe", self.best_probe),
                 ("STC", self.stc)]
-        target = f"classes {', '.join(self.classes)}" if self.classes else "regression target"
+        target = f"classes {', '.join(shown(c, self.label_names) for c in self.classes)}" if self.classes else \
+            "regression target"
         lines = [f"dataset {self.dataset}, feature set {self.feature_set[:12]} ({self.model}); {target}; train {self.n_train}, validation {self.n_validation}"
                  f"{' (carved from train, seed ' + str(self.seed) + ')' if self.carved_validation else ''}, "
                  f"test {self.n_test}; chosen on validation {self.metric}", "",

@@ -250,6 +250,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         splits = plan_splits(store, fs, cfg)
         seconds["plan"] = time.perf_counter() - t0
         messages = _notes(splits, cfg)
+        label_names = {c: n for c, n in store.label_names(cfg.dataset).items() if c in splits.classes}
         for m in messages:
             eprint(m)
         fitter = Fitter(store, fs, cfg, splits)
@@ -277,6 +278,8 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
     if out_path is not None:
         clf = build_classifier(fs, splits, chosen, reports, fit_id, fit_cfg, cfg.seed, len(fitter.probe_y),
                                fitter.search_rows)
+        if label_names:  # display only: not in the classifier's fingerprint
+            clf.manifest["label_names"] = label_names
         clf.manifest["efficiency"] = eff
         clf.save(out_path, force=force)
     seconds["write"] = time.perf_counter() - t0
@@ -293,5 +296,5 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         carved_validation=splits.carved_validation, seed=cfg.seed,
         fit_id=fit_id, classifier_dir=str(out_path) if out_path is not None else None,
         seconds={k: round(v, 2) for k, v in seconds.items()}, peak_rss_mb=round(peak_rss_mb(), 1),
-        efficiency=eff, messages=messages,
+        efficiency=eff, messages=messages, label_names=label_names,
     )

@@ -53,6 +53,7 @@ class IngestConfig:
     split_field: str | None = None  # None: a field named "split" where a row has one (SPLIT_FIELD)
     split: str | None = None  # one split name for every row of the files
     replace: bool = False  # drop the dataset's texts, features and fits first (store.drop); not in the options hash
+    label_names: tuple[tuple[str, str], ...] = ()  # (label, display name) pairs, kept beside the texts; not hashed
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "--dataset")
@@ -66,6 +67,7 @@ class IngestConfig:
         d = asdict(self)
         d.pop("dataset")
         d.pop("replace")
+        d.pop("label_names")
         return fingerprint(d)
 
     @property
@@ -99,6 +101,7 @@ class IngestResult(Result):
     files: list[FileResult]
     seconds: float
     replaced: dict[str, int] | None = None  # with --replace: what the dataset held before (texts, feature sets, fits)
+    label_names: dict[str, str] = field(default_factory=dict)  # the dataset's label display names, after this run
 
     def totals(self) -> dict[str, int]:
         keys = ("rows_read", "ingested", "duplicates", "rejected")
@@ -106,7 +109,7 @@ class IngestResult(Result):
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "store": self.store, **self.totals(), "seconds": round(self.seconds, 3),
-                "files": [asdict(f) for f in self.files]}
+                "files": [asdict(f) for f in self.files], "replaced": self.replaced, "label_names": self.label_names}
 
     def to_text(self) -> str:
         lines = []
@@ -121,6 +124,8 @@ class IngestResult(Result):
             why = ", ".join(f"{k}: {v}" for k, v in sorted(f.reasons.items()))
             lines.append(f"{f.source} [{f.format}]: {f.rows_read} rows read, {f.ingested} ingested, "
                          f"{f.duplicates} duplicates, {f.rejected} rejected" + (f" ({why})" if why else ""))
+        if self.label_names:
+            lines.append("label names: " + ", ".join(f"{k} = {v}" for k, v in self.label_names.items()))
         inferred = sum(f.split_field_rows for f in self.files)
         if inferred:
             lines.append(f"split: read from the {SPLIT_FIELD!r} field of {inferred:,} rows (no --split or --split-field "
@@ -275,7 +280,9 @@ def ingest(store_path: str | Path, sources: list[str | Path], cfg: IngestConfig)
                 restore(moved)
             raise
         discard(moved)
-    return IngestResult(cfg.dataset, str(store.root), results, time.perf_counter() - t0, replaced)
+        names = store.set_label_names(cfg.dataset, dict(cfg.label_names)) if cfg.label_names else \
+            store.label_names(cfg.dataset)
+    return IngestResult(cfg.dataset, str(store.root), results, time.perf_counter() - t0, replaced, names)
 
 
 def _ingest_all(store: Store, sources: list[str | Path], cfg: IngestConfig) -> list[FileResult]:

@@ -8,6 +8,7 @@ from typing import Any
 from .. import __version__
 from ..classifier.classifier import Classifier
 from ..core.html import PALETTE, class_colour, esc
+from ..core.names import shown
 from .svg import CSS, Series, bar_chart, line_chart, scatter
 
 
@@ -156,7 +157,8 @@ def _label_cell(r: dict[str, Any], labels: list[str]) -> str:
     return "<br>".join(parts)
 
 
-def _neuron_table(neurons: list[dict[str, Any]], classes: list[str], top: int) -> str:
+def _neuron_table(neurons: list[dict[str, Any]], classes: list[str], top: int, names: dict[str, str] | None = None
+                  ) -> str:
     labels = sorted({s["label"] for r in neurons for s in r["label_stats"]}, key=lambda x: (len(x), x))
     n_w = len(neurons[0]["weights"])  # 0: a consolidation head, whose neurons have no linear weight
     wcols = [] if n_w == 0 else ["weight"] if n_w == 1 else [f"w[{c}]" for c in classes]
@@ -169,11 +171,11 @@ def _neuron_table(neurons: list[dict[str, Any]], classes: list[str], top: int) -
         rows.append(f"<tr><td>{r['rank']}</td><td>{r['kind']}.{r['pooling']}.{r['layer']}</td><td>{r['neuron']}</td>"
                     f"<td>{100 * r['importance']:.2f} %</td>"
                     + "".join(f"<td>{w:+.3f}</td>" for w in r["weights"])
-                    + f"<td>{esc(r['toward'] or '–')}</td><td>{_label_cell(r, labels)}</td><td>{es}</td></tr>")
+                    + f"<td>{esc(shown(r['toward'], names or {}) if r['toward'] else '–')}</td><td>{_label_cell(r, labels)}</td><td>{es}</td></tr>")
     return "<table>" + head + "".join(rows) + "</table>"
 
 
-def _fig_histograms(hists: list[dict[str, Any]], classes: list[str]) -> str:
+def _fig_histograms(hists: list[dict[str, Any]], classes: list[str], names: dict[str, str] | None = None) -> str:
     """Per top neuron, the distribution of its stored values by label: each label in its class's colour
     (`core.html.class_colour`, as on the explanation pages)."""
     if not hists:
@@ -186,9 +188,10 @@ def _fig_histograms(hists: list[dict[str, Any]], classes: list[str]) -> str:
         mids = [(a + b) / 2 for a, b in zip(h["edges"], h["edges"][1:])]
         series = [Series(f"label {lab}", list(zip(mids, fr)), colour[lab], marker=0) for lab, fr in h["fractions"].items()]
         figs.append(line_chart(series, title=f"#{h['rank']} {h['kind']}.{h['pooling']}.{h['layer']} neuron "
-                               f"{h['neuron']} → {h['toward']}", x_label="stored value",
+                               f"{h['neuron']} → {shown(h['toward'], names or {})}", x_label="stored value",
                                y_label="share of label", width=330, height=190, legend=False))
-    key = " ".join(f'<span style="color:{colour[lab]}">&#9644; label {esc(lab)}</span>' for lab in labels)
+    key = " ".join(f'<span style="color:{colour[lab]}">&#9644; label {esc(shown(lab, names or {}))}</span>'
+                   for lab in labels)
     return f'<p>{key}</p><div class="multiples">{"".join(figs)}</div>'
 
 
@@ -265,7 +268,8 @@ def page(clf: Classifier, data: dict[str, Any], neurons: list[dict[str, Any]], l
              ("dataset / feature set", f"{m['features']['dataset']} / {m['features']['feature_set']}"),
              ("fit", f"{m['fit']['fit_id']}, chosen on validation {metric}"),
              ("classifier", f"{m['kind']}.{m['pooling']}, η {m['eta']:g}, L_temp {m['l_temp']}, "
-                            f"{clf.n_features} neurons, " + (f"classes {', '.join(classes)}" if classes else "a regression target")),
+                            f"{clf.n_features} neurons, " + (f"classes {', '.join(shown(c, clf.label_names_) for c in classes)}" if classes
+                             else "a regression target")),
              ("early exit", f"scoring runs {m['blocks_run']} of {n_blocks} blocks" if m["blocks_run"] != n_blocks else
               f"none: L_temp is the last layer, scoring runs all {n_blocks} blocks"),
              ("classifier directory", clf.name),
@@ -318,11 +322,11 @@ and the effect size (largest gap between label means over the pooled within-labe
 <code>neuron_stats</code> view, on the <b>{esc(split)}</b> split. All {len(neurons)} neurons are in
 <code>neurons.parquet</code>; the top {min(top, len(neurons))} are listed.</p>
 {_fig_neurons(layers)}
-{_neuron_table(neurons, classes, top)}
+{_neuron_table(neurons, classes, top, clf.label_names_)}
 <h3>How the top neurons separate the labels</h3>
 <p>Distribution of each top neuron's stored value per label, on the <b>{esc(split)}</b> split (STC paper,
 Figure 4a). A neuron can matter in combination with others without separating the labels on its own.</p>
-{_fig_histograms(hists, classes)}
+{_fig_histograms(hists, classes, clf.label_names_)}
 <h2 id="efficiency">Efficiency (STC paper, section 5.2)</h2>
 {_efficiency(clf, metric)}
 <h2 id="predictions">Predictions in this store</h2>

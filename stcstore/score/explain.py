@@ -14,6 +14,7 @@ from ..classifier.classifier import Classifier
 from ..classifier.linear import probabilities
 from ..core.atomic import commit, remove_dead_temps, staging, tmp_name
 from ..core.html import class_colour, esc, rgba
+from ..core.names import shown
 from ..models.loading import LoadedModel
 
 EXPLAIN_POOLINGS = ("mean", "max")  # poolings whose classifiers have a per-token reading
@@ -76,6 +77,7 @@ class Explainer:
         margin = top2[:, 1] - top2[:, 0]
         rec = {"id": text_id, "classifier": clf.name, "classifier_fingerprint": clf.fingerprint,
                "pooling": clf.manifest["pooling"], "classes": classes, "label": label,
+               "class_names": [shown(c, clf.label_names_) for c in classes],
                "probabilities": [round(float(p), 6) for p in proba],
                "scores": [round(float(v), 5) for v in scores], "text": text,
                "tokens": [{"token": t, "start": a, "end": b, "label": classes[int(np.argmax(p))],
@@ -170,19 +172,20 @@ def _tint(classes: list[str], token: dict, scale: float) -> str:
 
 def _html_card(rec: dict) -> str:
     classes = rec["classes"]
+    display = dict(zip(classes, rec.get("class_names", classes)))  # "negative (0)" with label names
     text = rec["text"]
     scale = max((t["margin"] for t in rec["tokens"]), default=0.0)
     chips = []
     for t in rec["tokens"]:
-        title = esc(f"{t['token']}: " + ", ".join(f"{c} {p:.3f}" for c, p in zip(classes, t["probabilities"]))
+        title = esc(f"{t['token']}: " + ", ".join(f"{display[c]} {p:.3f}" for c, p in zip(classes, t["probabilities"]))
                      + f"; log-odds margin {t['margin']:.2f}")
         chips.append(f'<span class="t" style="background:{_tint(classes, t, scale)}" title="{title}">')
-    verdict = " · ".join(f"P({c}) {p:.3f}" for c, p in zip(classes, rec["probabilities"]))
+    verdict = " · ".join(f"P({display[c]}) {p:.3f}" for c, p in zip(classes, rec["probabilities"]))
     colour = class_colour(classes.index(rec["label"]))
     swatches = " ".join(f'<span class="t" style="background:{rgba(class_colour(i), 0.8)}">'
-                        f'{esc(c)}</span>' for i, c in enumerate(classes))
+                        f'{esc(display[c])}</span>' for i, c in enumerate(classes))
     return (f'<div class="card"><div class="head">classes {swatches} · predicted '
-            f'<b style="color:{colour}">{esc(rec["label"])}</b> '
+            f'<b style="color:{colour}">{esc(display[rec["label"]])}</b> '
             f'<span class="p">{esc(verdict)}</span> <span class="id">{esc(rec["classifier"])} · id '
             f'{esc(rec["id"])} · {rec["pooling"]}-pooled</span></div>'
             + _coloured_text(text, rec["tokens"], chips) + "</div>")

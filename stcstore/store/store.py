@@ -132,6 +132,22 @@ class Store:
         base = self.root / "ingest"
         return sorted(p.name.split("=", 1)[1] for p in base.glob("dataset=*")) if base.exists() else []
 
+    def label_names(self, dataset: str) -> dict[str, str]:
+        """The display names of the dataset's labels (`ingest --label-names`), {} when none were given."""
+        path = self.ingest_dir(dataset) / "label_names.json"
+        if not path.exists():
+            return {}
+        names = json.loads(path.read_text())
+        if not isinstance(names, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
+            raise StcError(f"{path} is not a JSON object of label -> name strings; fix or delete it")
+        return names
+
+    def set_label_names(self, dataset: str, names: dict[str, str]) -> dict[str, str]:
+        """Add or change label display names (atomic; call under the store lock); returns all of them."""
+        merged = {**self.label_names(dataset), **names}
+        write_json_atomic(self.ingest_dir(dataset) / "label_names.json", merged)
+        return merged
+
     def require_dataset(self, dataset: str) -> None:
         """Refuse a dataset the store holds neither texts nor features of, naming those it holds."""
         have = sorted(set(self.datasets()) | {p.name.split("=", 1)[1] for p in (self.root / "features").glob("dataset=*")})
