@@ -178,7 +178,7 @@ def fit(store, dataset, model, out, etas, task, probe, aggregator, selection, me
     cfg = FitConfig(dataset=dataset, model=model, etas=etas, task=task, probe=probe, aggregator=aggregator, selection=selection,
                     metric=metric, kinds=kinds, poolings=poolings,
                     mix_kinds=mix_kinds, val_fraction=val_fraction, seed=seed, probe_rows=probe_rows or None,
-                    val_rows=val_rows or None,                     memory_budget_mb=memory_budget or None, threads=threads, device=device,
+                    val_rows=val_rows or None, memory_budget_mb=memory_budget or None, threads=threads, device=device,
                     workers=workers if engine == "local" else None)
     opts = P.ray_options(engine, ray_address, workers if engine == "ray" else None, cpus_per_worker, gpus_per_worker)
     if opts is None:

@@ -7,7 +7,7 @@ from typing import Any, Union
 
 from ..classifier.classifier import Classifier
 from ..core.names import KINDS, METRICS, POOLINGS, REGRESSION_METRICS, FeatureBlock
-from ..store.store import FeatureSet, neuron_picks
+from ..store.store import FeatureSet
 from .consolidation import HeadState
 from .metrics import reported
 from .baselines import embedding_block, embedding_report, fit_embedding
@@ -69,7 +69,7 @@ def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Prob
                 "validation": reported(p.result.validation), "test": test}
 
     def stc_report(s: Chosen) -> dict[str, Any]:
-        picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in s.groups])
+        picks = fitter.picks(s)
         return {"what": describe(s), "validation": reported(s.result.validation),
                 "test": fitter.test_scores(picks, s.mean, s.scale, state_decision(s)), "chosen": chosen_entry(s)}
 

@@ -176,8 +176,8 @@ class Fitter:
         self.val_sampled = cfg.val_rows is not None and len(yv) > cfg.val_rows
         self.val_plan, self.val_y = (stratified_sample(splits.plans[self.va], yv, cfg.val_rows, cfg.seed)
                                      if self.val_sampled else (splits.plans[self.va], yv))
-        self.agg_rows: dict[tuple[str, str], int] = {}
-        self.embedding: tuple[Any] | None = None  # (the embedding baseline,) when fitted beside the searches  # (kind, pooling) -> sampled train rows, when sampled
+        self.agg_rows: dict[tuple[str, str], int] = {}  # (kind, pooling) -> sampled train rows, when sampled
+        self.embedding: tuple[Any] | None = None  # (the embedding baseline,) when fitted beside the searches
 
     def variant(self, **changes: Any) -> "Fitter":
         """This fitter with other options (e.g. probe="lr"): the same store, splits and samples."""
@@ -211,6 +211,7 @@ class Fitter:
 
     def read(self, picks: list[tuple[str, np.ndarray | None]], split: str) -> np.ndarray:
         return self.store.gather(self.fs, picks, self.splits.plans[split])[1]
+
     def read_val(self, picks: list[tuple[str, np.ndarray | None]]) -> np.ndarray:
         """The validation rows a search holds (`val_plan`: all, or the --val-rows sample) of these columns."""
         return self.store.gather(self.fs, picks, self.val_plan)[1]

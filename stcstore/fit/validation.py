@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
-from ..store.store import neuron_picks
-from .probe import path_scores
+from ..core.names import FeatureBlock
+from .probe import apply_standardization, path_scores
 
 if TYPE_CHECKING:
     from .search import Fitter
@@ -27,20 +27,15 @@ Entry = tuple[Picks, np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]
 DECISION_BYTES = 64 * 2**20  # validation scores of this many bytes are computed per pass over the chunks
 
 
-def state_picks(fitter: "Fitter", state: Any) -> Picks:
-    """The columns a fitted state reads: a probe's (or the embedding baseline's) whole block, an aggregate's,
-    head's or ensemble's neurons."""
-    block = getattr(state, "block", None)
-    if block is not None:
-        return [(block.column, None)]
-    return neuron_picks(fitter.fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in state.groups])
-
-
 def entry(fitter: "Fitter", state: Any) -> Entry:
+    """What a fitted state reads and scores with: a probe's (or the embedding baseline's) whole block, an
+    aggregate's, head's or ensemble's neurons (`Fitter.picks`)."""
     from .search import state_decision
 
+    block = getattr(state, "block", None)
+    picks: Picks = [(block.column, None)] if block is not None else fitter.picks(state)
     decide = state.decision if hasattr(state, "decision") else state_decision(state)  # ensemble, embedding
-    return state_picks(fitter, state), state.mean, state.scale, decide
+    return picks, state.mean, state.scale, decide
 
 
 def decisions(fitter: "Fitter", entries: list[Entry]) -> list[np.ndarray]:
@@ -54,27 +49,17 @@ def decisions(fitter: "Fitter", entries: list[Entry]) -> list[np.ndarray]:
             else:
                 union[col] = np.union1d(union.get(col, np.array([], dtype=np.int64)), idx)
     cols = list(union.items())
-    start, at = {}, 0
-    for col, idx in cols:
-        start[col] = at
-        at += fitter.fs.width(col.split(".")[0]) if idx is None else len(idx)
+    width = {col: fitter.fs.width(FeatureBlock.parse(col).kind) for col, _ in cols}
+    start = dict(zip(union, np.cumsum([0] + [width[c] if i is None else len(i) for c, i in cols])))
     where = []  # per entry, its columns' positions in the union matrix
     for picks, *_ in entries:
-        pos = []
-        for col, idx in picks:
-            u = union[col]
-            if u is None:
-                pos.append(start[col] + (np.arange(fitter.fs.width(col.split(".")[0])) if idx is None else idx))
-            else:
-                pos.append(start[col] + np.searchsorted(u, idx))
+        pos = [start[col] + (np.arange(width[col]) if idx is None else
+                             idx if union[col] is None else np.searchsorted(union[col], idx)) for col, idx in picks]
         where.append(np.concatenate(pos) if pos else np.array([], dtype=np.int64))
     parts: list[list[np.ndarray]] = [[] for _ in entries]
     for _, X in fitter.store.gather_by_chunk(fitter.fs, cols, fitter.splits.plans[fitter.va]):
         for out, pos, (_, mean, scale, decide) in zip(parts, where, entries):
-            Z = X[:, pos]
-            Z -= mean.astype(np.float32)
-            Z /= scale.astype(np.float32)
-            out.append(np.asarray(decide(Z)))
+            out.append(np.asarray(decide(apply_standardization(X[:, pos], mean, scale))))  # X[:, pos]: a copy
     K = max(fitter.K, 1)
     return [np.concatenate(p) if p else np.zeros((0, K)) for p in parts]
 
@@ -86,9 +71,8 @@ def rescore(fitter: "Fitter", states: Iterable[Any]) -> None:
     if not fitter.val_sampled:
         return
     todo = list({id(_scored(s)): s for s in states}.values())
-    m, K = len(fitter.splits.y[fitter.va]), max(fitter.K, 1)
-    per_pass = max(1, DECISION_BYTES // max(8 * m * K, 1))
     y = fitter.splits.y[fitter.va]
+    per_pass = max(1, DECISION_BYTES // max(8 * len(y) * max(fitter.K, 1), 1))
     for i in range(0, len(todo), per_pass):
         batch = todo[i:i + per_pass]
         for s, sc in zip(batch, decisions(fitter, [entry(fitter, s) for s in batch])):

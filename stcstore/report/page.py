@@ -157,8 +157,7 @@ def _label_cell(r: dict[str, Any], labels: list[str]) -> str:
     return "<br>".join(parts)
 
 
-def _neuron_table(neurons: list[dict[str, Any]], classes: list[str], top: int, names: dict[str, str] | None = None
-                  ) -> str:
+def _neuron_table(neurons: list[dict[str, Any]], classes: list[str], top: int, names: dict[str, str]) -> str:
     labels = sorted({s["label"] for r in neurons for s in r["label_stats"]}, key=lambda x: (len(x), x))
     n_w = len(neurons[0]["weights"])  # 0: a consolidation head, whose neurons have no linear weight
     wcols = [] if n_w == 0 else ["weight"] if n_w == 1 else [f"w[{c}]" for c in classes]
@@ -171,7 +170,7 @@ def _neuron_table(neurons: list[dict[str, Any]], classes: list[str], top: int, n
         rows.append(f"<tr><td>{r['rank']}</td><td>{r['kind']}.{r['pooling']}.{r['layer']}</td><td>{r['neuron']}</td>"
                     f"<td>{100 * r['importance']:.2f} %</td>"
                     + "".join(f"<td>{w:+.3f}</td>" for w in r["weights"])
-                    + f"<td>{esc(shown(r['toward'], names or {}) if r['toward'] else '–')}</td><td>{_label_cell(r, labels)}</td><td>{es}</td></tr>")
+                    + f"<td>{esc(shown(r['toward'], names) if r['toward'] else '–')}</td><td>{_label_cell(r, labels)}</td><td>{es}</td></tr>")
     return "<table>" + head + "".join(rows) + "</table>"
 
 
@@ -180,6 +179,7 @@ def _fig_histograms(hists: list[dict[str, Any]], classes: list[str], names: dict
     (`core.html.class_colour`, as on the explanation pages)."""
     if not hists:
         return ""
+    names = names or {}
     labels = list(hists[0]["fractions"])
     order = {c: i for i, c in enumerate(classes)}
     colour = {lab: class_colour(order.get(lab, len(classes) + i)) for i, lab in enumerate(labels)}
@@ -188,9 +188,9 @@ def _fig_histograms(hists: list[dict[str, Any]], classes: list[str], names: dict
         mids = [(a + b) / 2 for a, b in zip(h["edges"], h["edges"][1:])]
         series = [Series(f"label {lab}", list(zip(mids, fr)), colour[lab], marker=0) for lab, fr in h["fractions"].items()]
         figs.append(line_chart(series, title=f"#{h['rank']} {h['kind']}.{h['pooling']}.{h['layer']} neuron "
-                               f"{h['neuron']} → {shown(h['toward'], names or {})}", x_label="stored value",
+                               f"{h['neuron']} → {shown(h['toward'], names)}", x_label="stored value",
                                y_label="share of label", width=330, height=190, legend=False))
-    key = " ".join(f'<span style="color:{colour[lab]}">&#9644; label {esc(shown(lab, names or {}))}</span>'
+    key = " ".join(f'<span style="color:{colour[lab]}">&#9644; label {esc(shown(lab, names))}</span>'
                    for lab in labels)
     return f'<p>{key}</p><div class="multiples">{"".join(figs)}</div>'
 
