@@ -138,14 +138,16 @@ def test_memory_budget_searches_a_sample_and_refits_on_every_row(tmp_path):
     assert (pred == labels).mean() == pytest.approx(tight.stc["validation"]["accuracy"])
 
 
-def _fit_rss(store: Path, budget: int) -> dict:
+def _fit_rss(store: Path, budget: int, options: str = "probe_rows=5000") -> dict:
+    """Peak RSS (MB) of a fit of hidden.mean in its own process, with its train, validation and search rows;
+    `options`: more FitConfig arguments."""
     code = (
         "import json, resource, sys, torch; torch.set_num_threads(1)\n"
         "from stcstore.fit import FitConfig, fit\nfrom stcstore.fit.probe import PathConfig\n"
         f"r = fit({str(store)!r}, FitConfig('d', model='synthetic', kinds=('hidden',), poolings=('mean',), "
-        f"etas=(0.5,), probe_rows=5000, memory_budget_mb={budget}, path=PathConfig(n_lambdas=6, min_ratio=1e-2)))\n"
+        f"etas=(0.5,), {options}, memory_budget_mb={budget}, path=PathConfig(n_lambdas=6, min_ratio=1e-2)))\n"
         "print(json.dumps({'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
-        "'search': r.n_search_rows, 'train': r.n_train}))\n"
+        "'search': r.n_search_rows, 'train': r.n_train, 'validation': r.n_validation}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -178,7 +180,7 @@ def test_a_large_validation_split_is_searched_on_a_sample_and_compared_on_every_
     sampled = fit(st, FitConfig("d", val_rows=300, **base), out=tmp_path / "clf")
     assert sampled.fit_id != whole.fit_id and sampled.n_validation == 1500
     assert any("sample of 300 (--val-rows)" in m for m in sampled.messages)
-    # the chosen classifier's reported validation accuracy is its accuracy on all 1,500 validation rows ...
+    # the chosen classifier's reported validation accuracy is its accuracy on all 1,500 validation rows
     clf = load_classifier(tmp_path / "clf")
     _, X = clf.store_features(Store(st), "d", "validation")
     _, _, labels = Store(st).matrix("d", "synthetic", "hidden", "mean", 0, "validation")
@@ -186,20 +188,6 @@ def test_a_large_validation_split_is_searched_on_a_sample_and_compared_on_every_
     assert len(labels) == 1500
     assert (pred == labels).mean() == pytest.approx(sampled.stc["validation"]["accuracy"])
     assert abs(sampled.stc["validation"]["accuracy"] - whole.stc["validation"]["accuracy"]) < 0.03
-
-
-
-def _fit_rss_validation(store: Path, budget: int) -> dict:
-    code = (
-        "import json, resource, sys, torch; torch.set_num_threads(1)\n"
-        "from stcstore.fit import FitConfig, fit\nfrom stcstore.fit.probe import PathConfig\n"
-        f"r = fit({str(store)!r}, FitConfig('d', model='synthetic', kinds=('hidden',), poolings=('mean',), workers=1, "
-        f"etas=(0.5,), val_rows=5000, memory_budget_mb={budget}, path=PathConfig(n_lambdas=6, min_ratio=1e-2)))\n"
-        "print(json.dumps({'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
-        "'validation': r.n_validation, 'search': r.n_search_rows}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
@@ -211,6 +199,6 @@ def test_peak_memory_of_fit_does_not_grow_with_validation_rows(tmp_path):
     for n in sizes:
         write_synthetic(tmp_path / f"s{n}", "d", rows=n, layers=2, widths={"hidden": 256, "ffn": 8},
                         kinds=("hidden",), poolings=("mean",), splits=(0.2, 0.7), rows_per_chunk=20_000)
-    small, large = (_fit_rss_validation(tmp_path / f"s{n}", 16) for n in sizes)
+    small, large = (_fit_rss(tmp_path / f"s{n}", 16, "workers=1, val_rows=5000") for n in sizes)
     assert small["validation"] == 70_000 and large["validation"] == 280_000
     assert large["rss"] - small["rss"] < 60, (small, large)
