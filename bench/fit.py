@@ -7,7 +7,7 @@ process, exactly like this checkout's fit, so both get the same cores and their 
 
     python bench/fit.py --store ST --dataset sst6k --threads 2
     python bench/fit.py --store ST --dataset irony --model <path> --no-baseline
-    python bench/fit.py --store ST --dataset sst2 --baseline-ref d21cba0 --repeat 1
+    python bench/fit.py --store ST --dataset sst2 --baseline-ref d21cba0 --repeat 3
     python bench/fit.py --store ST --dataset irony --no-baseline --probes lr,slp       # LR vs SLP probes
     python bench/fit.py --store ST --dataset irony --no-baseline --aggregators lr,consolidation
     python bench/fit.py --store ST --dataset joy --no-baseline --metric r2 --fit-args '--task regression'
@@ -165,6 +165,8 @@ def main() -> None:
                     "(wall, CPU seconds, same result?)")
     ap.add_argument("--contention", default=None, help="e.g. 1,3: the last --workers count again with that many "
                     "busy processes on the machine")
+    ap.add_argument("--repeat", type=int, default=1, help="run the baseline and this checkout's fit this many times, "
+                    "alternately, and compare medians (the range of each is printed)")
     ap.add_argument("--baseline-json", default=None, help="reuse the baseline's result from this file when it "
                     "exists (else run it and save it there): for repeated runs while developing")
     args = ap.parse_args()
@@ -173,16 +175,25 @@ def main() -> None:
         workers_and_contention(args)
         return
     runs = {}
-    if args.baseline_json and Path(args.baseline_json).exists():
-        runs["baseline"] = json.loads(Path(args.baseline_json).read_text())
-    elif not args.no_baseline:
-        runs["baseline"] = run_fit(baseline_site(args.baseline_ref), args, ["--metric", args.metric])
-        if args.baseline_json:
-            Path(args.baseline_json).write_text(json.dumps(runs["baseline"]))
     kinds = [k.strip() for k in args.probes.split(",") if k.strip()]
-    for k in kinds:
-        runs["new" if k == "lr" else f"new {k}"] = run_fit(None, args, ["--metric", args.metric, "--probe", k]
-                                                           + args.fit_args.split())
+    repeats: dict[str, list[dict]] = {}
+    for _ in range(max(args.repeat, 1)):  # alternately, so that a drift of the machine hits both alike
+        if args.baseline_json and Path(args.baseline_json).exists():
+            repeats.setdefault("baseline", []).append(json.loads(Path(args.baseline_json).read_text()))
+        elif not args.no_baseline:
+            repeats.setdefault("baseline", []).append(run_fit(baseline_site(args.baseline_ref), args,
+                                                              ["--metric", args.metric]))
+            if args.baseline_json:
+                Path(args.baseline_json).write_text(json.dumps(repeats["baseline"][-1]))
+        for k in kinds:
+            repeats.setdefault("new" if k == "lr" else f"new {k}", []).append(
+                run_fit(None, args, ["--metric", args.metric, "--probe", k] + args.fit_args.split()))
+    for name, rs in repeats.items():
+        rs.sort(key=lambda r: r["seconds"]["total"])
+        runs[name] = rs[len(rs) // 2]  # the median run
+        if len(rs) > 1:
+            runs[name]["range"] = {k: (min(r[k1][k] for r in rs), max(r[k1][k] for r in rs))
+                                   for k1, k in (("seconds", "total"), ("process", "wall"))}
     if "consolidation" in args.aggregators.split(","):
         runs["new consolidation"] = run_fit(None, args, ["--metric", args.metric, "--aggregator", "consolidation"]
                                             + args.fit_args.split())
@@ -194,6 +205,13 @@ def main() -> None:
     for name, res in runs.items():
         if name != "new consolidation":
             print(describe(name if name.startswith("new") else f"{args.baseline_ref[:9]}", res, args.metric))
+    for name, res in runs.items():  # the whole command, from its start to its exit (imports and pool included)
+        label = name if name.startswith("new") else args.baseline_ref[:9]
+        spread = ""
+        if "range" in res:
+            (t0, t1), (w0, w1) = res["range"]["total"], res["range"]["wall"]
+            spread = f" (median of {args.repeat}; fit {t0:.1f}-{t1:.1f} s, process {w0:.1f}-{w1:.1f} s)"
+        print(f"{label:10s} process wall {res['process']['wall']:.1f} s, CPU {res['process']['cpu']:.1f} s{spread}")
     if "new consolidation" in runs:
         compare_aggregators(runs, args.metric)
     news = [n for n in runs if n.startswith("new") and n != "new consolidation"]
@@ -208,7 +226,8 @@ def main() -> None:
         ratio = {k: r["seconds"][k] / max(b["seconds"][k], 1e-9) for k in ("probes", "aggregate", "total")}
         d = r["stc"]["validation"][args.metric] - b["stc"]["validation"][args.metric]
         print(f"new ÷ baseline: probes {ratio['probes']:.3f}, aggregate {ratio['aggregate']:.3f}, total "
-              f"{ratio['total']:.3f} (speed-up {1 / ratio['total']:.1f}x); peak RSS "
+              f"{ratio['total']:.3f} (speed-up {1 / ratio['total']:.1f}x; the whole process "
+              f"{b['process']['wall'] / r['process']['wall']:.1f}x); peak RSS "
               f"{r['peak_rss_mb'] / b['peak_rss_mb']:.2f}; STC validation {d:+.4f}")
 
 

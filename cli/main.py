@@ -172,6 +172,21 @@ def fit(store, dataset, model, out, etas, task, probe, aggregator, selection, me
         val_rows, memory_budget, threads, device, force, engine, ray_address, workers, cpus_per_worker, gpus_per_worker,
         as_json) -> None:
     """Per-layer L1 probes, η-sparsification and cross-layer aggregation, all chosen on validation."""
+    from stcstore.core.pool import available_cpus, start_workers, stop_workers
+
+    if engine == "local" and device == "cpu" and (workers is None or workers > 0):
+        start_workers(workers or available_cpus())  # the pool's processes get ready while this one imports torch
+    try:
+        _fit(store, dataset, model, out, etas, task, probe, aggregator, selection, metric, kinds, poolings, mix_kinds,
+             val_fraction, seed, probe_rows, val_rows, memory_budget, threads, device, force, engine, ray_address,
+             workers, cpus_per_worker, gpus_per_worker, as_json)
+    finally:  # exit now: not once the workers have imported torch (a failure), or ended their interpreters (1 s)
+        stop_workers()
+
+
+def _fit(store, dataset, model, out, etas, task, probe, aggregator, selection, metric, kinds, poolings, mix_kinds,
+         val_fraction, seed, probe_rows, val_rows, memory_budget, threads, device, force, engine, ray_address, workers,
+         cpus_per_worker, gpus_per_worker, as_json) -> None:
     from stcstore.fit import FitConfig
     from stcstore.fit import fit as run
 

@@ -102,6 +102,19 @@ def test_lambda_max_gives_all_zero_weights():
     assert s.fit(s.lambda_max() * 0.5).n_nonzero > 0
 
 
+def test_compact_lbfgs_direction_equals_the_two_loop_recursion():
+    """The solver's compact L-BFGS form (a few products with the stacked pairs) is the two-loop recursion's
+    matrix, for any number of pairs, classes and a first step without curvature."""
+    rng = np.random.default_rng(3)
+    for p, shape in ((0, (7, 1)), (1, (7, 1)), (4, (12, 3)), (10, (30, 1))):
+        m = shape[0] * shape[1]
+        S = rng.standard_normal((p, m))
+        Y = S @ np.diag(rng.uniform(0.5, 2.0, m)) + 0.01 * rng.standard_normal((p, m))  # positive curvature
+        PG = rng.standard_normal(shape)
+        np.testing.assert_allclose(L1Logistic._direction(PG, S, Y), L1Logistic._direction_two_loop(PG, S, Y),
+                                   rtol=1e-9, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------- fit end to end
 def test_fit_binary_end_to_end_and_tables(binary_store, tmp_path):
     st, _ = binary_store

@@ -80,3 +80,47 @@ def test_workers_map_shares_one_queue_between_this_process_and_the_pool():
         list(Workers(2).map(_task, [(0, 0.0), (1, 0.2), (-1, 0.0)]))  # the last one runs here
     with pytest.raises(ValueError, match="task -1 failed"):
         list(Workers(2).map(_task, [(-1, 0.0), (1, 0.5), (2, 0.5)]))  # the first one runs in the pool
+
+
+def test_an_early_started_pool_is_stopped_without_waiting_for_it(tmp_path, monkeypatch):
+    """`fit` starts its pool processes before it imports torch (core.pool); a failing command stops them
+    at once, not once their imports are done, and the next fit gets a fresh pool that works."""
+    import psutil
+
+    from stcstore.core.pool import local_pool, start_workers, stop_workers
+
+    (tmp_path / "slow_import_for_the_pool_test.py").write_text("import time\ntime.sleep(120)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    local_pool(1).shutdown(wait=True, kill_workers=True)  # no pool of an earlier test: this one starts its own
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    start_workers(2, modules=("slow_import_for_the_pool_test",))
+    pool = local_pool(1)
+    workers = []
+    for _ in range(300):  # the worker is up (and then busy importing for two minutes)
+        workers = [p for p in psutil.Process().children(recursive=True)
+                   if p.pid not in before and "LokyProcess" in " ".join(p.cmdline())]  # not loky's resource tracker
+        if workers:
+            break
+        time.sleep(0.1)
+    assert workers
+    t0 = time.perf_counter()
+    stop_workers()
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive and time.perf_counter() - t0 < 60  # killed, not waited for
+    fresh = local_pool(1)
+    assert fresh is not pool and fresh.submit(os.getpid).result(timeout=60) != os.getpid()
+
+
+def test_blas_one_thread_limits_blas_and_restores_it():
+    from threadpoolctl import threadpool_info
+
+    from stcstore.core.threads import blas_one_thread
+
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    if not blas:
+        pytest.skip("no BLAS library loaded")
+    before = [i["num_threads"] for i in blas]
+    with blas_one_thread():
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from ..core.threads import blas_one_thread
 
 from ..core.names import ENCODER_FAMILIES, FeatureBlock
 from .metrics import reported
@@ -66,7 +66,7 @@ def fit_embedding(fitter: "Fitter", block: FeatureBlock) -> EmbeddingState:
     best: EmbeddingState | None = None
     since = 0
     model: Any = None
-    with threadpool_limits(1), warnings.catch_warnings():  # one thread wherever it runs: the same C, any --workers
+    with blas_one_thread(None), warnings.catch_warnings():  # one thread wherever it runs: the same C, any --workers
         warnings.simplefilter("ignore")  # lbfgs's ConvergenceWarning at the weak end of the grid
         for C in C_GRID:
             if K == 0:

@@ -16,7 +16,6 @@ runs (here or in the pool), so the fit id, choice and classifier are the same fo
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from concurrent.futures import Future
@@ -24,7 +23,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 import torch
-from threadpoolctl import threadpool_limits
+
+from ..core.pool import available_cpus, local_pool  # noqa: F401 (available_cpus: part of this module's API)
+from ..core.threads import blas_one_thread
 
 if TYPE_CHECKING:
     from ..core.names import FeatureBlock
@@ -35,21 +36,13 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity, which a container or `taskset` narrows)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 @contextmanager
 def one_thread() -> Iterator[None]:
     """torch and the BLAS libraries on one thread for the duration."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with threadpool_limits(1):
+        with blas_one_thread(None):
             yield
     finally:
         torch.set_num_threads(before)
@@ -103,9 +96,7 @@ class Workers:
         if self.n == 1 or len(tasks) < 2:
             yield from (fn(*t) for t in tasks)
             return
-        from joblib.externals.loky import get_reusable_executor
-
-        pool = get_reusable_executor(max_workers=self.n - 1)  # one size: loky restarts a pool it resizes
+        pool = local_pool(self.n - 1)
         queue = deque(range(len(tasks)))
         lock = threading.Lock()
         futures: dict[int, Future] = {}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
+from ..core.threads import blas_one_thread
 
 from ..classifier.linear import predict_index, probabilities
 from ..core.errors import StcError
@@ -99,13 +99,13 @@ def fit_path(Xtr: "np.ndarray | DenseDesign | ChunkedDesign", ytr: np.ndarray, X
     runs on `device` (one copy of each matrix there)."""
     # All products run in torch; an idle multi-threaded OpenBLAS pool (numpy's) spinning next to torch's
     # threads made them up to 1.7x slower on 2 cores.
-    with threadpool_limits(1, user_api="blas"):
+    with blas_one_thread():
         return _fit_path(Xtr, ytr, Xva, yva, n_classes, metric, cfg, torch.device(device), lam_top)
 
 
 def lambda_max(X: np.ndarray, y: np.ndarray, n_classes: int, device: str = "cpu") -> float:
     """The smallest strength at which every weight of a probe on X is zero (X standardised float32)."""
-    with threadpool_limits(1, user_api="blas"):
+    with blas_one_thread():
         return L1Logistic(torch.from_numpy(X).to(device), y, n_classes).lambda_max()
 
 
@@ -192,7 +192,7 @@ def fit_around(Xtr: "np.ndarray | DenseDesign | ChunkedDesign", ytr: np.ndarray,
     to stronger ones from it the same way. Used for the aggregates, whose neighbours (the previous η at the
     same depth, or the previous depth) differ from them by a few columns, and for the refit of an aggregate
     searched on a row sample on every row (`Xtr` then a `ChunkedDesign`)."""
-    with threadpool_limits(1, user_api="blas"):
+    with blas_one_thread():
         path = _Path(Xtr, ytr, Xva, yva, n_classes, metric, cfg, torch.device(device), lam_top)
         start = min(max(step, path.first), path.last)
         pt0, _ = path.visit(start, warm, warm.lam)

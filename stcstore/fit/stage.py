@@ -31,6 +31,7 @@ from ..core.console import eprint, progress
 from ..core.errors import StcError
 from ..core.fingerprint import fingerprint
 from ..core.names import FeatureBlock
+from ..core.pool import start_workers
 from ..store.store import Store
 from .config import FitConfig
 from .consolidation import HeadState, consolidate, refit_head
@@ -246,6 +247,8 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         if not blocks:
             raise StcError(f"feature set {fs.id[:12]} has no blocks for --kinds {','.join(cfg.kinds)} and --poolings "
                            f"{','.join(cfg.poolings)}; it holds {', '.join(fs.manifest['columns'][:6])} ...")
+        workers = Workers(cfg.workers or available_cpus() if cfg.device == "cpu" else 1)
+        start_workers(workers.n)  # ready by the first probe (the CLI may have started them already)
         t0 = time.perf_counter()
         splits = plan_splits(store, fs, cfg)
         seconds["plan"] = time.perf_counter() - t0
@@ -254,7 +257,6 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         for m in messages:
             eprint(m)
         fitter = Fitter(store, fs, cfg, splits)
-        workers = Workers(cfg.workers or available_cpus() if cfg.device == "cpu" else 1)
         groups = [(k, p) for k in cfg.kinds for p in cfg.poolings]
         if cfg.mix_kinds and len(cfg.kinds) > 1:
             groups += [("+".join(cfg.kinds), p) for p in cfg.poolings]
