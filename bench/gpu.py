@@ -1,8 +1,9 @@
 """GPU check and figures: extract, fit and score on a CUDA device with the packaged MiniLM, against the same
 steps on the CPU of the same machine, on the embedded demo sample (2,400 SST-2 sentences).
 
-Prints one JSON object: texts/s of extract (float32 and bfloat16 compute) and score, fit seconds, the
-validation accuracy of the STC chosen on each device, and the largest difference between features
+Prints one JSON object: texts/s of extract (float32 and bfloat16 compute) and score, fit seconds (on the
+device: one probe at a time, and the default of several processes sharing it, with whether both chose the same
+classifier), the validation accuracy of the STC chosen on each device, and the largest difference between features
 extracted on the GPU and on the CPU (float32 compute; both stored as float16).
 
     python bench/gpu.py [--device cuda:0] [--model DIR] [--out DIR]
@@ -30,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from stcstore import Store  # noqa: E402
+from stcstore.core.pool import default_workers  # noqa: E402
 from stcstore.demo import DEMO_DATASET, demo_files, new_texts_file  # noqa: E402
 from stcstore.features import ExtractConfig, extract  # noqa: E402
 from stcstore.fit import FitConfig, fit  # noqa: E402
@@ -61,10 +63,17 @@ def run(base: Path, label: str, device: str, torch_dtype: str, model: str) -> di
     t_ext = time.perf_counter() - t0
     out = {"extract_texts_per_s": round(ext.texts_extracted / t_ext, 1), "store": str(st)}
     if torch_dtype == "float32":
+        if device != "cpu":  # one probe at a time on the device, as 0.2 did: the baseline of the shared device
+            t0 = time.perf_counter()
+            one = fit(st, FitConfig(DEMO_DATASET, model=model, device=device, workers=1))
+            out["fit_seconds_workers_1"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         res = fit(st, FitConfig(DEMO_DATASET, model=model, device=device), out=base / f"clf-{label}")
         out["fit_seconds"] = round(time.perf_counter() - t0, 1)
+        out["fit_workers"] = default_workers(device)
         out["stc_validation_accuracy"] = res.stc["validation"]["accuracy"]
+        if device != "cpu":
+            out["same_fit_at_1_and_n_workers"] = one.fit_id == res.fit_id and one.chosen == res.chosen
         texts = new_texts_file()
         big = base / "score-in.jsonl"
         lines = texts.read_text().splitlines()

@@ -165,17 +165,18 @@ def sql(query, store, file, name, params, list_queries, max_rows, timeout, as_js
 @P.DEVICE
 @P.FORCE
 @P.engine("the per-layer probes", local_workers="Probes and kind/pooling aggregate searches fitted at a time, "
-                                                 "each on one thread (local: worker processes [default: the CPUs "
-                                                 "available]; Ray: probe tasks).")
+                                                 "each on one thread (local: processes [default: the CPUs "
+                                                 "available; with --device cuda, up to 8 sharing the GPU]; Ray: "
+                                                 "probe tasks).")
 @P.JSON
 def fit(store, dataset, model, out, etas, task, probe, aggregator, selection, metric, kinds, poolings, mix_kinds, val_fraction, seed, probe_rows,
         val_rows, memory_budget, threads, device, force, engine, ray_address, workers, cpus_per_worker, gpus_per_worker,
         as_json) -> None:
     """Per-layer L1 probes, η-sparsification and cross-layer aggregation, all chosen on validation."""
-    from stcstore.core.pool import available_cpus, start_workers, stop_workers
+    from stcstore.core.pool import default_workers, start_workers, stop_workers
 
-    if engine == "local" and device == "cpu" and (workers is None or workers > 0):
-        start_workers(workers or available_cpus())  # the pool's processes get ready while this one imports torch
+    if engine == "local":  # the pool's processes get ready while this one imports torch
+        start_workers(workers or default_workers(device))
     try:
         _fit(store, dataset, model, out, etas, task, probe, aggregator, selection, metric, kinds, poolings, mix_kinds,
              val_fraction, seed, probe_rows, val_rows, memory_budget, threads, device, force, engine, ray_address,

@@ -124,3 +124,10 @@ def test_blas_one_thread_limits_blas_and_restores_it():
     with blas_one_thread():
         assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+def test_default_workers_by_device():
+    from stcstore.core.pool import DEVICE_WORKERS, default_workers
+
+    assert default_workers("cpu") == available_cpus()
+    assert default_workers("cuda:0") == max(1, min(available_cpus(), DEVICE_WORKERS))

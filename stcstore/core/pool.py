@@ -19,6 +19,19 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+DEVICE_WORKERS = 8  # the most processes that share one GPU by default
+
+
+def default_workers(device: str = "cpu") -> int:
+    """How many probes and searches a fit runs at a time without --workers: one per available CPU; on a GPU,
+    as many processes sharing it as there are CPUs, at most DEVICE_WORKERS. A probe on a GPU is a chain of
+    small kernels, each waited for by the solver on the host: alone, it leaves the device idle most of the
+    time (the fit on an H200 was 0.8x the CPU's); several at once keep it busy, each context taking some
+    hundreds of MB of device memory."""
+    n = available_cpus()
+    return n if device == "cpu" else max(1, min(n, DEVICE_WORKERS))
+
+
 def local_pool(workers: int) -> Any:
     """The reusable pool of `workers` processes (one size always: loky restarts a pool it resizes)."""
     from joblib.externals.loky import get_reusable_executor

@@ -45,7 +45,7 @@ class FitConfig:
     val_fraction: float = VAL_FRACTION  # carved from train (stratified, seeded) only when there is no validation split
     seed: int = 0
     threads: int | None = None  # torch threads of this process (the aggregate searches)
-    workers: int | None = None  # probes at a time, each on one thread [default: the CPUs available]
+    workers: int | None = None  # probes at a time, each on one thread [default: core.pool.default_workers]
     probe_rows: int | None = PROBE_ROWS  # per-layer probes use a stratified sample of this many train rows
     val_rows: int | None = VAL_ROWS  # searches score a stratified sample of this many validation rows
     memory_budget_mb: int | None = MEMORY_BUDGET_MB  # aggregate train matrices above it: sampled search, streamed refit

@@ -12,6 +12,9 @@ train matrices of as many groups as there are workers fit in the memory budget t
 
 So do the full paths that confirm the best aggregates. Every probe and search runs on one thread wherever it
 runs (here or in the pool), so the fit id, choice and classifier are the same for any number of workers.
+
+With `--device cuda` the same pool shares the GPU (`core.pool.default_workers`): a probe there is a chain of small
+kernels that the solver waits for on the host, and several processes at once fill the device's idle time.
 """
 
 from __future__ import annotations

@@ -31,14 +31,14 @@ from ..core.console import eprint, progress
 from ..core.errors import StcError
 from ..core.fingerprint import fingerprint
 from ..core.names import FeatureBlock
-from ..core.pool import start_workers
+from ..core.pool import default_workers, start_workers
 from ..store.store import Store
 from .config import FitConfig
 from .consolidation import HeadState, consolidate, refit_head
 from .probe import better
 from .efficiency import efficiency
 from .outcome import build_classifier, chosen_entry, test_reports
-from .parallel import Workers, available_cpus, confirm_one
+from .parallel import Workers, confirm_one
 from .result import FitResult, noise_messages, peak_rss_mb
 from .search import AggState, Ensemble, Fitter, ProbeState
 from .selection import best_state, ranked
@@ -247,7 +247,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         if not blocks:
             raise StcError(f"feature set {fs.id[:12]} has no blocks for --kinds {','.join(cfg.kinds)} and --poolings "
                            f"{','.join(cfg.poolings)}; it holds {', '.join(fs.manifest['columns'][:6])} ...")
-        workers = Workers(cfg.workers or available_cpus() if cfg.device == "cpu" else 1)
+        workers = Workers(cfg.workers or default_workers(cfg.device))
         start_workers(workers.n)  # ready by the first probe (the CLI may have started them already)
         t0 = time.perf_counter()
         splits = plan_splits(store, fs, cfg)
