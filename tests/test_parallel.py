@@ -82,6 +82,20 @@ def test_workers_map_shares_one_queue_between_this_process_and_the_pool():
         list(Workers(2).map(_task, [(-1, 0.0), (1, 0.5), (2, 0.5)]))  # the first one runs in the pool
 
 
+def test_costly_tasks_are_taken_first_at_both_ends_of_the_queue():
+    """With a cost per task, the pool (front) and this process (back) each start on the costliest tasks and
+    the cheap ones are taken last; results still come in task order."""
+    from stcstore.fit.parallel import both_ends
+
+    assert both_ends([1, 5, 3, 4, 2]) == [1, 2, 0, 4, 3]  # front: 5, 3, 1 ... back: 4, 2
+    assert both_ends([]) == [] and both_ends([7]) == [0]
+    assert sorted(both_ends(list(range(9)))) == list(range(9))
+    cost = [1, 1, 1, 1, 9, 8]  # the two costly tasks last in task order
+    out = list(Workers(2).map(_task, [(i, 0.4 if cost[i] > 1 else 0.05) for i in range(6)], cost=cost))
+    assert [i for i, _ in out] == list(range(6))
+    assert out[4][1] != os.getpid() and out[5][1] == os.getpid()  # one costly task at each end
+
+
 def test_an_early_started_pool_is_stopped_without_waiting_for_it(tmp_path, monkeypatch):
     """`fit` starts its pool processes before it imports torch (core.pool); a failing command stops them
     at once, not once their imports are done, and the next fit gets a fresh pool that works."""

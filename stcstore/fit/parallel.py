@@ -84,6 +84,13 @@ def call(fn: Callable[..., T], *args: object) -> T:
     return fn(*args)
 
 
+def both_ends(cost: list[float]) -> list[int]:
+    """Task indices in the queue order of `Workers.map`: by descending cost, alternately from the front and from
+    the back (ties in task order), so that the front and the back each meet the costliest tasks first."""
+    order = sorted(range(len(cost)), key=lambda i: (-cost[i], i))
+    return order[0::2] + order[1::2][::-1]
+
+
 class Workers:
     """The probes, the aggregate searches of the kind/pooling groups and the confirming full paths, `n` at a time:
     this process and n - 1 workers of a local process pool (joblib's loky, reused across calls) take them from
@@ -93,14 +100,19 @@ class Workers:
     def __init__(self, n: int) -> None:
         self.n = n
 
-    def map(self, fn: Callable[..., T], tasks: list[tuple]) -> Iterator[T]:
+    def map(self, fn: Callable[..., T], tasks: list[tuple], cost: list[float] | None = None) -> Iterator[T]:
         """fn(*task) for every task, yielded in task order. The pool's workers take tasks from the front of one
-        queue (each handed the next when it finishes one), this process from the back, until they meet."""
+        queue (each handed the next when it finishes one), this process from the back, until they meet.
+
+        With an estimated `cost` per task, the queue is laid out so that both ends start with the costliest
+        tasks and the cheapest are taken last, where they meet: the takers then finish close together (the
+        heavy FFN groups of an aggregate search all at one end kept one process busy 2x as long as the
+        other)."""
         if self.n == 1 or len(tasks) < 2:
             yield from (fn(*t) for t in tasks)
             return
         pool = local_pool(self.n - 1)
-        queue = deque(range(len(tasks)))
+        queue = deque(range(len(tasks)) if cost is None else both_ends(cost))
         lock = threading.Lock()
         futures: dict[int, Future] = {}
         here: dict[int, T] = {}
@@ -134,7 +146,7 @@ class Workers:
 
     def probes(self, fitter: "Fitter", blocks: list["FeatureBlock"]) -> Iterator["ProbeState"]:
         """`fit.stage.ProbeRunner`: the blocks' probes, in block order."""
-        return self.map(probe_one, [(fitter, b) for b in blocks])
+        return self.map(probe_one, [(fitter, b) for b in blocks], cost=[fitter.fs.width(b.kind) for b in blocks])
 
     def aggregates(self, fitter: "Fitter", groups: list[tuple[str, str]], probes: dict["FeatureBlock", "ProbeState"]
                    ) -> Iterator[list["AggState"]]:
@@ -146,9 +158,11 @@ class Workers:
             sizes = sorted((fitter.search_bytes(k, p, probes) for k, p in groups), reverse=True)
             together = sum(sizes[:self.n]) <= fitter.cfg.memory_budget_mb * 2**20
         tasks: list[tuple] = [(aggregate_one, fitter, k, p, probes) for k, p in groups]
-        if together:  # the embedding baseline (sklearn, fit.outcome) beside them: the pool starts on it
+        cost = [float(fitter.search_bytes(k, p, probes)) for k, p in groups]
+        if together:  # the embedding baseline (sklearn, fit.outcome) beside them, taken with the smallest groups
             tasks.insert(0, (embedding_one, fitter))
-        results = self.map(call, tasks) if together else (call(*t) for t in tasks)
+            cost.insert(0, 0.0)
+        results = self.map(call, tasks, cost=cost) if together else (call(*t) for t in tasks)
         if together:
             fitter.embedding = (next(results),)
         for (k, p), (states, rows) in zip(groups, results):

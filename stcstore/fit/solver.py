@@ -161,38 +161,42 @@ class L1Logistic:
         else:
             self.Y = F.one_hot(yi, n_classes).to(torch.float32)
         self.Y64 = self.Y.double()
+        self.Y64t = self.Y64.T.contiguous()  # class-major, for the softmax (_terms)
         prior = self.Y.double().mean(0).clamp(1e-12, 1 - 1e-12)
         self.b0 = torch.log(prior / (1 - prior)) if self.K == 1 else torch.log(prior) - torch.log(prior).mean()
 
     # ------------------------------------------------------------------ loss pieces
-    def _terms(self, eta: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """eta: [n, K] -> (mean loss, P [n, K] probabilities, R = P - Y [n, K]); for a regression target
-        (half the mean squared error, eta, R = eta - Y).
+    def _terms(self, eta: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """eta: [n, K] -> (mean loss, R = P - Y [n, K], P the probabilities); for a regression target (half the
+        mean squared error, R = eta - Y). For several classes R is a transposed view of a class-major [K, n]
+        tensor: the softmax's reductions run over K contiguous rows (over [n, K] rows of 4 they took 3x as long)
+        and the products R^T X read it without a copy.
 
-        The element-wise functions and sums run in float64 (P and R are handed back in eta's float32): ATen
+        The element-wise functions and sums run in float64 (R is handed back in eta's float32): ATen
         vectorises them differently per CPU (ATEN_CPU_CAPABILITY: scalar, AVX2, AVX-512), and in float32 those
         last-bit differences steered the line search and the stopping test apart, so that one CPU chose
         another regularisation strength than the next (issue 22). In float64 they stay ~1e-16 and vanish in
         the float32 rounding of R; the matrix products themselves are BLAS's, the same on every kernel. The
         cost is O(n K) per iteration beside the O(n k K) products."""
-        e64 = eta.double()
         if self.regression:
-            R = e64 - self.Y64
-            return 0.5 * R.pow(2).sum().item() / self.n, eta, R.to(eta.dtype)
+            R = eta.double() - self.Y64
+            return 0.5 * R.pow(2).sum().item() / self.n, R.to(eta.dtype)
         if self.K == 1:
+            e64 = eta.double()
             e = e64[:, 0]
             loss = (F.softplus(e) - self.Y64[:, 0] * e).sum().item() / self.n
-            P = torch.sigmoid(e64)
-        else:
-            lse = torch.logsumexp(e64, dim=1)
-            loss = (lse - e64.gather(1, self.yi[:, None])[:, 0]).sum().item() / self.n
-            P = torch.softmax(e64, dim=1)
-        return loss, P.to(eta.dtype), (P - self.Y64).to(eta.dtype)
+            return loss, (torch.sigmoid(e64) - self.Y64).to(eta.dtype)
+        e = torch.empty((self.K, self.n), dtype=torch.float64, device=eta.device).copy_(eta.T)  # class-major
+        m = e.amax(dim=0)
+        z = (e - m).exp_()  # log-sum-exp and softmax from one exp
+        total = z.sum(dim=0)
+        loss = (m + total.log() - e.gather(0, self.yi[None])[0]).sum().item() / self.n
+        return loss, z.div_(total).sub_(self.Y64t).to(eta.dtype).T
 
     def lambda_max(self) -> float:
         """The smallest lam at which every weight is zero (intercept at the class prior)."""
         eta = self.b0.to(torch.float32).expand(self.n, self.K)
-        _, _, R = self._terms(eta)
+        _, R = self._terms(eta)
         return float(self.design.rtx(R, contiguous=False).abs().max()) / self.n * self.target.scale
 
     # ------------------------------------------------------------------ restricted problem
@@ -205,8 +209,7 @@ class L1Logistic:
         """theta: [k+1, K] float64 -> (mean loss, R = P - Y [n, K] float32, beside X)."""
         Wt = torch.from_numpy(np.ascontiguousarray(theta[:-1].T, dtype=np.float32)).to(self.device)
         b = torch.from_numpy(theta[-1].astype(np.float32)).to(self.device)
-        loss, _, R = self._terms(XA.linear(Wt, b))
-        return loss, R
+        return self._terms(XA.linear(Wt, b))
 
     def _grad(self, XA: DenseDesign, R: torch.Tensor) -> np.ndarray:
         """Gradient of the mean loss w.r.t. theta, [k+1, K] float64."""
@@ -238,11 +241,11 @@ class L1Logistic:
         if not len(S):  # no curvature yet: a step of unit length
             return -PG / max(float(np.linalg.norm(g)), 1e-12)
         SY = S @ Y.T
-        R = np.triu(SY)
         gamma = SY[-1, -1] / float(Y[-1] @ Y[-1])
-        u = dtrtrs(R, S @ g)[0]  # LAPACK directly: scipy's wrapper cost 20 us a call
+        # R = triu(SY), which trtrs reads from SY's upper triangle (LAPACK directly: scipy's wrapper took 20 us)
+        u = dtrtrs(SY, S @ g)[0]
         w = np.diagonal(SY) * u + gamma * (Y @ (Y.T @ u)) - gamma * (Y @ g)
-        v = dtrtrs(R, w, trans=1)[0]  # R^T v = w
+        v = dtrtrs(SY, w, trans=1)[0]  # R^T v = w
         return -(gamma * g + S.T @ v - gamma * (Y.T @ u)).reshape(PG.shape)
 
     @staticmethod
@@ -359,7 +362,7 @@ class L1Logistic:
             b = np.array(warm.intercept, dtype=np.float64)
         # gradient at the warm start, for the strong rule
         Wt = torch.from_numpy(np.ascontiguousarray(Wfull.T, dtype=np.float32)).to(self.device)
-        _, _, R = self._terms(self.design.linear(Wt, torch.from_numpy(b.astype(np.float32)).to(self.device)))
+        _, R = self._terms(self.design.linear(Wt, torch.from_numpy(b.astype(np.float32)).to(self.device)))
         G = self.design.rtx(R, contiguous=False).abs().amax(dim=1) / self.n  # [d]
         lp = lam_prev if lam_prev is not None else (warm.lam if warm is not None else
                                                      self.lambda_max() / self.target.scale)
