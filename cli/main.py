@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from stcstore.core.errors import StcError, os_error_message
-from stcstore.core.names import DEFAULT_MODEL, parse_label_names
+from stcstore.core.names import DEFAULT_MODEL, LABEL_NAME_FIELD, parse_label_names
 
 from . import params as P
 
@@ -51,18 +51,21 @@ def cli() -> None:
 @click.option("--label-names", default=None, metavar="L=NAME,...",
               help="Names for the labels, e.g. 0=negative,1=positive: shown by fit, report and explanations "
                    "(predictions keep the stored label).")
+@click.option("--label-name-field", default=LABEL_NAME_FIELD, show_default=True,
+              help="Field holding the display name of a row's label, where a row has one (--label-names overrides).")
 @click.option("--replace", is_flag=True, help="Drop the dataset's texts, features and fits first (put back if a "
                                               "file cannot be read).")
 @P.JSON
 def ingest(sources, store, dataset, fmt, text_field, label_field, id_field, split_field, split, label_names,
-           replace, as_json) -> None:
+           label_name_field, replace, as_json) -> None:
     """Read tweet dumps, JSONL(.gz), CSV or Parquet into the store's texts table."""
     from stcstore.ingest import IngestConfig
     from stcstore.ingest import ingest as run
 
     cfg = IngestConfig(dataset=dataset, format=fmt, text_field=text_field, label_field=label_field,
                        id_field=id_field, split_field=split_field, split=split, replace=replace,
-                       label_names=tuple(parse_label_names(label_names).items()) if label_names else ())
+                       label_names=tuple(parse_label_names(label_names).items()) if label_names else (),
+                       label_name_field=label_name_field)
     emit(run(store, list(sources), cfg), as_json)
 
 

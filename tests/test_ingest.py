@@ -346,3 +346,34 @@ def test_label_names_are_kept_beside_the_texts(tmp_path):
     assert again.files[0].skipped and again.label_names == {"0": "negative", "1": "pos"}
     assert Store(tmp_path / "st").label_names("d") == {"0": "negative", "1": "pos"}
     assert {t["label"] for t in _texts(tmp_path / "st", "d").values()} == {"0", "1"}  # the texts keep their labels
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_a_label_name_field_names_the_labels(tmp_path, fmt):
+    """Rows may carry their label's name (`label_name`, as datasets users expect): the first name of each label
+    is kept, another name for it or an unusable one is noted (the row is ingested), --label-names wins."""
+    rows = [{"id": str(i), "text": f"text {i}", "label": str(i % 2), "label_name": ["negative", "positive"][i % 2]}
+            for i in range(6)]
+    rows[4]["label_name"] = "neg"  # a second name for label 0
+    rows[5]["label_name"] = "x" * 500  # not a name
+    src = tmp_path / f"a.{fmt}"
+    if fmt == "jsonl":
+        write_jsonl(src, rows)
+    elif fmt == "csv":
+        src.write_text("id,text,label,label_name\n" + "".join(
+            f"{r['id']},{r['text']},{r['label']},{r['label_name']}\n" for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), src)
+    r = ingest(tmp_path / "st", [src], IngestConfig("d"))
+    assert r.totals()["ingested"] == 6 and r.label_names == {"0": "negative", "1": "positive"}
+    text = r.to_text()
+    assert "label '0' is also named 'neg'; kept 'negative'" in text and "not used" in text
+    assert Store(tmp_path / "st").label_names("d") == {"0": "negative", "1": "positive"}
+    assert {t["label"] for t in _texts(tmp_path / "st", "d").values()} == {"0", "1"}
+    other = write_jsonl(tmp_path / "b.jsonl", [{"id": "9", "text": "t", "label": "1", "label_name": "good"}])
+    r = ingest(tmp_path / "st", [other], IngestConfig("d", label_names=(("0", "bad"),)))
+    assert r.label_names == {"0": "bad", "1": "good"}  # the rows rename 1, --label-names names 0
+    r = ingest(tmp_path / "st", [write_jsonl(tmp_path / "c.jsonl", [{"id": "8", "text": "u", "label": "1",
+                                                                    "label_name": "fine"}])],
+               IngestConfig("d", label_name_field=""))  # the field not read
+    assert r.label_names == {"0": "bad", "1": "good"}

@@ -145,3 +145,36 @@ def test_default_workers_by_device():
 
     assert default_workers("cpu") == available_cpus()
     assert default_workers("cuda:0") == max(1, min(available_cpus(), DEVICE_WORKERS))
+
+
+def _aggregates(st, fit_id: str) -> list[dict]:
+    t = pq.read_table(st / "fits" / "dataset=d" / f"fit={fit_id}" / "aggregates.parquet")
+    return sorted(({k: v for k, v in r.items() if k != "seconds"} for r in t.to_pylist()),
+                  key=lambda r: (r["kind"], r["pooling"], r["eta"], r["l_temp"]))
+
+
+def test_one_groups_depths_run_side_by_side_with_the_same_result(store, tmp_path, monkeypatch):
+    """A fit of one kind/pooling (a GPT2-XL store of FFN max features) runs its depths' chains of aggregates
+    (fit.grid) on every worker, the group's matrices shared through files the workers map: the same
+    aggregates, choice and classifier as one process."""
+    import stcstore.fit.search as search
+
+    shared = []
+    share = search.Grid.share
+
+    def spy(self, folder):
+        shared.append(folder)
+        share(self, folder)
+
+    monkeypatch.setattr(search.Grid, "share", spy)
+    cfg = dict(model="tiny-bert", kinds=("ffn",), poolings=("max",), etas=(0.1, 0.3, 0.8),
+               path=FAST["path"], threads=2)
+    one = fit(store, FitConfig("d", workers=1, **cfg), out=tmp_path / "w1")
+    table = _aggregates(store, one.fit_id)  # (the identical fit below replaces it)
+    assert not shared and len(table) == 3 * 3
+    two = fit(store, FitConfig("d", workers=2, **cfg), out=tmp_path / "w2")
+    assert len(shared) == 1 and not shared[0].exists()  # the chains ran in the pool; the files are gone
+    assert two.fit_id == one.fit_id and two.chosen == one.chosen and two.stc == one.stc
+    assert _aggregates(store, two.fit_id) == table
+    a, b = load_classifier(tmp_path / "w1"), load_classifier(tmp_path / "w2")
+    assert a.fingerprint == b.fingerprint

@@ -16,7 +16,8 @@ from stcstore import Store, load_classifier
 from stcstore.features.synthetic import write_synthetic
 from stcstore.fit import FitConfig, fit
 from stcstore.fit.probe import PathConfig, fit_around, fit_path, standardize_, apply_standardization
-from stcstore.fit.solver import ColumnDesign, DenseDesign, L1Logistic
+from stcstore.fit.design import ColumnDesign, DenseDesign
+from stcstore.fit.solver import L1Logistic
 from stcstore.fit.spill import ChunkedDesign
 
 QUICK = PathConfig(n_lambdas=8, min_ratio=1e-2)

@@ -47,6 +47,7 @@ BATCH_SIZE = 64  # default most texts per forward batch (extract, score)
 MAX_TOKENS = 8192  # default token budget per forward batch: rows x longest row
 TEXT_FIELD, LABEL_FIELD, ID_FIELD = "text", "label", "id"  # default input fields
 SPLIT_FIELD = "split"  # read as each row's split when neither --split nor --split-field is given
+LABEL_NAME_FIELD = "label_name"  # read as the display name of a row's label where a row has one
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

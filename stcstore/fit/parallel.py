@@ -57,11 +57,12 @@ def probe_one(fitter: "Fitter", block: "FeatureBlock") -> "ProbeState":
         return fitter.probe(block)
 
 
-def aggregate_one(fitter: "Fitter", kind: str, pooling: str, probes: dict["FeatureBlock", "ProbeState"]
-                  ) -> tuple[list["AggState"], int | None]:
-    """One (kind, pooling)'s aggregate search on one thread, with the train sample size it drew (if any)."""
+def aggregate_one(fitter: "Fitter", kind: str, pooling: str, probes: dict["FeatureBlock", "ProbeState"],
+                  runner: "Callable | None" = None) -> tuple[list["AggState"], int | None]:
+    """One (kind, pooling)'s aggregate search on one thread, with the train sample size it drew (if any); its
+    depths' chains through `runner` (`Workers.map`) when given."""
     with one_thread():
-        states = fitter.aggregate(kind, pooling, probes, lambda _: None)
+        states = fitter.aggregate(kind, pooling, probes, lambda _: None, runner)
     return states, fitter.agg_rows.get((kind, pooling))
 
 
@@ -151,8 +152,10 @@ class Workers:
     def aggregates(self, fitter: "Fitter", groups: list[tuple[str, str]], probes: dict["FeatureBlock", "ProbeState"]
                    ) -> Iterator[list["AggState"]]:
         """Every group's aggregate states, in group order. Groups run concurrently only when the search matrices
-        of the `n` largest fit in the memory budget together (else one after the other, here); then the embedding
-        baseline is fitted beside them (`Fitter.embedding`)."""
+        of the `n` largest fit in the memory budget together, and then the embedding baseline is fitted beside
+        them (`Fitter.embedding`); else one after the other, here, each with its depths' chains (`fit.grid`) on
+        every worker (a single group, as on a GPT2-XL store of FFN max features, is then not one process's
+        work)."""
         together = self.n > 1 and len(groups) > 1
         if together and fitter.cfg.memory_budget_mb is not None:
             sizes = sorted((fitter.search_bytes(k, p, probes) for k, p in groups), reverse=True)
@@ -162,7 +165,12 @@ class Workers:
         if together:  # the embedding baseline (sklearn, fit.outcome) beside them, taken with the smallest groups
             tasks.insert(0, (embedding_one, fitter))
             cost.insert(0, 0.0)
-        results = self.map(call, tasks, cost=cost) if together else (call(*t) for t in tasks)
+        if together:
+            results = self.map(call, tasks, cost=cost)
+        else:  # one group at a time, here; its depths' chains on every worker when n searches fit the budget
+            budget = fitter.cfg.memory_budget_mb
+            fits = [self.n > 1 and (budget is None or self.n * c <= budget * 2**20) for c in cost]
+            results = (call(*t, self.map if f else None) for t, f in zip(tasks, fits))
         if together:
             fitter.embedding = (next(results),)
         for (k, p), (states, rows) in zip(groups, results):

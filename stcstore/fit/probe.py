@@ -17,7 +17,8 @@ from ..core.threads import blas_one_thread
 from ..classifier.linear import predict_index, probabilities
 from ..core.errors import StcError
 from .metrics import log_loss, regression_scores, scores
-from .solver import DenseDesign, L1Logistic, PathPoint
+from .design import DenseDesign
+from .solver import L1Logistic, PathPoint
 
 if TYPE_CHECKING:
     from .spill import ChunkedDesign

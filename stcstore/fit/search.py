@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
-import torch
 
 from ..classifier.classifier import FeatureGroup
 from ..classifier.heads import EnsembleHead, member_bounds
@@ -28,16 +28,19 @@ from .probe import (
     path_scores,
     standardize_,
 )
+from .grid import Grid, resolve, solve_chain
 from .slp import SLP, fit_slp
-from .solver import ColumnDesign, PathPoint
 from .sparsify import select_neurons
 from .spill import ChunkedDesign, spill
 from .splits import Splits, stratified_sample
 from .validation import decisions, entry, rescore
 
 if TYPE_CHECKING:
-    from .consolidation import HeadState
     from .config import FitConfig
+    from .consolidation import HeadState
+
+# runs fn(*task) for every task, results in task order (`fit.parallel.Workers.map`, with a cost per task)
+ChainRunner = Callable[[Callable[..., Any], list[tuple], list[float]], Any]
 
 
 @dataclass
@@ -261,63 +264,67 @@ class Fitter:
         return GroupData(layers, order, kept, start, offsets, ytr, Xtr_all, Xva_all, mean_all, scale_all)
 
     def aggregate(self, kind: str, pooling: str, probes: dict[FeatureBlock, ProbeState],
-                  on_fit: Callable[[AggState], None]) -> list[AggState]:
-        """Every (η, L_temp) of one (kind, pooling); kind may be "hidden+ffn"."""
+                  on_fit: Callable[[AggState], None], runner: "ChainRunner | None" = None) -> list[AggState]:
+        """Every (η, L_temp) of one (kind, pooling); kind may be "hidden+ffn". The depths' chains (`fit.grid`)
+        run through `runner` (the pool's `Workers.map`) when given, else here one after the other."""
         g = self.group_data(kind, pooling, probes)
-        layers, order, kept, start, offsets = g.layers, g.order, g.kept, g.start, g.offsets
-        ytr, Xtr_all, Xva_all, mean_all, scale_all = g.ytr, g.Xtr, g.Xva, g.mean, g.scale
-        yva = self.val_y
         # one grid of strengths for the whole group, so that a neighbour's chosen step means the same here
-        lam_top = lambda_max(Xtr_all, ytr, self.K, self.cfg.device) if self.cfg.path.warm_aggregates else None
-        on_device: list[torch.Tensor] = []  # the blocks on the solver's device, made when a view is first needed
-
-        def views(cols: np.ndarray) -> tuple[ColumnDesign, ColumnDesign]:
-            if not on_device:  # one copy on a GPU, none on the CPU
-                on_device.extend(torch.from_numpy(a).to(self.cfg.device) for a in (Xtr_all, Xva_all))
-            return ColumnDesign(on_device[0], cols), ColumnDesign(on_device[1], cols)
-
+        lam_top = lambda_max(g.Xtr, g.ytr, self.K, self.cfg.device) if self.cfg.path.warm_aggregates else None
         # the memory budget left beside the blocks and the solver's copy of its active columns for a copy of an
         # aggregate's columns; else views of them
         room = np.inf if self.cfg.memory_budget_mb is None else \
-            self.cfg.memory_budget_mb * 2**20 - 2 * Xtr_all.nbytes - Xva_all.nbytes
-        out: list[AggState] = []
-        seen: dict[tuple, AggState] = {}
-        solved: dict[tuple[float, int], tuple[np.ndarray, AggState]] = {}  # (η, L_temp) -> (columns, state)
+            self.cfg.memory_budget_mb * 2**20 - 2 * g.Xtr.nbytes - g.Xva.nbytes
+        grid = Grid(g.Xtr, g.Xva, g.ytr, self.val_y, self.K, self.cfg.metric, self.cfg.path, self.cfg.device,
+                    lam_top, room)
         etas = sorted(self.cfg.etas)
+        cells: dict[tuple[int, int], tuple[np.ndarray, list[FeatureGroup]]] = {}
         for e, eta in enumerate(etas):
             n_keep = g.n_keep(probes, eta)
-            for d, l_temp in enumerate(layers):
-                blocks = [b for b in order if b.layer <= l_temp]
-                cols = np.concatenate([np.arange(start[b], start[b] + n_keep[b]) for b in blocks])
-                groups = [FeatureGroup(b.kind, b.pooling, b.layer, [int(i) for i in kept[b][:n_keep[b]]])
-                          for b in blocks]
-                sig = tuple(cols.tolist())
-                if sig in seen:  # this η keeps exactly the neurons a smaller η kept: same fit
-                    prev = seen[sig]
-                    state = AggState(kind, pooling, eta, l_temp, groups, prev.mean, prev.scale, prev.result,
-                                     prev.n_rows)
-                else:
-                    # a contiguous copy of the columns is faster to solve on; within the budget only
-                    if 4 * (len(ytr) + len(yva)) * len(cols) > room:
-                        Xtr, Xva = views(cols)
-                    else:
-                        Xtr, Xva = np.ascontiguousarray(Xtr_all[:, cols]), np.ascontiguousarray(Xva_all[:, cols])
-                    # the neighbour: the previous η at this depth (a subset of these columns), else the previous depth
-                    near = (solved.get((etas[e - 1], l_temp)) if e else None) or \
-                        (solved.get((eta, layers[d - 1])) if d else None)
-                    if lam_top is None or near is None:
-                        res = fit_path(Xtr, ytr, Xva, yva, self.K, self.cfg.metric, self.cfg.path, self.cfg.device,
-                                       lam_top)
-                    else:
-                        res = fit_around(Xtr, ytr, Xva, yva, self.K, self.cfg.metric, self.cfg.path,
-                                         self.cfg.device, lam_top, _mapped(near, cols, offsets[-1]), near[1].result.step)
-                    del Xtr, Xva
-                    state = AggState(kind, pooling, eta, l_temp, groups, mean_all[cols], scale_all[cols], res, len(ytr))
-                    seen[sig] = state
-                solved[(eta, l_temp)] = (cols, state)
-                out.append(state)
+            for d, l_temp in enumerate(g.layers):
+                blocks = [b for b in g.order if b.layer <= l_temp]
+                cols = np.concatenate([np.arange(g.start[b], g.start[b] + n_keep[b]) for b in blocks])
+                cells[(e, d)] = cols, [FeatureGroup(b.kind, b.pooling, b.layer, [int(i) for i in g.kept[b][:n_keep[b]]])
+                                       for b in blocks]
+        depths = range(len(g.layers))
+        results: dict[tuple[int, int], PathResult] = {}
+        row = resolve(grid.chain([cells[(0, d)][0] for d in depths], None))  # the smallest η, depth after depth
+        for d in depths:
+            results[(0, d)] = row[d]
+        chains = [([cells[(e, d)][0] for e in range(1, len(etas))], (cells[(0, d)][0], results[(0, d)]),
+                   (cells[(0, d)][0],)) for d in depths]
+        if len(etas) > 1:
+            cost = [float(sum(len(c) for c in cols)) for cols, _, _ in chains]
+            with self.shared(grid, runner is not None):
+                done = runner(solve_chain, [(grid, *c) for c in chains], cost) if runner is not None else \
+                    (grid.chain(*c) for c in chains)
+                for d, out in zip(depths, done):
+                    for e, r in enumerate(resolve(out, results[(0, d)]), start=1):
+                        results[(e, d)] = r
+        states = []
+        for e, eta in enumerate(etas):
+            for d, l_temp in enumerate(g.layers):
+                cols, groups = cells[(e, d)]
+                state = AggState(kind, pooling, eta, l_temp, groups, g.mean[cols], g.scale[cols], results[(e, d)],
+                                 len(g.ytr))
+                states.append(state)
                 on_fit(state)
-        return out
+        return states
+
+    @contextmanager
+    def shared(self, grid: Grid, share: bool) -> Iterator[None]:
+        """The group's matrices in files the pool's processes map, for the duration (nothing to do when the
+        chains run here)."""
+        if not share:
+            yield
+            return
+        folder = self.store.root / "fits"
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tmp-grid-", dir=folder) as tmp:  # .tmp-: swept if killed
+            grid.share(Path(tmp))
+            try:
+                yield
+            finally:
+                grid.files = None
 
     def refit(self, best: AggState) -> None:
         """Refit an aggregate searched on a row sample on every train row, streamed from a spill of its
@@ -382,13 +389,3 @@ def state_decision(state: "ProbeState | AggState | HeadState | Ensemble") -> Cal
         return net.decision
     c = state.result.chosen
     return lambda Z: decision(Z, c.coef, c.intercept)
-
-
-def _mapped(near: tuple[np.ndarray, AggState], cols: np.ndarray, width: int) -> PathPoint:
-    """The neighbour's chosen point on these columns: its weights where it had the column, zero elsewhere."""
-    near_cols, state = near
-    c = state.result.chosen
-    full = np.zeros((c.coef.shape[0], width))
-    full[:, near_cols] = c.coef
-    return PathPoint(lam=c.lam, C=c.C, coef=full[:, cols], intercept=c.intercept, objective=float("nan"),
-                     n_nonzero=c.n_nonzero, iterations=0, kkt_passes=0)

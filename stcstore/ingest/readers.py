@@ -32,12 +32,13 @@ RAW_KEEP = 2000  # characters of a rejected row kept for inspection
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """Which fields hold each row's text, label, id and split (dotted paths work in JSON)."""
+    """Which fields hold each row's text, label, id, split and label name (dotted paths work in JSON)."""
 
     text_field: str = TEXT_FIELD
     label_field: str = LABEL_FIELD
     id_field: str = ID_FIELD
     split_field: str | None = None
+    label_name_field: str | None = None
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Row:
     label: Any = None
     id: Any = None
     split: Any = None
+    label_name: Any = None  # the display name of the row's label, where the input has one
     is_retweet: bool | None = None
     error: str | None = None
 
@@ -143,7 +145,8 @@ def _json_rows(path: Path, cfg: ReadOptions) -> Iterator[Row]:
             yield Row(n, line, error=err)
             continue
         yield Row(n, line, text=get_path(obj, cfg.text_field), label=get_path(obj, cfg.label_field),
-                  id=get_path(obj, cfg.id_field), split=get_path(obj, cfg.split_field) if cfg.split_field else None)
+                  id=get_path(obj, cfg.id_field), split=get_path(obj, cfg.split_field) if cfg.split_field else None,
+                  label_name=get_path(obj, cfg.label_name_field) if cfg.label_name_field else None)
 
 
 def _tweet_v1_text(t: dict) -> Any:
@@ -173,6 +176,7 @@ def _tweet_rows(path: Path, cfg: ReadOptions) -> Iterator[Row]:
             continue
         label = get_path(obj, cfg.label_field)
         split = get_path(obj, cfg.split_field) if cfg.split_field else None
+        name = get_path(obj, cfg.label_name_field) if cfg.label_name_field else None
         if "data" in obj:  # v2 page (or a single-tweet lookup, where data is an object)
             data = obj["data"] if isinstance(obj["data"], list) else [obj["data"]]
             included = {t.get("id"): t for t in get_path(obj, "includes.tweets") or [] if isinstance(t, dict)}
@@ -185,7 +189,7 @@ def _tweet_rows(path: Path, cfg: ReadOptions) -> Iterator[Row]:
                 text = _tweet_v2_text(included[rt]) if rt in included else _tweet_v2_text(t)
                 yield Row(n, json.dumps(t, ensure_ascii=False), text=_unescape(text),
                           label=get_path(t, cfg.label_field) if label is None else label,
-                          id=t.get("id"), split=split, is_retweet=rt is not None)
+                          id=t.get("id"), split=split, label_name=name, is_retweet=rt is not None)
             continue
         retweeted = obj.get("retweeted_status")
         is_rt = isinstance(retweeted, dict)
@@ -194,7 +198,8 @@ def _tweet_rows(path: Path, cfg: ReadOptions) -> Iterator[Row]:
         tid = obj.get("id_str") if obj.get("id_str") is not None else obj.get("id")
         # id_str, not id: JSON numbers above 2**53 lose digits in many producers
         yield Row(n, line, text=_unescape(text), label=label,
-                  id=tid if cfg.id_field == "id" else get_path(obj, cfg.id_field), split=split, is_retweet=is_rt)
+                  id=tid if cfg.id_field == "id" else get_path(obj, cfg.id_field), split=split, label_name=name,
+                  is_retweet=is_rt)
 
 
 def _csv_rows(path: Path, cfg: ReadOptions) -> Iterator[Row]:
@@ -226,7 +231,8 @@ def _csv_rows(path: Path, cfg: ReadOptions) -> Iterator[Row]:
                           error=f"invalid UTF-8 in column {bad[0]!r}")
                 continue
             yield Row(line, raw, text=rec.get(cfg.text_field), label=rec.get(cfg.label_field) or None,
-                      id=rec.get(cfg.id_field) or None, split=rec.get(cfg.split_field) if cfg.split_field else None)
+                      id=rec.get(cfg.id_field) or None, split=rec.get(cfg.split_field) if cfg.split_field else None,
+                      label_name=rec.get(cfg.label_name_field) if cfg.label_name_field else None)
 
 
 def has_surrogates(s: str) -> bool:
@@ -246,7 +252,8 @@ def _parquet_rows(path: Path, cfg: ReadOptions) -> Iterator[Row]:
     if cfg.text_field not in names:
         raise StcError(f"{path}: no column {cfg.text_field!r} (columns: {', '.join(names)}); "
                        f"pass --text-field with the column holding the text")
-    wanted = [c for c in (cfg.text_field, cfg.label_field, cfg.id_field, cfg.split_field) if c and c in names]
+    wanted = [c for c in (cfg.text_field, cfg.label_field, cfg.id_field, cfg.split_field, cfg.label_name_field)
+              if c and c in names]
     n = 0
     for batch in pf.iter_batches(batch_size=READ_ROWS, columns=list(dict.fromkeys(wanted))):
         cols = {c: batch.column(c).to_pylist() for c in batch.schema.names}
@@ -255,7 +262,8 @@ def _parquet_rows(path: Path, cfg: ReadOptions) -> Iterator[Row]:
             rec = {c: v[i] for c, v in cols.items()}
             yield Row(n, json.dumps(rec, ensure_ascii=False, default=str), text=rec.get(cfg.text_field),
                       label=rec.get(cfg.label_field), id=rec.get(cfg.id_field),
-                      split=rec.get(cfg.split_field) if cfg.split_field else None)
+                      split=rec.get(cfg.split_field) if cfg.split_field else None,
+                      label_name=rec.get(cfg.label_name_field) if cfg.label_name_field else None)
 
 
 READERS = {"jsonl": _json_rows, "tweets": _tweet_rows, "csv": _csv_rows, "parquet": _parquet_rows}

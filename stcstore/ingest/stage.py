@@ -25,6 +25,8 @@ from ..core.names import (
     ID_FIELD,
     INPUT_FORMATS,
     LABEL_FIELD,
+    LABEL_NAME_FIELD,
+    MAX_LABEL_NAME,
     SPLIT_FIELD,
     SPLITS,
     TEXT_FIELD,
@@ -54,6 +56,7 @@ class IngestConfig:
     split: str | None = None  # one split name for every row of the files
     replace: bool = False  # drop the dataset's texts, features and fits first (store.drop); not in the options hash
     label_names: tuple[tuple[str, str], ...] = ()  # (label, display name) pairs, kept beside the texts; not hashed
+    label_name_field: str = LABEL_NAME_FIELD  # rows' label display names, where they have one; not hashed
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "--dataset")
@@ -68,6 +71,7 @@ class IngestConfig:
         d.pop("dataset")
         d.pop("replace")
         d.pop("label_names")
+        d.pop("label_name_field")  # names are display only (and the hash of 0.2's ingests must stay theirs)
         return fingerprint(d)
 
     @property
@@ -77,7 +81,7 @@ class IngestConfig:
 
     def read_options(self) -> ReadOptions:
         return ReadOptions(self.text_field, self.label_field, self.id_field,
-                           SPLIT_FIELD if self.split_inferred else self.split_field)
+                           SPLIT_FIELD if self.split_inferred else self.split_field, self.label_name_field or None)
 
 
 @dataclass
@@ -92,6 +96,8 @@ class FileResult:
     batch: int | None = None
     reasons: dict[str, int] = field(default_factory=dict)
     split_field_rows: int = 0  # rows whose split came from their "split" field (no --split / --split-field given)
+    label_names: dict[str, str] = field(default_factory=dict)  # names read from the rows' label-name field
+    label_name_notes: list[str] = field(default_factory=list)  # names that were not used, and why
 
 
 @dataclass
@@ -124,6 +130,8 @@ class IngestResult(Result):
             why = ", ".join(f"{k}: {v}" for k, v in sorted(f.reasons.items()))
             lines.append(f"{f.source} [{f.format}]: {f.rows_read} rows read, {f.ingested} ingested, "
                          f"{f.duplicates} duplicates, {f.rejected} rejected" + (f" ({why})" if why else ""))
+        for f in self.files:
+            lines.extend(f"{f.source}: {note}" for note in f.label_name_notes)
         if self.label_names:
             lines.append("label names: " + ", ".join(f"{k} = {v}" for k, v in self.label_names.items()))
         inferred = sum(f.split_field_rows for f in self.files)
@@ -234,10 +242,32 @@ def _read_into(path: Path, fmt: str, cfg: IngestConfig, validator: RowValidator,
             writer.add_text(_text_row(verdict, row, str(path), seq, now))
             seq += 1
             result.ingested += 1
+            if row.label_name not in (None, "") and verdict.label is not None:
+                _note_label_name(result, verdict.label, row.label_name, row.line)
     missing = validator.no_text_field()
     if missing:
         raise StcError(f"{path}: {missing}")
     return seq
+
+
+MAX_NAME_NOTES = 5  # notes about unusable label names kept per file
+
+
+def _note_label_name(result: FileResult, label: str, value: Any, line: int | None) -> None:
+    """Record a row's label display name: the first name a label gets in a file is kept; another name for it,
+    or a value that cannot be a name, is noted (the row itself is ingested either way)."""
+    name = str(value).strip() if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+    where = f"row {line}" if line is not None else "a row"
+    if not name or len(name) > MAX_LABEL_NAME or not name.isprintable():
+        note = f"{where}: label name {str(value)[:40]!r} of label {label!r} not used (1 to {MAX_LABEL_NAME} " \
+               f"printable characters)"
+    elif result.label_names.setdefault(label, name) != name:
+        note = f"{where}: label {label!r} is also named {name!r}; kept {result.label_names[label]!r} (the first); " \
+               f"--label-names {label}=NAME decides"
+    else:
+        return
+    if len(result.label_name_notes) < MAX_NAME_NOTES:
+        result.label_name_notes.append(note)
 
 
 def _count_reject(result: FileResult, reason: str) -> None:
@@ -280,8 +310,12 @@ def ingest(store_path: str | Path, sources: list[str | Path], cfg: IngestConfig)
                 restore(moved)
             raise
         discard(moved)
-        names = store.set_label_names(cfg.dataset, dict(cfg.label_names)) if cfg.label_names else \
-            store.label_names(cfg.dataset)
+        named = {}  # the rows' own names (the first file to name a label wins), then --label-names over them
+        for f in results:
+            for label, name in f.label_names.items():
+                named.setdefault(label, name)
+        named.update(cfg.label_names)
+        names = store.set_label_names(cfg.dataset, named) if named else store.label_names(cfg.dataset)
     return IngestResult(cfg.dataset, str(store.root), results, time.perf_counter() - t0, replaced, names)
 
 
