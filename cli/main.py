@@ -134,7 +134,8 @@ def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_si
 def sql(query, store, file, name, params, list_queries, max_rows, timeout, as_json) -> None:
     """Query the store read-only with DuckDB (views: texts, rejects, sources, feature_sets, neuron_stats,
     neuron_label_gaps, probes, aggregates, predictions)."""
-    from stcstore.store.sql import param_pairs, query_list, run_query
+    from stcstore.store.query import run_query
+    from stcstore.store.sql import param_pairs, query_list
 
     if list_queries:
         emit(query_list(), as_json)

@@ -97,6 +97,7 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
     # sample's files from this module on machines that have no DuckDB
     from .report import ReportConfig, report
     from .store.sql import StoreSQL, named_query
+    from .store.store import Store
 
     work = Path(out)
     if (work / "store.json").exists():
@@ -112,7 +113,7 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
     ext = extract(store, ExtractConfig(dataset=DEMO_DATASET, threads=threads))
     seconds["extract"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    with StoreSQL(store) as db:
+    with StoreSQL(Store(store)) as db:
         sql, params = named_query("top_neurons", {"top": "10", "dataset": DEMO_DATASET})
         top = db.run(sql, params).rows
         sql, params = named_query("layer_effects", {"dataset": DEMO_DATASET})

@@ -98,12 +98,12 @@ def test_handled_failures_exit_1_with_a_clear_message(tmp_path, small, args, cod
 
 
 def test_unexpected_errors_exit_2(monkeypatch, tmp_path):
-    import stcstore.store.sql
+    import stcstore.store.query
 
     def boom(*a, **k):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(stcstore.store.sql, "run_query", boom)
+    monkeypatch.setattr(stcstore.store.query, "run_query", boom)
     r = cli("sql", "--store", str(tmp_path), "select 1", "--json")
     assert r.returncode == 2
     assert "Traceback" in r.stderr and "a bug" in r.stderr

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from stcstore.classifier.classifier import groups_blocks_run
-from stcstore.classifier.files import load_classifier
+from stcstore.classifier.classifier import load_classifier
 from stcstore.classifier.heads import ConsolidationHead
 from stcstore.core.errors import StcError
 from stcstore.fit import FitConfig, fit
 from stcstore.score import ScoreConfig, score
-from stcstore.store.sql import run_query
+from stcstore.store.query import run_query
 from stcstore.store.store import Store
 
 from .conftest import FAST, cli, tiny_bert_store

@@ -17,7 +17,7 @@ from stcstore.core.atomic import store_lock
 from stcstore.core.errors import FingerprintMismatchError, StcError, StoreLockedError
 from stcstore.features import ExtractConfig, extract, parse_layers
 from stcstore.ingest import IngestConfig, ingest
-from stcstore.store.sql import run_query
+from stcstore.store.query import run_query
 
 from .conftest import TEXTS, build_tiny, sigkill_when, write_jsonl
 from .conftest import run_cli as _run_cli

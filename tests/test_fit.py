@@ -19,7 +19,7 @@ from stcstore.core.errors import FingerprintMismatchError, StcError
 from stcstore.features.synthetic import write_synthetic
 from stcstore.fit import FitConfig, fit
 from stcstore.fit.solver import L1Logistic
-from stcstore.store.sql import run_query
+from stcstore.store.query import run_query
 
 from .conftest import FAST, build_tiny, tiny_bert_store
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from stcstore.classifier.files import load_classifier
+from stcstore.classifier.classifier import load_classifier
 from stcstore.features import ExtractConfig, extract
 from stcstore.fit import FitConfig, fit
 from stcstore.ingest import IngestConfig, ingest

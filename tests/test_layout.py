@@ -91,3 +91,55 @@ def test_one_definition_of_what_must_agree():
     assert defined_in(r"^class RowValidator") == ["rows.py"]
     assert defined_in(r"^[A-Z_]+ = pa\.schema\(") == ["schemas.py"]  # every schema that is API
     assert sorted(defined_in(r"hashlib\.sha256\(")) == ["fingerprint.py", "loading.py"]  # + the weights hash
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _runtime_imports(path: Path, modules: set[str]) -> set[str]:
+    """The stcstore modules a module imports when it runs: at module level and inside functions (a lazy import
+    is still a dependency), but not under `if TYPE_CHECKING:` (annotations only)."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)}
+    here = _module_name(path).split(".")
+    is_pkg = path.name == "__init__.py"
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            package = here if is_pkg else here[:-1]  # what `from .` means here
+            base = package[:len(package) - (node.level - 1)] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else [])) if node.level else (node.module or "")
+            for a in node.names:
+                out.add(f"{target}.{a.name}" if f"{target}.{a.name}" in modules else target)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return {m for m in out if m in modules and m != _module_name(path)}
+
+
+def test_no_import_circles():
+    """No module depends on itself through others, lazy imports included: every type has one home below
+    whatever uses it (a circle is how `FitConfig` in fit/stage.py once tied seven modules of fit/ together)."""
+    paths = sorted(PKG.rglob("*.py"))
+    modules = {_module_name(p) for p in paths}
+    graph = {_module_name(p): _runtime_imports(p, modules) for p in paths}
+    assert graph["stcstore.fit.search"] >= {"stcstore.fit.grid", "stcstore.fit.validation"}  # the parser sees them
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            assert state.get(n) != 1, "import circle: " + " -> ".join(path[path.index(n):] + [n])
+            if n not in state:
+                visit(n, path + [n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])

@@ -24,7 +24,7 @@ from stcstore.features import ExtractConfig, extract
 from stcstore.fit import FitConfig, fit
 from stcstore.ingest import IngestConfig, ingest
 from stcstore.score import ScoreConfig, score
-from stcstore.store.sql import run_query
+from stcstore.store.query import run_query
 
 from .conftest import FAST, cli, learnable_corpus, sigkill_when
 from .conftest import run_cli as _run_cli

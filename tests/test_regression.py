@@ -22,7 +22,7 @@ from stcstore.fit.probe import standardize_
 from stcstore.fit.solver import L1Logistic
 from stcstore.ingest import IngestConfig, ingest
 from stcstore.score import ScoreConfig, score
-from stcstore.store.sql import run_query
+from stcstore.store.query import run_query
 
 from .conftest import FAST, FILLER, WORDS, build_tiny, cli, write_jsonl
 

@@ -136,7 +136,7 @@ def test_store_path_agrees_with_stored_features_and_input_path(fitted, tmp_path)
     assert res.scored_texts == 200
     got = _preds(st / "predictions")
     # inside the store, predictions are a SQL view
-    from stcstore.store.sql import run_query
+    from stcstore.store.query import run_query
 
     rows = run_query(st, "select classifier, count(*) as n, min(confidence) >= 0.5 as ok from predictions "
                          "group by 1 order by 1").rows

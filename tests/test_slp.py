@@ -8,7 +8,7 @@ import numpy as np
 from stcstore.fit import FitConfig, fit
 from stcstore.fit.slp import SLPConfig, fit_slp
 from stcstore.fit.sparsify import select_neurons
-from stcstore.store.sql import run_query
+from stcstore.store.query import run_query
 
 from .conftest import FAST, cli, tiny_bert_store
 

@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from .. import __version__
+from ..core.version import __version__
 from ..core.errors import FingerprintMismatchError, StcError
 from ..core.fingerprint import fingerprint, sha256_hex
 from ..core.names import FeatureBlock, blocks_to_run
+from .files import read_classifier_dir, save_classifier
 from .heads import ConsolidationHead, EnsembleHead, member_bounds
 from .linear import decision, predict_index, probabilities
 from .manifest import CLASSIFIER_FORMAT, MODEL_CHECK_KEYS, array_names, check_arrays, head_type
@@ -124,8 +125,6 @@ class Classifier:
     def save(self, path: str | Path, force: bool = False) -> Path:
         """Write the directory atomically (temp directory + rename). An existing non-empty directory is
         replaced only with force=True."""
-        from .files import save_classifier
-
         self.manifest = save_classifier(self.manifest, self.arrays, Path(path), force)
         self.path = Path(path)
         return self.path
@@ -343,3 +342,21 @@ def neuron_columns(classifiers: Iterable[Classifier]) -> dict[tuple[str, int], l
         for g in c.groups:
             cols.setdefault((g.kind, g.layer), set()).update(g.neurons)
     return {k: sorted(v) for k, v in sorted(cols.items())}
+
+
+def load_classifier(path: str | Path, model: "str | LoadedModel | None" = None,
+                    gguf_file: str | None = None, device: str = "cpu") -> Classifier:
+    """Load a classifier directory (plain data, checked: `files.read_classifier_dir`). `model`: a LoadedModel
+    or a model name/path to score texts with; it is checked against the classifier's model fingerprint now.
+    Without it, the fitted model is loaded (and checked) on the first text prediction, on `device`; scoring
+    stored features never loads a model."""
+    manifest, arrays = read_classifier_dir(path)
+    try:
+        clf = Classifier(manifest, arrays)  # checks the arrays against the manifest
+    except StcError as exc:
+        raise StcError(f"classifier {Path(path)} refused: {exc}") from None
+    clf.path = Path(path)
+    clf.device = device
+    if model is not None:
+        clf.attach(clf.load_model(model, device=device, gguf_file=gguf_file) if isinstance(model, str) else model)
+    return clf

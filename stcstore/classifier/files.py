@@ -13,21 +13,16 @@ import math
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..core.atomic import check_output_dir, commit_replacing, staging, write_json_atomic
 from ..core.errors import StcError
 from ..core.fingerprint import file_sha256, sha256_hex
-from .classifier import Classifier
 from .manifest import MAX_MANIFEST_BYTES, array_names, check_header, check_manifest
 
 NPY_HEADER_MAX = 4096  # bytes of a .npy header before the data (numpy writes 128)
-
-if TYPE_CHECKING:
-    from ..models.loading import LoadedModel
-
 
 def is_classifier_dir(path: Path) -> bool:
     """Whether a directory holds a classifier and nothing else (what `--force` may replace)."""
@@ -60,11 +55,9 @@ def save_classifier(manifest: dict[str, Any], arrays: dict[str, np.ndarray], fin
     return manifest
 
 
-def load_classifier(path: str | Path, model: "str | LoadedModel | None" = None,
-                    gguf_file: str | None = None, device: str = "cpu") -> Classifier:
-    """Load a classifier directory. `model`: a LoadedModel or a model name/path to score texts with; it is
-    checked against the classifier's model fingerprint now. Without it, the fitted model is loaded (and
-    checked) on the first text prediction, on `device`; scoring stored features never loads a model.
+def read_classifier_dir(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The validated manifest and arrays of a classifier directory (`classifier.load_classifier` builds the
+    classifier from them).
 
     Every file is a regular file inside the directory (no link), of the size its manifest implies, read
     once: nothing outside the directory is read and no file can make loading exhaust memory."""
@@ -73,24 +66,18 @@ def load_classifier(path: str | Path, model: "str | LoadedModel | None" = None,
     if not mpath.is_file() and not mpath.is_symlink():
         raise StcError(f"{root} is not a classifier directory (no manifest.json); create one with `stcstore fit`")
     try:
-        manifest = json.loads(_read_regular(root, "manifest.json", MAX_MANIFEST_BYTES).decode("utf-8"))
+        manifest = json.loads(read_regular(root, "manifest.json", MAX_MANIFEST_BYTES).decode("utf-8"))
         check_header(manifest)
         check_manifest(manifest)  # also bounds every array's shape by the model and groups it records
-        arrays = {name: _load_array(root, name, manifest["arrays"][name]) for name in array_names(manifest)}
-        clf = Classifier(manifest, arrays)  # checks the arrays against the manifest
+        return manifest, {name: _load_array(root, name, manifest["arrays"][name]) for name in array_names(manifest)}
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise StcError(f"{mpath} is not valid UTF-8 JSON ({type(exc).__name__}); the classifier directory is "
                        f"damaged") from None
     except StcError as exc:
         raise StcError(f"classifier {root} refused: {exc}") from None
-    clf.path = root
-    clf.device = device
-    if model is not None:
-        clf.attach(clf.load_model(model, device=device, gguf_file=gguf_file) if isinstance(model, str) else model)
-    return clf
 
 
-def _read_regular(root: Path, name: str, limit: int) -> bytes:
+def read_regular(root: Path, name: str, limit: int) -> bytes:
     """The bytes of root/name: a regular file (a link is refused, never followed) of at most `limit` bytes."""
     try:
         fd = os.open(root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO never blocks
@@ -115,7 +102,7 @@ def _load_array(root: Path, name: str, spec: dict[str, Any]) -> np.ndarray:
     """One array, checked against its manifest entry (whose shape check_manifest has bounded): the file's
     size and checksum first, then a plain float64 .npy (allow_pickle=False: an object array or a pickle is
     refused, never run)."""
-    data = _read_regular(root, spec["file"], 8 * math.prod(spec["shape"]) + NPY_HEADER_MAX)
+    data = read_regular(root, spec["file"], 8 * math.prod(spec["shape"]) + NPY_HEADER_MAX)
     if sha256_hex(data) != spec["sha256"]:
         raise StcError(f"{spec['file']} does not match the checksum in manifest.json; the file was changed or damaged")
     try:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import __version__
+from ..core.version import __version__
 from ..core.atomic import remove_stale_temps, store_lock, write_json_atomic
 from ..core.console import eprint
 from ..core.errors import FingerprintMismatchError, StcError

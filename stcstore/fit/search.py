@@ -15,7 +15,6 @@ import numpy as np
 
 from ..classifier.classifier import FeatureGroup
 from ..classifier.heads import EnsembleHead, member_bounds
-from ..classifier.linear import decision
 from ..core.names import KINDS, METRICS, POOLINGS, REGRESSION_METRICS, FeatureBlock
 from ..store.store import FeatureSet, Store, neuron_picks
 from .metrics import reported
@@ -33,7 +32,7 @@ from .slp import SLP, fit_slp
 from .sparsify import select_neurons
 from .spill import ChunkedDesign, spill
 from .splits import Splits, stratified_sample
-from .validation import decisions, entry, rescore
+from .validation import decisions, entry, rescore, state_decision  # noqa: F401 (state_decision: API here too)
 
 if TYPE_CHECKING:
     from .config import FitConfig
@@ -374,18 +373,3 @@ class Fitter:
         sc = np.concatenate([decide(apply_standardization(X, mean, scale))
                              for _, X in self.store.gather_by_chunk(self.fs, picks, self.splits.plans[self.te])])
         return reported(path_scores(sc, y, self.K))
-
-
-def state_decision(state: "ProbeState | AggState | HeadState | Ensemble") -> Callable[[np.ndarray], np.ndarray]:
-    """What a chosen state scores standardised rows with: its linear weights, an SLP probe's network, a
-    consolidation head or an ensemble (the same function a saved classifier scores with)."""
-    if isinstance(state, Ensemble):
-        return state.decision
-    head = getattr(state, "head", None)
-    if head is not None:
-        return head.decision
-    net = getattr(state, "slp", None)
-    if net is not None:
-        return net.decision
-    c = state.result.chosen
-    return lambda Z: decision(Z, c.coef, c.intercept)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
+from ..classifier.linear import decision
 from ..core.names import FeatureBlock
 from .probe import apply_standardization, path_scores
 
@@ -30,12 +31,23 @@ DECISION_BYTES = 64 * 2**20  # validation scores of this many bytes are computed
 def entry(fitter: "Fitter", state: Any) -> Entry:
     """What a fitted state reads and scores with: a probe's (or the embedding baseline's) whole block, an
     aggregate's, head's or ensemble's neurons (`Fitter.picks`)."""
-    from .search import state_decision
-
     block = getattr(state, "block", None)
     picks: Picks = [(block.column, None)] if block is not None else fitter.picks(state)
     decide = state.decision if hasattr(state, "decision") else state_decision(state)  # ensemble, embedding
     return picks, state.mean, state.scale, decide
+
+
+def state_decision(state: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """What a chosen state scores standardised rows with: a consolidation head or an ensemble's (`head`), an SLP
+    probe's network, else its linear weights (the same function a saved classifier scores with)."""
+    head = getattr(state, "head", None)
+    if head is not None:
+        return head.decision
+    net = getattr(state, "slp", None)
+    if net is not None:
+        return net.decision
+    c = state.result.chosen
+    return lambda Z: decision(Z, c.coef, c.intercept)
 
 
 def decisions(fitter: "Fitter", entries: list[Entry]) -> list[np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import __version__
+from ..core.version import __version__
 from ..classifier.classifier import Classifier
 from ..core.html import PALETTE, class_colour, esc
 from ..core.names import shown

@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import __version__
+from ..core.version import __version__
 from ..classifier.classifier import Classifier
-from ..classifier.files import load_classifier
+from ..classifier.classifier import load_classifier
 from ..core.atomic import check_output_dir, write_dir
 from ..core.console import eprint
 from ..core.errors import StcError
@@ -253,7 +253,7 @@ def report(cfg: ReportConfig) -> ReportResult:
                            f"{', '.join(have) or 'none'}")
     neurons = neuron_rows(clf)
     messages = []
-    with StoreSQL(cfg.store) as db:
+    with StoreSQL(store) as db:
         data = _collect(db, clf, neurons, split)
     _attach_stats(neurons, data["stats"], data["gaps"])
     hists = _histograms(store, clf, neurons, split, cfg.histograms)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..classifier.classifier import Classifier, neuron_columns
-from ..classifier.files import load_classifier
+from ..classifier.classifier import load_classifier
 from ..classifier.manifest import MODEL_CHECK_KEYS
 from ..core.console import eprint
 from ..core.errors import StcError

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import __version__
+from ..core.version import __version__
 from ..classifier.classifier import Classifier
 from ..classifier.linear import probabilities
 from ..core import schemas

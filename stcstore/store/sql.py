@@ -31,9 +31,9 @@ import pyarrow.dataset as pads
 from ..core import schemas
 from ..core.errors import StcError
 from .chunks import chunk_rows
-from .store import Store
 
 if TYPE_CHECKING:
+    from .store import Store
     import polars
 
 _PARAM_RE = re.compile(r"^--\s*param\s+(\w+)\s+(.*?)\s*$", re.M)
@@ -108,8 +108,8 @@ class StoreSQL:
     """A read-only DuckDB session over one store: its views and in-memory tables only, no file access, locked
     settings. Spills go to a private temp dir, removed on close."""
 
-    def __init__(self, store: str | Path, memory_limit: str | None = None, max_temp: str | None = None) -> None:
-        self.store = Store(store)
+    def __init__(self, store: "Store", memory_limit: str | None = None, max_temp: str | None = None) -> None:
+        self.store = store
         self.store.require()
         self.store.check_fit_tables()
         sweep_dead_sessions()
@@ -288,24 +288,3 @@ def named_query(name: str, given: dict[str, str]) -> tuple[str, dict[str, Any]]:
                        f"{', '.join(declared) or 'none'}")
     params = {k: parse_param(given.get(k, v)) for k, v in declared.items()}
     return sql, params
-
-
-def run_query(store: str | Path, sql: str | None = None, file: str | None = None, name: str | None = None,
-              params: dict[str, str] | None = None, timeout: float | None = None) -> QueryResult:
-    """Run exactly one of: SQL text, a .sql file, or a named query, against a store (read-only), stopped
-    after `timeout` seconds (None or 0: no limit)."""
-    if sum(x is not None for x in (sql, file, name)) != 1:
-        raise StcError("give exactly one of QUERY, --file F or --query NAME")
-    bound = {k: parse_param(v) for k, v in (params or {}).items()}
-    if name is not None:
-        sql, bound = named_query(name, params or {})
-    elif file is not None:
-        try:
-            sql = Path(file).read_text()
-        except OSError as exc:
-            raise StcError(f"cannot read --file {file}: {exc}") from exc
-    if timeout is not None and timeout < 0:
-        raise StcError(f"--timeout {timeout:g}: give seconds (0: no limit)")
-    with StoreSQL(store) as db:
-        return db.run(sql or "", bound, timeout=timeout or None)
-

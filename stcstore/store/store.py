@@ -329,7 +329,7 @@ class Store:
         session); `params` bind `$name` placeholders, like `stcstore sql --param`."""
         from .sql import StoreSQL
 
-        with StoreSQL(self.root) as db:
+        with StoreSQL(self) as db:
             return db.frame(query, params)
 
     def table(self, name: str, dataset: str | None = None) -> "polars.DataFrame":
