@@ -97,15 +97,23 @@ def drop(store, dataset, yes, as_json) -> None:
 @P.THREADS
 @click.option("--chunk-rows", type=int, default=None, help="Rows per chunk [default: ~128 MB of features per chunk].")
 @P.GGUF_FILE
-@click.option("--force", is_flag=True, help="Start even when the estimated size exceeds the free disk space.")
+@click.option("--ignore-free-space", "force", is_flag=True,
+              help="Start even when the estimated size exceeds the free disk space.")
+@click.option("--force", "force_old", is_flag=True, hidden=True,
+              help="Deprecated spelling of --ignore-free-space (elsewhere --force replaces an output).")
 @P.engine("extraction")
 @P.JSON
 def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_size, max_tokens, dtype,
-            torch_dtype, device, threads, chunk_rows, gguf_file, force, engine, ray_address, workers, cpus_per_worker,
-            gpus_per_worker, as_json) -> None:
+            torch_dtype, device, threads, chunk_rows, gguf_file, force, force_old, engine, ray_address, workers,
+            cpus_per_worker, gpus_per_worker, as_json) -> None:
     """Extract pooled hidden states and FFN activations of every text that has none yet (resumable)."""
+    from stcstore.core.console import eprint
     from stcstore.features import ExtractConfig
     from stcstore.features import extract as run
+
+    if force_old:  # 0.2's spelling: --force means "replace an output" everywhere else
+        eprint("note: `extract --force` is now `extract --ignore-free-space` (--force still works here, for now)")
+        force = True
 
     cfg = ExtractConfig(dataset=dataset, model=model, layers=layers, kinds=kinds, poolings=poolings,
                         max_length=max_length, batch_size=batch_size, max_tokens=max_tokens, dtype=dtype,

@@ -74,10 +74,32 @@ def test_extract_refuses_to_start_when_the_estimate_exceeds_free_space(tmp_path,
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**6, 10**6 - 1000, 1000))
     lm = build_tiny("bert", bert_tokenizer)
-    with pytest.raises(StcError, match="need about .* GiB but .* free.*--force"):
+    with pytest.raises(StcError, match="need about .* GiB but .* free.*--ignore-free-space"):
         extract(st, ExtractConfig("d"), lm=lm)
     res = extract(st, ExtractConfig("d", force=True), lm=lm)
     assert res.texts_extracted == 30 and any("starting anyway" in m for m in res.messages)
+
+
+def test_extract_spells_its_disk_override_apart_from_replacing_an_output(tmp_path, monkeypatch, tiny_gpt2_dir):
+    """`extract --ignore-free-space` starts despite the estimate; 0.2's `extract --force` (which elsewhere
+    replaces an output) still works, with a note naming the new spelling."""
+    import shutil
+    from collections import namedtuple
+
+    from stcstore.ingest import IngestConfig, ingest
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**6, 10**6 - 1000, 1000))
+    for i, flag in enumerate([None, "--ignore-free-space", "--force"]):
+        st = tmp_path / f"st{i}"
+        ingest(st, [learnable_corpus(tmp_path / f"c{i}.jsonl", 10, ("0", "1"))], IngestConfig("d"))
+        r = cli("extract", "--store", st, "--dataset", "d", "--model", str(tiny_gpt2_dir), "--layers", "0-1",
+                *([flag] if flag else []))
+        if flag is None:
+            assert r.returncode == 1 and "--ignore-free-space to start anyway" in r.stderr
+        else:
+            assert r.returncode == 0, r.stderr
+            assert ("is now `extract --ignore-free-space`" in r.stderr) == (flag == "--force")
 
 
 def test_disk_full_during_score_exits_1_and_the_rerun_completes(tmp_path, monkeypatch, tiny_gpt2_dir):

@@ -299,8 +299,8 @@ def _check_space(path: Path, needed: int, force: bool, messages: list[str]) -> N
             f"free")
     if not force:
         raise StcError(f"{what}. Free space, extract fewer --layers/--kinds/--poolings or --dtype float16, or pass "
-                       f"--force to start anyway (it stops cleanly when the disk fills and resumes later)")
-    messages.append(f"warning: {what}; starting anyway (--force)")
+                       f"--ignore-free-space to start anyway (it stops cleanly when the disk fills and resumes later)")
+    messages.append(f"warning: {what}; starting anyway (--ignore-free-space)")
 
 
 @dataclass
