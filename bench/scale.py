@@ -59,7 +59,7 @@ def main() -> None:
                             2**30 / (2 * args.layers * len(poolings) * sum(
                                 {"hidden": args.hidden, "ffn": args.ffn}[k] for k in kinds))))))
         print(f"  {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    argv = ["fit", "--store", str(store), "--dataset", "scale", "--model", "synthetic", "--kinds", args.kinds,
+    argv = ["fit", "--store", str(store), "--dataset", "scale", "--feature-set", "synthetic", "--kinds", args.kinds,
             "--poolings", args.poolings, "--json"] + args.fit_args.split()
     if args.threads:
         argv += ["--threads", str(args.threads)]

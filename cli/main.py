@@ -100,20 +100,18 @@ def drop(store, dataset, yes, as_json) -> None:
 @click.option("--ignore-free-space", "force", is_flag=True,
               help="Start even when the estimated size exceeds the free disk space.")
 @click.option("--force", "force_old", is_flag=True, hidden=True,
-              help="Deprecated spelling of --ignore-free-space (elsewhere --force replaces an output).")
+              callback=P.renamed("extract", "--force", "--ignore-free-space"),
+              help="0.2's spelling of --ignore-free-space (elsewhere --force replaces an output).")
 @P.engine("extraction")
 @P.JSON
 def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_size, max_tokens, dtype,
             torch_dtype, device, threads, chunk_rows, gguf_file, force, force_old, engine, ray_address, workers,
             cpus_per_worker, gpus_per_worker, as_json) -> None:
     """Extract pooled hidden states and FFN activations of every text that has none yet (resumable)."""
-    from stcstore.core.console import eprint
     from stcstore.features import ExtractConfig
     from stcstore.features import extract as run
 
-    if force_old:  # 0.2's spelling: --force means "replace an output" everywhere else
-        eprint("note: `extract --force` is now `extract --ignore-free-space` (--force still works here, for now)")
-        force = True
+    force = force or force_old  # 0.2's spelling: --force means "replace an output" everywhere else
 
     cfg = ExtractConfig(dataset=dataset, model=model, layers=layers, kinds=kinds, poolings=poolings,
                         max_length=max_length, batch_size=batch_size, max_tokens=max_tokens, dtype=dtype,
@@ -155,8 +153,11 @@ def sql(query, store, file, name, params, list_queries, max_rows, timeout, as_js
 @cli.command()
 @P.store(exists=True)
 @P.dataset()
-@click.option("--model", default=DEFAULT_MODEL, show_default=True,
-              help="Model as given to extract (or its path, or a feature-set id prefix).")
+@click.option("--feature-set", "model", default=DEFAULT_MODEL, show_default=True,
+              help="The features to fit on: the model as given to extract (its name or path), or a feature-set id "
+                   "prefix.")
+@click.option("--model", "model_old", default=None, hidden=True, callback=P.renamed("fit", "--model", "--feature-set"),
+              help="0.2's spelling of --feature-set.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Classifier directory to write (must be new or empty unless --force).")
 @P.ETAS
@@ -181,11 +182,13 @@ def sql(query, store, file, name, params, list_queries, max_rows, timeout, as_js
                                                  "available; with --device cuda, up to 8 sharing the GPU]; Ray: "
                                                  "probe tasks).")
 @P.JSON
-def fit(store, dataset, model, out, etas, task, probe, aggregator, selection, metric, kinds, poolings, mix_kinds, val_fraction, seed, probe_rows,
-        val_rows, memory_budget, threads, device, force, engine, ray_address, workers, cpus_per_worker, gpus_per_worker,
-        as_json) -> None:
+def fit(store, dataset, model, model_old, out, etas, task, probe, aggregator, selection, metric, kinds, poolings,
+        mix_kinds, val_fraction, seed, probe_rows, val_rows, memory_budget, threads, device, force, engine, ray_address,
+        workers, cpus_per_worker, gpus_per_worker, as_json) -> None:
     """Per-layer L1 probes, η-sparsification and cross-layer aggregation, all chosen on validation."""
     from stcstore.core.pool import default_workers, start_workers, stop_workers
+
+    model = model_old if model_old is not None else model
 
     if engine == "local":  # the pool's processes get ready while this one imports torch
         start_workers(workers or default_workers(device))
@@ -233,7 +236,10 @@ def _fit(store, dataset, model, out, etas, task, probe, aggregator, selection, m
 @P.EXPLAIN
 @click.option("--explain-out", default=None, help="Path prefix of the explanation files [default: beside --output].")
 @P.EXPLAIN_LIMIT_OPT
-@click.option("--model", default=None, help="Local path of the classifiers' model, if not where it was fitted.")
+@click.option("--model-path", "model", default=None,
+              help="Local path of the classifiers' model, if not where it was fitted (still checked against it).")
+@click.option("--model", "model_old", default=None, hidden=True, callback=P.renamed("score", "--model", "--model-path"),
+              help="0.2's spelling of --model-path.")
 @P.GGUF_FILE
 @P.BATCH_SIZE_OPT
 @P.MAX_TOKENS_OPT
@@ -244,9 +250,10 @@ def _fit(store, dataset, model, out, etas, task, probe, aggregator, selection, m
 @P.engine("scoring")
 @P.JSON
 def score(classifiers, store, dataset, split, input_path, output, fmt, text_field, id_field, explain, explain_out,
-          explain_limit, model, gguf_file, batch_size, max_tokens, chunk_rows, threads, device, force, engine,
-          ray_address, workers, cpus_per_worker, gpus_per_worker, as_json) -> None:
+          explain_limit, model, model_old, gguf_file, batch_size, max_tokens, chunk_rows, threads, device, force,
+          engine, ray_address, workers, cpus_per_worker, gpus_per_worker, as_json) -> None:
     """Score texts with fitted classifiers: early exit, one pass per model, incremental, explanations."""
+    model = model_old if model_old is not None else model
     from stcstore.score import ScoreConfig
     from stcstore.score import score as run
 

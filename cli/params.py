@@ -4,6 +4,7 @@ dataclasses' defaults and `stcstore.core.names`), so the CLI cannot drift from t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -179,3 +180,14 @@ def ray_options(engine: str, ray_address: str | None, workers: int | None, cpus_
 
     return RayOptions(address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
                       gpus_per_worker=gpus_per_worker)
+
+
+def renamed(command: str, old: str, new: str):
+    """A callback for an option's old spelling, kept working after a rename: a note on stderr names the new one
+    (each option has one meaning in every command: `--force` replaces an output, `--model` names a model to
+    load)."""
+    def note(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value not in (None, False):
+            click.echo(f"note: `{command} {old}` is now `{command} {new}` ({old} still works, for now)", err=True)
+        return value
+    return note

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from stcstore.core.errors import StcError
 from stcstore.ingest import IngestConfig, ingest
 from stcstore.store.sql import named_queries
 
@@ -182,3 +183,21 @@ def test_sql_file_with_params(tmp_path, small):
     assert json.loads(r.stdout)["rows"] == [{"n": 9}]
     r = cli("sql", "--store", str(st), "--file", str(tmp_path / "nope.sql"))
     assert r.returncode == 1 and "cannot read --file" in r.stderr
+
+
+@pytest.mark.parametrize("flag", ["--model-path", "--model"])
+def test_score_model_path_and_its_old_spelling(monkeypatch, tmp_path, flag):
+    """`score --model-path` (0.2: `--model`, which still works with a note) reaches the score config."""
+    import stcstore.score
+
+    seen = {}
+
+    def capture(cfg):
+        seen["model"] = cfg.model
+        raise StcError("stop here")
+
+    monkeypatch.setattr(stcstore.score, "score", capture)
+    r = cli("score", "--classifier", str(tmp_path / "c"), "--input", str(tmp_path / "in.jsonl"),
+            "--output", str(tmp_path / "p.parquet"), flag, "/models/minilm")
+    assert r.returncode == 1 and "stop here" in r.stderr and seen == {"model": "/models/minilm"}
+    assert ("note: `score --model` is now `score --model-path`" in r.stderr) == (flag == "--model")

@@ -3,6 +3,7 @@ must not depend on N: the same probes, fit id, choice and classifier as one work
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -53,10 +54,14 @@ def test_workers_option(store, tmp_path):
     assert r.returncode == 1 and "--workers" in r.stderr
     r = cli("extract", "--store", store, "--dataset", "d", "--model", "tiny-bert", "--workers", "2")
     assert r.returncode == 1 and "--workers only apply with --engine ray" in r.stderr
-    r = cli("fit", "--store", store, "--dataset", "d", "--model", "tiny-bert", "--workers", "2", "--etas", "0.8",
+    r = cli("fit", "--store", store, "--dataset", "d", "--feature-set", "tiny-bert", "--workers", "2", "--etas", "0.8",
             "--out", tmp_path / "c", "--json")
     assert r.returncode == 0, r.stderr
-    assert Store(store).root.exists()
+    assert Store(store).root.exists() and "is now" not in r.stderr
+    # 0.2's spelling of --feature-set still works, with a note
+    r = cli("fit", "--store", store, "--dataset", "d", "--model", "tiny-bert", "--etas", "0.8", "--json")
+    assert r.returncode == 0 and "note: `fit --model` is now `fit --feature-set`" in r.stderr
+    assert json.loads(r.stdout)["chosen"]["eta"] == 0.8
 
 
 def _task(i: int, seconds: float) -> tuple[int, int]:
