@@ -54,7 +54,8 @@ def start_workers(n: int, modules: tuple[str, ...] = ("stcstore.fit.parallel", "
         pool = local_pool(n - 1)
         for _ in range(n - 1):
             pool.submit(_import, modules)
-        _started.append(pool)
+        if not any(p is pool for p in _started):  # the same reused pool, started again by the next fit
+            _started.append(pool)
 
 
 def stop_workers() -> None:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .probe import PathConfig, PathResult, fit_around, fit_path
 from .design import ColumnDesign
+from .probe import PathConfig, PathResult, fit_around, fit_path
 from .solver import PathPoint
 
 

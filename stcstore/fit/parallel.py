@@ -156,19 +156,15 @@ class Workers:
         them (`Fitter.embedding`); else one after the other, here, each with its depths' chains (`fit.grid`) on
         every worker (a single group, as on a GPT2-XL store of FFN max features, is then not one process's
         work)."""
-        together = self.n > 1 and len(groups) > 1
-        if together and fitter.cfg.memory_budget_mb is not None:
-            sizes = sorted((fitter.search_bytes(k, p, probes) for k, p in groups), reverse=True)
-            together = sum(sizes[:self.n]) <= fitter.cfg.memory_budget_mb * 2**20
+        budget = fitter.cfg.memory_budget_mb
+        cost = [float(fitter.search_bytes(k, p, probes)) for k, p in groups]  # bytes each search holds
+        together = self.n > 1 and len(groups) > 1 and \
+            (budget is None or sum(sorted(cost, reverse=True)[:self.n]) <= budget * 2**20)
         tasks: list[tuple] = [(aggregate_one, fitter, k, p, probes) for k, p in groups]
-        cost = [float(fitter.search_bytes(k, p, probes)) for k, p in groups]
         if together:  # the embedding baseline (sklearn, fit.outcome) beside them, taken with the smallest groups
             tasks.insert(0, (embedding_one, fitter))
-            cost.insert(0, 0.0)
-        if together:
-            results = self.map(call, tasks, cost=cost)
+            results = self.map(call, tasks, cost=[0.0, *cost])
         else:  # one group at a time, here; its depths' chains on every worker when n searches fit the budget
-            budget = fitter.cfg.memory_budget_mb
             fits = [self.n > 1 and (budget is None or self.n * c <= budget * 2**20) for c in cost]
             results = (call(*t, self.map if f else None) for t, f in zip(tasks, fits))
         if together:

@@ -17,6 +17,7 @@ from ..classifier.classifier import FeatureGroup
 from ..classifier.heads import EnsembleHead, member_bounds
 from ..core.names import KINDS, METRICS, POOLINGS, REGRESSION_METRICS, FeatureBlock
 from ..store.store import FeatureSet, Store, neuron_picks
+from .grid import Grid, resolve, solve_chain
 from .metrics import reported
 from .probe import (
     PathResult,
@@ -27,7 +28,6 @@ from .probe import (
     path_scores,
     standardize_,
 )
-from .grid import Grid, resolve, solve_chain
 from .slp import SLP, fit_slp
 from .sparsify import select_neurons
 from .spill import ChunkedDesign, spill
@@ -293,7 +293,7 @@ class Fitter:
                    (cells[(0, d)][0],)) for d in depths]
         if len(etas) > 1:
             cost = [float(sum(len(c) for c in cols)) for cols, _, _ in chains]
-            with self.shared(grid, runner is not None):
+            with self.shared(grid, runner is not None and len(chains) > 1):  # (one task: Workers.map runs it here)
                 done = runner(solve_chain, [(grid, *c) for c in chains], cost) if runner is not None else \
                     (grid.chain(*c) for c in chains)
                 for d, out in zip(depths, done):

@@ -132,11 +132,19 @@ class L1Logistic:
     # element-wise loss over its n rows) run in torch beside X. An iteration on a small active set is some
     # 60 operations on tiny arrays: torch spent 2-4 us on each (0.36 ms an iteration at k = 91), numpy a
     # fraction of that, and the aggregate searches are thousands of such solves.
+    def _linear(self, X: DenseDesign, W: np.ndarray, b: np.ndarray) -> torch.Tensor:
+        """X W + b for host float64 W [k, K] and b [K]: their float32 copies sent beside X."""
+        Wt = torch.from_numpy(np.ascontiguousarray(W.T, dtype=np.float32)).to(self.device)
+        return X.linear(Wt, torch.from_numpy(b.astype(np.float32)).to(self.device))
+
     def _loss(self, XA: DenseDesign, theta: np.ndarray) -> tuple[float, torch.Tensor]:
         """theta: [k+1, K] float64 -> (mean loss, R = P - Y [n, K] float32, beside X)."""
-        Wt = torch.from_numpy(np.ascontiguousarray(theta[:-1].T, dtype=np.float32)).to(self.device)
-        b = torch.from_numpy(theta[-1].astype(np.float32)).to(self.device)
-        return self._terms(XA.linear(Wt, b))
+        return self._terms(self._linear(XA, theta[:-1], theta[-1]))
+
+    @staticmethod
+    def _curved(s: np.ndarray, y: np.ndarray) -> bool:
+        """Whether a curvature pair (flattened) keeps the L-BFGS matrix positive definite, beyond rounding."""
+        return float(s @ y) > 1e-12 * float(np.linalg.norm(s)) * float(np.linalg.norm(y))
 
     def _grad(self, XA: DenseDesign, R: torch.Tensor) -> np.ndarray:
         """Gradient of the mean loss w.r.t. theta, [k+1, K] float64."""
@@ -204,7 +212,7 @@ class L1Logistic:
         S_list, Y_list = [], []
         for s_full, y_full in self._memory:
             s, y = s_full[rows].reshape(-1), y_full[rows].reshape(-1)
-            if float(s @ y) > 1e-12 * float(np.linalg.norm(s)) * float(np.linalg.norm(y)):
+            if self._curved(s, y):
                 S_list.append(s)
                 Y_list.append(y)
         m = (len(rows)) * self.K
@@ -244,7 +252,7 @@ class L1Logistic:
             G_n = self._grad(XA, R_n)
             s, y = new - theta, G_n - G
             sv, yv = s.reshape(-1), y.reshape(-1)
-            if float(sv @ yv) > 1e-12 * float(np.linalg.norm(sv)) * float(np.linalg.norm(yv)):
+            if self._curved(sv, yv):
                 S = np.concatenate([S[-self.memory + 1:] if self.memory > 1 else S[:0], sv[None]])
                 Y = np.concatenate([Y[-self.memory + 1:] if self.memory > 1 else Y[:0], yv[None]])
                 s_full = np.zeros((self.d + 1, self.K))
@@ -288,8 +296,7 @@ class L1Logistic:
             Wfull = np.array(warm.coef.T, dtype=np.float64)
             b = np.array(warm.intercept, dtype=np.float64)
         # gradient at the warm start, for the strong rule
-        Wt = torch.from_numpy(np.ascontiguousarray(Wfull.T, dtype=np.float32)).to(self.device)
-        _, R = self._terms(self.design.linear(Wt, torch.from_numpy(b.astype(np.float32)).to(self.device)))
+        _, R = self._terms(self._linear(self.design, Wfull, b))
         G = self.design.rtx(R, contiguous=False).abs().amax(dim=1) / self.n  # [d]
         lp = lam_prev if lam_prev is not None else (warm.lam if warm is not None else
                                                      self.lambda_max() / self.target.scale)
