@@ -31,7 +31,9 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from stcstore import __version__  # noqa: E402
-from stcstore.classifier.classifier import CLASSIFIER_FORMAT, CLASSIFIER_VERSION, MODEL_CHECK_KEYS, Classifier  # noqa: E402
+from stcstore.classifier.classifier import Classifier  # noqa: E402
+from stcstore.classifier.manifest import CLASSIFIER_FORMAT  # noqa: E402
+from stcstore.core.names import IDENTITY_KEYS  # noqa: E402
 from stcstore.core.names import blocks_to_run  # noqa: E402
 from stcstore.demo import demo_files  # noqa: E402
 from stcstore.features import default_max_length  # noqa: E402
@@ -62,8 +64,9 @@ def make_classifier(lm, max_length: int, l_temp: int, path: Path, seed: int = 0)
     n = NEURONS_PER_LAYER * len(groups)
     fp = lm.fingerprint_fields()
     manifest = {
-        "format": CLASSIFIER_FORMAT, "version": CLASSIFIER_VERSION, "stcstore_version": __version__,
-        "model": {k: fp.get(k) for k in ("model", "model_source", "revision", *MODEL_CHECK_KEYS)},
+        "format": CLASSIFIER_FORMAT, "version": 1,  # a linear classifier
+        "stcstore_version": __version__,
+        "model": {k: fp.get(k) for k in ("model", "model_source", "revision", *IDENTITY_KEYS)},
         "features": {"feature_set": "bench", "dataset": "bench", "max_length": max_length, "dtype": "float16",
                      "torch_dtype": "float32", "feature_format": 1},
         "kind": "ffn", "pooling": "mean", "eta": 0.5, "l_temp": l_temp,

@@ -91,6 +91,26 @@ def test_one_definition_of_what_must_agree():
     assert defined_in(r"^class RowValidator") == ["rows.py"]
     assert defined_in(r"^[A-Z_]+ = pa\.schema\(") == ["schemas.py"]  # every schema that is API
     assert sorted(defined_in(r"hashlib\.sha256\(")) == ["fingerprint.py", "loading.py"]  # + the weights hash
+    # a model's identity and location keys, and each manifest's typed view
+    for name in ("IDENTITY_KEYS", "LEGACY_OPTIONAL", "LOCATION_KEYS"):
+        assert defined_in(rf"^{name} = ") == ["names.py"], name
+    assert defined_in(r"^class FeatureSetManifest") == ["featureset.py"]
+    assert defined_in(r"^class ClassifierManifest") == ["record.py"]
+
+
+# the modules that own a manifest's JSON: they write it, validate it, or are its typed view
+MANIFEST_OWNERS = {"stcstore/store/featureset.py", "stcstore/classifier/manifest.py", "stcstore/classifier/record.py",
+                   "stcstore/classifier/files.py"}
+
+
+def test_manifests_are_read_through_their_typed_views():
+    """Nobody reads a feature set's or a classifier's manifest by key: `fs.manifest.dtype`, not
+    `fs.manifest["fingerprint"].get("dtype", "float16")` (each default and meaning lives in one place)."""
+    by_key = re.compile(r"\bmanifest(\[|\.get\()")
+    offenders = [f"{p.relative_to(ROOT)}:{s[:m.start()].count(chr(10)) + 1}"
+                 for p in _modules() if str(p.relative_to(ROOT)) not in MANIFEST_OWNERS
+                 for s in [p.read_text()] for m in by_key.finditer(s)]
+    assert offenders == []
 
 
 def _module_name(path: Path) -> str:

@@ -40,7 +40,7 @@ def fitted(tmp_path_factory, bert_tokenizer):
 def _variant(base: Classifier, groups: list[FeatureGroup], path: Path, seed: int = 0, dtype: str | None = None
              ) -> Path:
     """A classifier on the same model with chosen neuron groups and random weights (for depth tests)."""
-    m = copy.deepcopy(base.manifest)
+    m = base.manifest.to_dict()
     m.pop("arrays", None)
     if dtype:
         m["features"]["dtype"] = dtype
@@ -362,14 +362,16 @@ def test_scoring_features_equal_stored_features_bit_for_bit(family, tmp_path, be
 
 
 def test_classifiers_of_different_models_get_one_pass_each(fitted, tmp_path, bert_tokenizer):
-    from stcstore.classifier.classifier import MODEL_CHECK_KEYS
+    from stcstore.core.names import IDENTITY_KEYS
 
     from .conftest import build_tiny
 
     st, lm, sent, _ = fitted
     other = build_tiny("gpt2", bert_tokenizer)
-    base = copy.deepcopy(load_classifier(sent))
-    base.manifest["model"].update({k: other.fingerprint_fields().get(k) for k in ("model", *MODEL_CHECK_KEYS)})
+    sent_clf = load_classifier(sent)
+    m = sent_clf.manifest.to_dict()
+    m["model"].update({k: other.fingerprint_fields().get(k) for k in ("model", *IDENTITY_KEYS)})
+    base = Classifier(m, sent_clf.arrays)
     gpt = _variant(base, [FeatureGroup("ffn", "max", 1, [2, 7])], tmp_path / "gpt")
     src = write_jsonl(tmp_path / "new.jsonl", [{"id": f"n{i}", "text": t} for i, t in enumerate(NEW_TEXTS)])
     models = {"tiny-bert": lm, "tiny-gpt2": other}

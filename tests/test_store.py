@@ -48,3 +48,31 @@ def test_every_table_has_its_columns_even_when_empty(two_datasets):
 def test_sql_on_a_directory_that_is_not_a_store(tmp_path):
     with pytest.raises(StcError, match="not an stcstore store"):
         Store(tmp_path).sql("SELECT 1")
+
+
+def test_a_damaged_feature_set_manifest_is_refused_naming_file_and_field(tmp_path):
+    import json
+
+    from stcstore.features.synthetic import write_synthetic
+    from stcstore.store.featureset import MANIFEST_NAME
+
+    fs = write_synthetic(tmp_path / "st", "d", rows=40, layers=2, widths={"hidden": 4, "ffn": 8}, rows_per_chunk=20)
+    st = Store(tmp_path / "st")
+    # the typed view: defaults of older manifests live in one place, and the mapping reads as 0.2's dict did
+    m = st.feature_sets("d")[0].manifest
+    assert (m.dtype, m.max_length, m.stats_by_label, m.model.name) == ("float16", 64, True, "synthetic")
+    assert m["fingerprint"]["dtype"] == "float16" and m.chunk_rows == 20
+    raw = json.loads((fs.path / MANIFEST_NAME).read_text())
+    for damage, field in [(lambda r: r.pop("columns"), "columns is missing"),
+                          (lambda r: r["fingerprint"].update(max_length="64"), "fingerprint.max_length is str"),
+                          (lambda r: r["columns"].append("ffn.avg.0"), "not a block name"),
+                          (lambda r: r["widths"].pop("ffn"), "widths.ffn is missing")]:
+        bad = json.loads(json.dumps(raw))
+        damage(bad)
+        (fs.path / MANIFEST_NAME).write_text(json.dumps(bad))
+        with pytest.raises(StcError, match=rf"featureset\.json: .*{field}.*extract again"):
+            st.feature_sets("d")
+    raw["fingerprint"]["feature_format"] = 99
+    (fs.path / MANIFEST_NAME).write_text(json.dumps(raw))
+    with pytest.raises(StcError, match="feature format 99.*upgrade stcstore"):
+        st.feature_set("d", "synthetic")

@@ -36,7 +36,8 @@ from ..core.names import FeatureBlock, blocks_to_run
 from .files import read_classifier_dir, save_classifier
 from .heads import ConsolidationHead, EnsembleHead, member_bounds
 from .linear import decision, predict_index, probabilities
-from .manifest import CLASSIFIER_FORMAT, MODEL_CHECK_KEYS, array_names, check_arrays, head_type
+from .manifest import CLASSIFIER_FORMAT, MODEL_RECORD_KEYS, array_names, check_arrays
+from .record import ClassifierManifest
 
 if TYPE_CHECKING:
     from ..features.compute import FeatureComputer
@@ -68,25 +69,25 @@ class Classifier:
 
     classes_: [n_classes] label strings; coef_: [K, n_features]; intercept_: [K]."""
 
-    def __init__(self, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.manifest = manifest
+    def __init__(self, manifest: "ClassifierManifest | dict[str, Any]", arrays: dict[str, np.ndarray]) -> None:
+        self.manifest = manifest = ClassifierManifest(manifest)
         self.groups = [FeatureGroup(g["kind"], g["pooling"], int(g["layer"]), [int(i) for i in g["neurons"]])
-                       for g in manifest["groups"]]
-        self.classes_ = np.asarray(manifest["classes"], dtype=object)  # empty for a regression target
-        self.label_names_: dict[str, str] = dict(manifest.get("label_names", {}))  # display names (ingest --label-names)
-        self.task = manifest.get("task", "classification")
+                       for g in manifest.groups]
+        self.classes_ = np.asarray(manifest.classes, dtype=object)  # empty for a regression target
+        self.label_names_: dict[str, str] = manifest.label_names  # display names (ingest --label-names)
+        self.task = manifest.task
         self.arrays = {n: arrays[n] for n in array_names(manifest)}
         self.coef_ = arrays["coef"]  # a consolidation head: its output layer
         self.intercept_ = arrays["intercept"]
         self.mean_ = arrays["mean"]
         self.scale_ = arrays["scale"]
         check_arrays(manifest, arrays)  # shapes against groups, classes and head, finite values, positive scales
-        self.head = head_type(manifest)
-        self._consolidation = ConsolidationHead(list(manifest["head"]["hidden_units"]),
+        self.head = manifest.head_type
+        self._consolidation = ConsolidationHead(manifest.hidden_units,
                                                 [len(g.neurons) for g in self.groups], self.arrays) \
             if self.head == "consolidation" else None
         self._ensemble = EnsembleHead(
-            member_bounds([len(g.neurons) for g in self.groups], [int(mm["groups"]) for mm in manifest["head"]["members"]]),
+            member_bounds([len(g.neurons) for g in self.groups], [int(mm["groups"]) for mm in manifest.members]),
             self.coef_, self.intercept_, self.task == "regression") if self.head == "ensemble" else None
         self._lm: LoadedModel | None = None
         self._computer: FeatureComputer | None = None
@@ -98,34 +99,41 @@ class Classifier:
     def from_fit(cls, *, fs: "FeatureSet", groups: list[FeatureGroup], classes: list[str], coef: np.ndarray,
                  intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray, kind: str, pooling: str, eta: float,
                  l_temp: int, metrics: dict[str, Any], fit: dict[str, Any], task: str = "classification",
-                 head: dict[str, Any] | None = None, head_arrays: dict[str, np.ndarray] | None = None
+                 head: dict[str, Any] | None = None, head_arrays: dict[str, np.ndarray] | None = None,
+                 label_names: dict[str, str] | None = None, efficiency: dict[str, Any] | None = None
                  ) -> "Classifier":
         """`head` / `head_arrays`: a consolidation head's manifest entry and arrays (coef and intercept are
-        then its output layer); without them, the linear head."""
-        fp = fs.manifest["fingerprint"]
-        manifest = {
+        then its output layer); without them, the linear head. `label_names` and `efficiency` are recorded for
+        display (not part of the classifier's fingerprint)."""
+        fm = fs.manifest
+        model = fm.model
+        raw = {
             "format": CLASSIFIER_FORMAT, "version": 1 if head is None else (3 if head.get("type") == "ensemble" else 2), "stcstore_version": __version__,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "model": {k: fp.get(k) for k in ("model", "model_source", "revision", *MODEL_CHECK_KEYS) if k in fp},
-            "features": {"feature_set": fs.id, "dataset": fs.manifest.get("dataset"),
-                         "max_length": fp["max_length"], "dtype": fp["dtype"], "torch_dtype": fp["torch_dtype"],
-                         "feature_format": fp.get("feature_format")},
+            "model": {k: model[k] for k in MODEL_RECORD_KEYS if k in model},
+            "features": {"feature_set": fs.id, "dataset": fm.dataset,
+                         "max_length": fm.max_length, "dtype": fm.dtype, "torch_dtype": fm.torch_dtype,
+                         "feature_format": fm.feature_format},
             "kind": kind, "pooling": pooling, "eta": eta, "l_temp": l_temp,
             "blocks_run": groups_blocks_run(groups),
             "groups": [asdict(g) for g in groups], "classes": list(classes),
             "metrics": metrics, "fit": fit,
         }
         if task != "classification":  # written only when it differs: classification manifests stay as before
-            manifest["task"] = task
+            raw["task"] = task
         if head is not None:
-            manifest["head"] = head
+            raw["head"] = head
+        if label_names:
+            raw["label_names"] = label_names
+        if efficiency is not None:
+            raw["efficiency"] = efficiency
         arrays = {"coef": coef, "intercept": intercept, "mean": mean, "scale": scale, **(head_arrays or {})}
-        return cls(manifest, {n: np.asarray(a, dtype=np.float64) for n, a in arrays.items()})
+        return cls(raw, {n: np.asarray(a, dtype=np.float64) for n, a in arrays.items()})
 
     def save(self, path: str | Path, force: bool = False) -> Path:
         """Write the directory atomically (temp directory + rename). An existing non-empty directory is
         replaced only with force=True."""
-        self.manifest = save_classifier(self.manifest, self.arrays, Path(path), force)
+        self.manifest = ClassifierManifest(save_classifier(self.manifest.to_dict(), self.arrays, Path(path), force))
         self.path = Path(path)
         return self.path
 
@@ -136,18 +144,18 @@ class Classifier:
 
     @property
     def l_temp(self) -> int:
-        return int(self.manifest["l_temp"])
+        return self.manifest.l_temp
 
     def check_model(self, lm: "LoadedModel") -> None:
         """Refuse a model that computes something else than the one the classifier was fitted on. (A key the
         classifier did not record, `config_sha256` in one written by 0.1.0, cannot be compared.)"""
-        want = self.manifest["model"]
+        want = self.manifest.model
         have = lm.fingerprint_fields()
-        diff = [k for k in MODEL_CHECK_KEYS if k in want and want.get(k) != have.get(k)]
+        diff = want.identity_differences(have)
         if diff:
             rows = "\n".join(f"  {k}: classifier {str(want.get(k))[:20]}  model {str(have.get(k))[:20]}" for k in diff)
             raise FingerprintMismatchError(
-                f"classifier {self.path or ''} was fitted on model {want.get('model')!r} but the model given "
+                f"classifier {self.path or ''} was fitted on model {want.name!r} but the model given "
                 f"({have.get('model')!r}) differs in {', '.join(diff)}:\n{rows}\n"
                 f"Score with the model the classifier was fitted on, or fit a new classifier for this model.")
 
@@ -164,11 +172,11 @@ class Classifier:
         from ..core.console import eprint
         from ..models.loading import load_model
 
-        want = self.manifest["model"]
-        source = want.get("model_source")
-        name = name or (source if source and Path(source).exists() else want.get("model"))
+        want = self.manifest.model
+        source = want.source
+        name = name or (source if source and Path(source).exists() else want.name)
         eprint(f"loading model {name} ...")
-        return load_model(name, torch_dtype=self.manifest["features"]["torch_dtype"], device=device,
+        return load_model(name, torch_dtype=self.manifest.features.torch_dtype, device=device,
                           gguf_file=gguf_file)
 
     def model(self) -> "LoadedModel":
@@ -181,20 +189,14 @@ class Classifier:
     def fingerprint(self) -> str:
         """What the classifier computes: model identity, feature settings, neurons, classes and the exact
         array contents (not its path, creation time or metrics). Predictions are keyed by it."""
-        m = self.manifest
-        ident = {k: m.get(k) for k in ("features", "kind", "pooling", "eta", "l_temp", "groups", "classes")}
-        if self.is_regression:
-            ident["task"] = self.task
-        if self.head != "linear":  # linear classifiers keep the fingerprint they always had
-            ident["head"] = m["head"]
-        ident["model"] = {k: m["model"][k] for k in MODEL_CHECK_KEYS if k in m["model"]}  # 0.1.0's keys: same value
+        ident = self.manifest.identity()
         ident["arrays"] = {n: sha256_hex(np.ascontiguousarray(a).tobytes()) for n, a in self.arrays.items()}
         return fingerprint(ident)
 
     @property
     def name(self) -> str:
         """The directory name, or the manifest's dataset for an unsaved classifier."""
-        return self.path.name if self.path is not None else str(self.manifest["features"].get("dataset"))
+        return self.path.name if self.path is not None else str(self.manifest.features.dataset)
 
     def neuron_columns(self) -> dict[tuple[str, int], list[int]]:
         """{(kind, layer): sorted neuron indices this classifier reads} (union over its poolings)."""
@@ -213,10 +215,10 @@ class Classifier:
         from ..features.compute import FeatureComputer
 
         if self._computer is None:
-            f = self.manifest["features"]
+            f = self.manifest.features
             lm = self.model()
             device = str(next(lm.model.parameters()).device)  # wherever the attached model lives
-            self._computer = FeatureComputer(lm, self.blocks, int(f["max_length"]), f["dtype"], device=device,
+            self._computer = FeatureComputer(lm, self.blocks, f.max_length, f.dtype, device=device,
                                              columns=self.neuron_columns())
         return self._computer
 
@@ -317,7 +319,7 @@ class Classifier:
         """(ids [n], X [n, n_features]) of texts already in a store, from the stored features."""
         from ..store.store import neuron_picks
 
-        fs = store.feature_set(dataset, self.manifest["features"]["feature_set"])
+        fs = store.feature_set(dataset, self.manifest.features.feature_set)
         picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in self.groups])
         ids, X, _ = store.gather_split(fs, picks, split)
         return ids, X
@@ -325,8 +327,8 @@ class Classifier:
     def __repr__(self) -> str:
         m = self.manifest
         head = "" if self.head == "linear" else f"{self.head} head, "
-        return (f"Classifier({m['model'].get('model')}, {m['kind']}.{m['pooling']}, η {m['eta']}, "
-                f"L_temp {m['l_temp']}, {self.n_features} neurons, {head}"
+        return (f"Classifier({m.model.name}, {m.kind}.{m.pooling}, η {m.eta:g}, "
+                f"L_temp {m.l_temp}, {self.n_features} neurons, {head}"
                 + ("regression)" if self.is_regression else f"classes {list(self.classes_)})"))
 
 

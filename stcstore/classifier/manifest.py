@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import StcError
-from ..core.names import KINDS, MAX_LABEL_NAME, POOLINGS, STORED_DTYPES, TORCH_DTYPES, blocks_to_run
+from ..core.names import (IDENTITY_KEYS, KINDS, LEGACY_OPTIONAL, LOCATION_KEYS, MAX_LABEL_NAME, POOLINGS,
+                          STORED_DTYPES, TORCH_DTYPES, blocks_to_run)
 from .heads import HEAD_ARRAYS, HEADS, sub_networks
 
 CLASSIFIER_FORMAT = "stcstore-classifier"
@@ -42,11 +43,10 @@ def head_type(m: dict[str, Any]) -> str:
 def array_names(m: dict[str, Any]) -> tuple[str, ...]:
     """The arrays a classifier of this manifest keeps, in file order."""
     return ARRAYS if head_type(m) == "linear" else ("mean", "scale", *HEAD_ARRAYS[head_type(m)])
-# the fields of a model fingerprint that define what it computes (models.loading.IDENTITY_KEYS; repeated
-# here so that reading a classifier does not import torch). Classifiers written by 0.1.0 lack config_sha256.
-MODEL_CHECK_KEYS = ("model_type", "adapter", "weights_sha256", "tokenizer_sha256", "n_layers", "hidden_size",
-                    "ffn_size", "config_sha256")
-LEGACY_OPTIONAL = ("config_sha256",)
+# the fields of a model fingerprint that define what it computes (core.names; classifiers written by 0.1.0
+# lack config_sha256), and those a classifier records of where it came from
+MODEL_CHECK_KEYS = IDENTITY_KEYS
+MODEL_RECORD_KEYS = (*LOCATION_KEYS, *IDENTITY_KEYS)
 
 
 class _Bad(Exception):

@@ -32,10 +32,10 @@ import torch
 from ..core.atomic import commit, remove_stale_temps
 from ..core.console import eprint, progress
 from ..core.errors import StcError
-from ..core.names import FeatureBlock
+from ..core.names import LOCATION_KEYS, FeatureBlock
 from ..features.chunking import chunk_path, chunks_to_do, compute_chunk, stage_chunk
 from ..features.compute import FeatureComputer
-from ..features.stage import LOCATION_KEYS, ChunkRun, ExtractConfig, ExtractResult, Plan, extract
+from ..features.stage import ChunkRun, ExtractConfig, ExtractResult, Plan, extract
 from ..models.loading import LoadedModel, load_model
 from ..store.store import Store
 from .engine import RayOptions, check_resources, ray_session

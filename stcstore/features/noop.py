@@ -52,7 +52,7 @@ def unchanged_feature_set(store: Store, cfg: "ExtractConfig") -> FeatureSet | No
     if stamp is None:
         return None
     for fs in store.feature_sets(cfg.dataset):
-        if fs.manifest.get("request") == request(cfg) and fs.manifest.get("model_files") == stamp:
+        if fs.manifest.request == request(cfg) and fs.manifest.model_files == stamp:
             return fs
     return None
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..core.version import __version__
-from ..core.atomic import remove_stale_temps, store_lock, write_json_atomic
+from ..core.atomic import remove_stale_temps, store_lock
 from ..core.console import eprint
 from ..core.errors import FingerprintMismatchError, StcError
 from ..core.fingerprint import fingerprint
@@ -39,8 +39,9 @@ from ..core.names import (
     labels_look_like_values,
 )
 from ..core.result import Result
-from ..models.loading import IDENTITY_KEYS, LEGACY_OPTIONAL, LoadedModel, load_model
-from ..store.store import FEATURE_FORMAT_VERSION, FeatureSet, Store
+from ..models.loading import LoadedModel, load_model
+from ..store.featureset import FEATURE_FORMAT_VERSION, MANIFEST_NAME, FeatureSet, FeatureSetManifest
+from ..store.store import Store
 from .chunking import run_chunks
 from .compute import FeatureComputer
 from .noop import missing_texts, model_files, present_ids, request, unchanged_feature_set
@@ -48,9 +49,6 @@ from .noop import missing_texts, model_files, present_ids, request, unchanged_fe
 # a chunk is about --chunk-mb of features but never fewer rows than this (GPT2-XL, all 441 blocks: 2.3 MB a
 # row, so 256 rows are 590 MB; memory holds at most two chunks, one computing and one being written)
 MIN_CHUNK_ROWS = 256
-# fingerprint fields that say where the model was loaded from, not what it computes: a feature set made
-# from the same weights loaded from another path (a moved venv, a hub cache) is extended, not duplicated
-LOCATION_KEYS = ("model", "model_source", "revision")
 
 
 @dataclass(frozen=True)
@@ -164,14 +162,6 @@ def feature_fingerprint(lm: LoadedModel, cfg: ExtractConfig, max_length: int, co
             "torch_dtype": cfg.torch_dtype, "columns": columns, "feature_format": FEATURE_FORMAT_VERSION}
 
 
-def _same_values(stored: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Two fingerprints define the same stored values (they may differ in where the model was loaded from).
-    A feature set written by 0.1.0 has no config_sha256: it is compared on everything else."""
-    keys = (set(stored) | set(new)) - set(LOCATION_KEYS) - {k for k in LEGACY_OPTIONAL if k not in stored}
-    return all(stored.get(k) == new.get(k) for k in keys) and all(
-        k in stored for k in IDENTITY_KEYS if k not in LEGACY_OPTIONAL)
-
-
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -212,32 +202,34 @@ def _open_feature_set(store: Store, cfg: ExtractConfig, fp: dict, widths: dict[s
     differs only in where the model was loaded from, or a new one."""
     fs_id = fingerprint(fp)
     path = store.features_dir(cfg.dataset) / f"fs={fs_id}"
-    manifest_path = path / "featureset.json"
+    manifest_path = path / MANIFEST_NAME
     others = store.feature_sets(cfg.dataset)
     if manifest_path.exists():
         fs = next((s for s in others if s.path == path), None)
-        if fs is None or fs.manifest["fingerprint"] != fp:  # a hash collision or a hand-edited store
+        if fs is None or fs.manifest.fingerprint != fp:  # a hash collision or a hand-edited store
             raise FingerprintMismatchError(f"{manifest_path} does not match this run's fingerprint; "
                                            f"refusing to mix rows. Move that directory away.")
-        renew = {"request": request(cfg), "model_files": model_files(cfg)}
-        if any(fs.manifest.get(k) != v for k, v in renew.items()):
-            fs.manifest.update(renew)  # the same values from these files: a later no-op need not load them
-            write_json_atomic(manifest_path, fs.manifest)
+        req, files = request(cfg), model_files(cfg)
+        if fs.manifest.request != req or fs.manifest.model_files != files:
+            # the same values from these files: a later no-op need not load them
+            fs.manifest = fs.manifest.updated(request=req, model_files=files)
+            fs.manifest.write(manifest_path)
         return fs, False
-    same = [s for s in others if _same_values(s.manifest["fingerprint"], fp)]
+    # the same weights loaded from another path (a moved venv, a hub cache): extended, not duplicated
+    same = [s for s in others if s.manifest.model.same_values(fp)]
     if same:
         eprint(f"note: feature set {same[0].id[:12]} was extracted from the same model weights loaded from "
-               f"{same[0].manifest['fingerprint'].get('model_source')}; extending it")
+               f"{same[0].manifest.model.source}; extending it")
         return same[0], False
-    manifest = {
+    manifest = FeatureSetManifest({
         "id": fs_id, "dataset": cfg.dataset, "fingerprint": fp, "columns": fp["columns"], "widths": widths,
         "chunk_rows": chunk_rows, "stcstore_version": __version__,
         "stats_by_label": not _labels_are_values(store, cfg.dataset), "model_parameters": params,
         "created_with": {k: v for k, v in asdict(cfg).items() if k in ("batch_size", "max_tokens", "device",
                                                                        "threads", "layers", "kinds", "poolings")},
         "request": request(cfg), "model_files": model_files(cfg),  # a later no-op skips loading (noop.py)
-    }
-    write_json_atomic(manifest_path, manifest)
+    }, str(manifest_path))
+    manifest.write(manifest_path)
     if others:
         eprint(f"note: new feature set {fs_id[:12]} (its fingerprint differs from "
                f"{', '.join(s.id[:12] for s in others)}); existing feature sets are left untouched")
@@ -260,7 +252,7 @@ def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel) -> Plan:
     done = present_ids(fs)
     todo = missing_texts(store, cfg.dataset, done)
     return Plan(fs, created, blocks, hidden, ffn, widths, max_length, chunk_rows, row_bytes, done, todo,
-                store.text_count(cfg.dataset), bool(fs.manifest.get("stats_by_label", True)))
+                store.text_count(cfg.dataset), fs.manifest.stats_by_label)
 
 
 def _nothing_to_do(store: Store, cfg: ExtractConfig, fs: FeatureSet, t_start: float) -> ExtractResult:

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..core.atomic import write_json_atomic
 from ..core.names import KINDS, POOLINGS, FeatureBlock
 from ..core.schemas import NEURON_STATS
-from ..store.store import FEATURE_FORMAT_VERSION, FeatureSet, Store
+from ..store.featureset import FEATURE_FORMAT_VERSION, MANIFEST_NAME, FeatureSet, FeatureSetManifest
+from ..store.store import Store
 from .chunking import write_chunk
 
 
@@ -54,9 +54,9 @@ def write_synthetic(root: str | Path, dataset: str, rows: int, layers: int, widt
           "tokenizer_sha256": no_weights, "config_sha256": no_weights, "hidden_size": widths.get("hidden", 0),
           "ffn_size": widths.get("ffn", 0)}
     path = Path(root) / "features" / f"dataset={dataset}" / f"fs={fs_id}"
-    manifest = {"id": fs_id, "dataset": dataset, "fingerprint": fp, "columns": fp["columns"],
-                "widths": {k: widths[k] for k in kinds}}
-    write_json_atomic(path / "featureset.json", manifest)
+    manifest = FeatureSetManifest({"id": fs_id, "dataset": dataset, "fingerprint": fp, "columns": fp["columns"],
+                                   "widths": {k: widths[k] for k in kinds}, "chunk_rows": rows_per_chunk})
+    manifest.write(path / MANIFEST_NAME)
     fs = FeatureSet(path, manifest)
     # per block: a dense unit direction per class, and a strength that peaks in the middle layers
     directions = {b.column: rng.standard_normal((n_classes, widths[b.kind])).astype(np.float32) for b in blocks}

@@ -48,8 +48,8 @@ class EmbeddingState:
 def embedding_block(fs: "FeatureSet") -> FeatureBlock | None:
     """hidden.mean.L for an encoder, hidden.single.L (the last real token) for a decoder; None when the
     feature set lacks it."""
-    fp = fs.manifest["fingerprint"]
-    block = FeatureBlock("hidden", "mean" if fp.get("adapter") in ENCODER_FAMILIES else "single", fp["n_layers"])
+    m = fs.manifest
+    block = FeatureBlock("hidden", "mean" if m.model.adapter in ENCODER_FAMILIES else "single", m.n_layers)
     return block if fs.has(block.kind, block.pooling, block.layer) else None
 
 

@@ -73,7 +73,7 @@ def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Prob
         return {"what": describe(s), "validation": reported(s.result.validation),
                 "test": fitter.test_scores(picks, s.mean, s.scale, state_decision(s)), "chosen": chosen_entry(s)}
 
-    base_block = FeatureBlock("hidden", "single", fs.manifest["fingerprint"]["n_layers"])
+    base_block = FeatureBlock("hidden", "single", fs.manifest.n_layers)
     base = probes.get(base_block)
     if base is None and fs.has(base_block.kind, base_block.pooling, base_block.layer):
         base = fitter.probe(base_block)  # outside --kinds/--poolings: fit it anyway
@@ -111,7 +111,10 @@ def test_reports(fitter: Fitter, fs: FeatureSet, probes: dict[FeatureBlock, Prob
 
 
 def build_classifier(fs: FeatureSet, splits: Splits, chosen: Chosen, reports: dict[str, Any], fit_id: str,
-                     fit_cfg: dict[str, Any], seed: int, probe_rows: int, search_rows: int) -> Classifier:
+                     fit_cfg: dict[str, Any], seed: int, probe_rows: int, search_rows: int,
+                     label_names: dict[str, str] | None = None, efficiency: dict[str, Any] | None = None) -> Classifier:
+    """The chosen classifier, with its fit's record; `label_names` and `efficiency` are for display only (not in
+    its fingerprint)."""
     fit = {"fit_id": fit_id, "config": fit_cfg, "data_fingerprint": splits.data_fingerprint,
            "carved_validation": splits.carved_validation, "seed": seed, "probe_rows": probe_rows,
            "search_rows": search_rows}
@@ -124,7 +127,7 @@ def build_classifier(fs: FeatureSet, splits: Splits, chosen: Chosen, reports: di
     task = "regression" if not splits.classes else "classification"
     common = dict(fs=fs, groups=chosen.groups, classes=splits.classes, mean=chosen.mean, scale=chosen.scale,
                   kind=chosen.kind, pooling=chosen.pooling, eta=chosen.eta, l_temp=chosen.l_temp, metrics=metrics,
-                  task=task)
+                  task=task, label_names=label_names, efficiency=efficiency)
     if isinstance(chosen, Ensemble):
         h = chosen.head
         entry = chosen_entry(chosen)

@@ -246,7 +246,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         blocks = [b for b in fs.blocks if b.kind in cfg.kinds and b.pooling in cfg.poolings]
         if not blocks:
             raise StcError(f"feature set {fs.id[:12]} has no blocks for --kinds {','.join(cfg.kinds)} and --poolings "
-                           f"{','.join(cfg.poolings)}; it holds {', '.join(fs.manifest['columns'][:6])} ...")
+                           f"{','.join(cfg.poolings)}; it holds {', '.join(fs.manifest.columns[:6])} ...")
         workers = Workers(cfg.workers or default_workers(cfg.device))
         start_workers(workers.n)  # ready by the first probe (the CLI may have started them already)
         t0 = time.perf_counter()
@@ -267,7 +267,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
         reports = test_reports(fitter, fs, probes, best, best_head)
         seconds["test"] = time.perf_counter() - t0
         messages.extend(noise_messages(reports["noise"]))
-        eff = efficiency(fs.manifest["fingerprint"], fs.manifest.get("model_parameters"), probes,
+        eff = efficiency(fs.manifest.fingerprint, fs.manifest.model_parameters, probes,
                          heads or aggs, chosen, len(splits.y[cfg.train_split]), fitter.K if fitter.K != 2 else 1,
                          cfg.metric)
         fit_cfg = _fit_config(cfg, fitter, messages)
@@ -279,10 +279,7 @@ def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, f
             messages.append(f"replaced the tables of the identical earlier fit {fit_id}")
     if out_path is not None:
         clf = build_classifier(fs, splits, chosen, reports, fit_id, fit_cfg, cfg.seed, len(fitter.probe_y),
-                               fitter.search_rows)
-        if label_names:  # display only: not in the classifier's fingerprint
-            clf.manifest["label_names"] = label_names
-        clf.manifest["efficiency"] = eff
+                               fitter.search_rows, label_names=label_names, efficiency=eff)
         clf.save(out_path, force=force)
     seconds["write"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start

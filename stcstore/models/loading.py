@@ -15,14 +15,11 @@ from torch import nn
 
 from ..core.errors import StcError
 from ..core.fingerprint import fingerprint
-from ..core.names import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID, TORCH_DTYPES
+from ..core.names import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID, IDENTITY_KEYS, LEGACY_OPTIONAL, TORCH_DTYPES  # noqa: F401
 from .adapters import Adapter, resolve_adapter
 
-# The fingerprint fields that define what a model computes; where it was loaded from ("model",
-# "model_source") and the hub revision are recorded but are not part of its identity.
-IDENTITY_KEYS = ("model_type", "adapter", "weights_sha256", "tokenizer_sha256", "n_layers", "hidden_size",
-                 "ffn_size", "config_sha256")
-LEGACY_OPTIONAL = ("config_sha256",)  # identity keys that stores and classifiers written by 0.1.0 lack
+# The fingerprint fields that define what a model computes (IDENTITY_KEYS) and where it was loaded from
+# (LOCATION_KEYS: recorded, not part of its identity) are declared once, in core.names.
 # config keys that do not change what the base model computes (bookkeeping, output switches, heads' labels);
 # every other key (activation, heads, norms, positions, padding id, ...) is part of the model's identity
 CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "torch_dtype", "dtype", "use_cache", "return_dict",

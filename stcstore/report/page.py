@@ -21,13 +21,13 @@ def _focus(clf: Classifier) -> dict[str, Any]:
     other members are marked chosen in the grids too)."""
     m = clf.manifest
     if clf.head == "ensemble":
-        return m["head"]["members"][0]
-    return m
+        return m.members[0]
+    return {"kind": m.kind, "pooling": m.pooling, "eta": m.eta, "l_temp": m.l_temp}
 
 
 def _fig_layers(clf: Classifier, data: dict[str, Any], metric: str) -> str:
     """Paper Figure 2: every probe's validation score by layer, and the chosen aggregate by L_temp."""
-    m = clf.manifest
+    results = clf.manifest.metrics or {}
     f = _focus(clf)
     col = f"val_{metric}"
     series: list[Series] = []
@@ -48,16 +48,16 @@ def _fig_layers(clf: Classifier, data: dict[str, Any], metric: str) -> str:
     what = "consolidation head" if mine == "consolidation" else "STC"
     series.append(Series(f"{what} {f['kind']}.{f['pooling']} η {f['eta']:g}", agg, PALETTE[0], width=3.0, marker=3.2,
                          titles=[f"{what} of layers 0..{int(x)}: {y:.4f}" for x, y in agg]))
-    lr = ((m["metrics"].get("aggregators") or {}).get("lr") or {}).get("chosen")
+    lr = ((results.get("aggregators") or {}).get("lr") or {}).get("chosen")
     if mine == "consolidation" and lr:  # the LR aggregate it was compared with
         pts = curve("lr", lr["kind"], lr["pooling"], lr["eta"])
         series.append(Series(f"LR aggregate {lr['kind']}.{lr['pooling']} η {lr['eta']:g}", pts, PALETTE[1], width=2.2,
                              marker=2.6, dash="6 3", titles=[f"LR aggregate of layers 0..{int(x)}: {y:.4f}" for x, y in pts]))
     rings = [(x, y, f"chosen: L_temp {int(x)}, {y:.4f}") for x, y in agg if x == f["l_temp"]]
-    base = m["metrics"]["baseline"]["validation"].get(metric)
+    base = results["baseline"]["validation"].get(metric)
     layers = [x for s in series for x, _ in s.points]
     if base is not None and layers:
-        series.append(Series(f"baseline {m['metrics']['baseline']['what'].split(' ')[0]}",
+        series.append(Series(f"baseline {results['baseline']['what'].split(' ')[0]}",
                              [(min(layers), base), (max(layers), base)], "#444444", width=1.2, dash="5 4",
                              marker=0))
     return line_chart(series, title=f"Validation {metric} by layer: per-layer probes and the STC aggregate",
@@ -118,7 +118,7 @@ def _score(v: Any) -> str:
 
 
 def _results_table(clf: Classifier) -> str:
-    m = clf.manifest["metrics"]
+    m = clf.manifest.metrics or {}
     names = ("r2", "mae", "pearson") if clf.is_regression else ("accuracy", "macro_f1")
     what = {"consolidation": "consolidation head", "ensemble": "ensemble of aggregates"}.get(clf.head, "aggregate")
     rows = [("baseline", "last-layer single-token baseline"),
@@ -216,7 +216,7 @@ def _fig_regression(points: list[dict[str, Any]]) -> str:
 
 def _efficiency(clf: Classifier, metric: str) -> str:
     """The paper's Tables 5-7 for this fit (recorded in the classifier by `stcstore fit` since 0.3)."""
-    eff = clf.manifest.get("efficiency")
+    eff = clf.manifest.efficiency
     if not eff:
         return "<p>No efficiency record: the classifier was fitted before stcstore 0.3.</p>"
     p, f = eff["parameters"], eff["training_flops"]
@@ -260,22 +260,22 @@ def _predictions_table(preds: list[dict[str, Any]]) -> str:
 def page(clf: Classifier, data: dict[str, Any], neurons: list[dict[str, Any]], layers: list[dict[str, Any]],
           hists: list[dict[str, Any]], split: str, top: int) -> str:
     m = clf.manifest
-    metric = m["fit"]["config"]["metric"]
+    metric = m.fit_config["metric"]
     classes = [str(c) for c in clf.classes_]
-    model = m["model"]
-    n_blocks = model.get("n_layers")
-    facts = [("model", f"{model.get('model')} ({model.get('model_type')}, {n_blocks} blocks)"),
-             ("dataset / feature set", f"{m['features']['dataset']} / {m['features']['feature_set']}"),
-             ("fit", f"{m['fit']['fit_id']}, chosen on validation {metric}"),
-             ("classifier", f"{m['kind']}.{m['pooling']}, η {m['eta']:g}, L_temp {m['l_temp']}, "
+    model = m.model
+    n_blocks = model.n_layers
+    facts = [("model", f"{model.name} ({model.model_type}, {n_blocks} blocks)"),
+             ("dataset / feature set", f"{m.features.dataset} / {m.features.feature_set}"),
+             ("fit", f"{m.fit_id}, chosen on validation {metric}"),
+             ("classifier", f"{m.kind}.{m.pooling}, η {m.eta:g}, L_temp {m.l_temp}, "
                             f"{clf.n_features} neurons, " + (f"classes {', '.join(shown(c, clf.label_names_) for c in classes)}" if classes
                              else "a regression target")),
-             ("early exit", f"scoring runs {m['blocks_run']} of {n_blocks} blocks" if m["blocks_run"] != n_blocks else
+             ("early exit", f"scoring runs {m.blocks_run} of {n_blocks} blocks" if m.blocks_run != n_blocks else
               f"none: L_temp is the last layer, scoring runs all {n_blocks} blocks"),
              ("classifier directory", clf.name),
              ("fingerprint", clf.fingerprint)]
     facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
-    slp = m["fit"]["config"].get("probe", "lr") == "slp"
+    slp = m.fit_config.get("probe", "lr") == "slp"
     probe_text = ("an SLP probe (one hidden layer, early-stopped on validation)" if slp else
                   "an L1 logistic probe (strength chosen on validation)")
     agg_text = ("a consolidation head on the η-kept neurons of layers 0..L_temp (the dashed line: the LR aggregate "
@@ -290,7 +290,7 @@ def page(clf: Classifier, data: dict[str, Any], neurons: list[dict[str, Any]], l
     else:
         chosen_weights = ("Weights apply to standardised neuron values (train mean and std), so their sizes compare "
                           "across neurons. The share of ‖w‖² is the sparsification criterion of the method.")
-    title = f"{m['features']['dataset']}: {'regression' if not classes else 'classifier'} on {model.get('model')}"
+    title = f"{m.features.dataset}: {'regression' if not classes else 'classifier'} on {model.name}"
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>stcstore report: {esc(title)}</title>
 <style>
@@ -313,7 +313,7 @@ is {agg_text} (STC paper, Figure 2).
 The dashed line is the last-layer single-token baseline.</p>
 {_fig_layers(clf, data, metric)}
 <h2 id="grid">What, which, where: pooling, η and L_temp</h2>
-<p>Every aggregate the fit tried for {esc(m['kind'])} (STC paper, Figure 3). Hover a point for its neuron
+<p>Every aggregate the fit tried for {esc(m.kind)} (STC paper, Figure 3). Hover a point for its neuron
 count.</p>
 {"".join(_fig_grid(clf, data, metric))}
 <h2 id="neurons">Which neurons</h2>

@@ -105,7 +105,7 @@ def neuron_rows(clf: Classifier) -> list[dict[str, Any]]:
 
 def _collect(db: StoreSQL, clf: Classifier, neurons: list[dict[str, Any]], split: str) -> dict[str, Any]:
     m = clf.manifest
-    dataset, fs_id, fit_id = m["features"]["dataset"], m["features"]["feature_set"], m["fit"]["fit_id"]
+    dataset, fs_id, fit_id = m.features.dataset, m.features.feature_set, m.fit_id
     probes = db.run(_sql("probes"), {"dataset": dataset, "fit_id": fit_id}).rows
     aggs = db.run(_sql("aggregates"), {"dataset": dataset, "fit_id": fit_id}).rows
     if not probes or not aggs:
@@ -148,8 +148,8 @@ def _histograms(store: Store, clf: Classifier, neurons: list[dict[str, Any]], sp
     top = neurons[:k]
     if not top:
         return []
-    m = clf.manifest
-    fs = store.feature_set(m["features"]["dataset"], m["features"]["feature_set"])
+    f = clf.manifest.features
+    fs = store.feature_set(f.dataset, f.feature_set)
     blocks: dict[tuple[str, str, int], list[int]] = {}  # one pick per block: gather reads each block once
     for r in top:
         blocks.setdefault((r["kind"], r["pooling"], r["layer"]), []).append(r["neuron"])
@@ -180,8 +180,8 @@ def _histograms(store: Store, clf: Classifier, neurons: list[dict[str, Any]], sp
 
 
 def _layers(clf: Classifier, neurons: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    model = clf.manifest["model"]
-    width = {"hidden": model.get("hidden_size"), "ffn": model.get("ffn_size")}
+    model = clf.manifest.model
+    width = {"hidden": model.hidden_size, "ffn": model.ffn_size}
     out: dict[tuple[str, str, int], dict[str, Any]] = {}
     for r in neurons:
         k = (r["kind"], r["pooling"], r["layer"])
@@ -197,8 +197,8 @@ def regression_points(store: Store, clf: Classifier) -> list[dict[str, Any]]:
     stored features, as the fit scored them): one entry per split with rows."""
     if not clf.is_regression:
         return []
-    cfg = clf.manifest["fit"]["config"]
-    fs = store.feature_set(clf.manifest["features"]["dataset"], clf.manifest["features"]["feature_set"])
+    cfg = clf.manifest.fit_config
+    fs = store.feature_set(clf.manifest.features.dataset, clf.manifest.features.feature_set)
     picks = neuron_picks(fs, [(g.kind, g.pooling, g.layer, g.neurons) for g in clf.groups])
     out = []
     for split in (cfg.get("val_split", "validation"), cfg.get("test_split", "test")):
@@ -215,8 +215,8 @@ def regression_points(store: Store, clf: Classifier) -> list[dict[str, Any]]:
 
 def _summary(clf: Classifier, data: dict[str, Any], split: str) -> dict[str, Any]:
     m = clf.manifest
-    return {"model": m["model"].get("model"), "dataset": m["features"]["dataset"],
-            "what": m["metrics"]["stc"]["what"], "neurons": clf.n_features,
+    return {"model": m.model.name, "dataset": m.features.dataset,
+            "what": (m.metrics or {})["stc"]["what"], "neurons": clf.n_features,
             "probes": len(data["probes"]), "aggregates": len(data["aggregates"]), "stats_split": split,
             "predictions": sum(int(p["texts"]) for p in data["predictions"])}
 
@@ -240,16 +240,16 @@ def report(cfg: ReportConfig) -> ReportResult:
     check_output_dir(Path(cfg.out), cfg.force, "--out", "report", is_report_dir,
                      reads=(("classifier", cfg.classifier),))
     m = clf.manifest
-    if not isinstance(m.get("fit"), dict) or "fit_id" not in m["fit"] or not isinstance(m.get("metrics"), dict):
+    if m.fit_id is None or m.metrics is None:
         raise StcError(f"classifier {cfg.classifier} has no record of the fit that made it (fit, metrics); a report "
                        f"needs a classifier written by `stcstore fit`")
-    split = cfg.split or m["fit"]["config"].get("train_split", "train")
+    split = cfg.split or m.fit_config.get("train_split", "train")
     store = Store(cfg.store)
     store.require()
     if cfg.split is not None:
-        have = sorted(set(store.texts(m["features"]["dataset"], columns=["split"]).column("split").to_pylist()))
+        have = sorted(set(store.texts(m.features.dataset, columns=["split"]).column("split").to_pylist()))
         if split not in have:
-            raise StcError(f"--split {split!r}: dataset {m['features']['dataset']!r} has splits "
+            raise StcError(f"--split {split!r}: dataset {m.features.dataset!r} has splits "
                            f"{', '.join(have) or 'none'}")
     neurons = neuron_rows(clf)
     messages = []
@@ -258,18 +258,18 @@ def report(cfg: ReportConfig) -> ReportResult:
     _attach_stats(neurons, data["stats"], data["gaps"])
     hists = _histograms(store, clf, neurons, split, cfg.histograms)
     if not data["stats"]:
-        messages.append(f"no neuron statistics for split {split!r} of feature set {m['features']['feature_set']}; "
+        messages.append(f"no neuron statistics for split {split!r} of feature set {m.features.feature_set}; "
                         f"the per-label columns are empty")
     layers = _layers(clf, neurons)
     data["regression"] = regression_points(store, clf)
     summary = _summary(clf, data, split)
     doc = {"stcstore_version": __version__, "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "classifier": {"name": clf.name, "path": str(clf.path), "fingerprint": clf.fingerprint,
-                          "model": m["model"], "features": m["features"], "fit_id": m["fit"]["fit_id"],
-                          "metric": m["fit"]["config"]["metric"], "kind": m["kind"], "pooling": m["pooling"],
-                          "eta": m["eta"], "l_temp": m["l_temp"], "blocks_run": m["blocks_run"],
+                          "model": dict(m.model), "features": m.to_dict()["features"], "fit_id": m.fit_id,
+                          "metric": m.fit_config["metric"], "kind": m.kind, "pooling": m.pooling,
+                          "eta": m.eta, "l_temp": m.l_temp, "blocks_run": m.blocks_run,
                           "neurons": clf.n_features, "classes": [str(c) for c in clf.classes_]},
-           "results": m["metrics"], "stats_split": split, "probes": data["probes"],
+           "results": m.metrics, "stats_split": split, "probes": data["probes"],
            "aggregates": data["aggregates"], "layers": layers, "top_neurons": neurons[:cfg.top], "histograms": hists,
            "predictions": data["predictions"], "regression": data["regression"]}
     table = pa.Table.from_pylist([{k: r.get(k) for k in REPORT_NEURONS.names} for r in neurons],

@@ -25,8 +25,8 @@ def explainable(clf: Classifier) -> bool:
     member (each token is then read by every member as if it were the whole text, a single-token member's
     neurons included)."""
     if clf.head == "ensemble":
-        return any(m["pooling"] in EXPLAIN_POOLINGS for m in clf.manifest["head"]["members"])
-    return clf.manifest["pooling"] in EXPLAIN_POOLINGS
+        return any(m["pooling"] in EXPLAIN_POOLINGS for m in clf.manifest.members)
+    return clf.manifest.pooling in EXPLAIN_POOLINGS
 
 
 def token_spans(lm: LoadedModel, text: str, ids: list[int]) -> list[tuple[str, int, int]]:
@@ -76,7 +76,7 @@ class Explainer:
         top2 = np.sort(z, axis=1)[:, -2:]
         margin = top2[:, 1] - top2[:, 0]
         rec = {"id": text_id, "classifier": clf.name, "classifier_fingerprint": clf.fingerprint,
-               "pooling": clf.manifest["pooling"], "classes": classes, "label": label,
+               "pooling": clf.manifest.pooling, "classes": classes, "label": label,
                "class_names": [shown(c, clf.label_names_) for c in classes],
                "probabilities": [round(float(p), 6) for p in proba],
                "scores": [round(float(v), 5) for v in scores], "text": text,
@@ -117,7 +117,7 @@ def _value_record(text_id: str, text: str, clf: Classifier, scores: np.ndarray, 
     # of linear predictions is linear)
     mean = all(g.pooling == "mean" for g in clf.groups) and clf.head in ("linear", "ensemble")
     return {"id": text_id, "classifier": clf.name, "classifier_fingerprint": clf.fingerprint,
-            "pooling": clf.manifest["pooling"], "value": round(float(scores[0]), 6), "intercept": round(b, 6),
+            "pooling": clf.manifest.pooling, "value": round(float(scores[0]), 6), "intercept": round(b, 6),
             "text": text,
             "tokens": [{"token": t, "start": a, "end": e, "value": round(float(v), 6),
                         "contribution": round((float(v) - b) / n, 6) if mean else None}

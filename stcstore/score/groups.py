@@ -9,12 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ..classifier.classifier import Classifier, neuron_columns
-from ..classifier.classifier import load_classifier
-from ..classifier.manifest import MODEL_CHECK_KEYS
+from ..classifier.classifier import Classifier, load_classifier, neuron_columns
 from ..core.console import eprint
 from ..core.errors import StcError
-from ..core.names import BATCH_SIZE, MAX_TOKENS
+from ..core.names import BATCH_SIZE, IDENTITY_KEYS, MAX_TOKENS
 from ..features.compute import FeatureComputer, Features
 from ..models.loading import LoadedModel
 
@@ -25,7 +23,7 @@ class GroupScorer:
     def __init__(self, lm: LoadedModel, classifiers: list[Classifier], batch_size: int = BATCH_SIZE,
                  max_tokens: int = MAX_TOKENS, device: str = "cpu", keep_tokens: bool = False) -> None:
         self.lm, self.classifiers = lm, classifiers
-        features = {(int(c.manifest["features"]["max_length"]), c.manifest["features"]["dtype"]) for c in classifiers}
+        features = {(c.manifest.features.max_length, c.manifest.features.dtype) for c in classifiers}
         if len(features) != 1:
             raise StcError("classifiers in one forward pass must share max_length and stored dtype")
         max_length, dtype = features.pop()
@@ -56,9 +54,9 @@ class GroupScorer:
 
 def pass_key(c: Classifier) -> dict[str, Any]:
     """Classifiers with equal keys can share a forward pass: same model identity, max length and dtypes."""
-    m, f = c.manifest["model"], c.manifest["features"]
-    return {**{k: m.get(k) for k in MODEL_CHECK_KEYS if k in m}, "max_length": f["max_length"], "dtype": f["dtype"],
-            "torch_dtype": f["torch_dtype"]}
+    m, f = c.manifest.model, c.manifest.features
+    return {**{k: m[k] for k in IDENTITY_KEYS if k in m}, "max_length": f.max_length, "dtype": f.dtype,
+            "torch_dtype": f.torch_dtype}
 
 
 def load_classifiers(paths: tuple[str, ...]) -> list[Classifier]:
@@ -107,15 +105,15 @@ class Models:
             return g.scorer
         t0 = time.perf_counter()
         first = clfs[g.members[0]]
-        lm = self.given.get(str(first.manifest["model"].get("model")))
+        lm = self.given.get(first.manifest.model.name)
         if lm is None:
-            key = (str(first.manifest["model"].get("weights_sha256")), first.manifest["features"]["torch_dtype"])
+            key = (str(first.manifest.model.weights_sha256), first.manifest.features.torch_dtype)
             if key not in self.loaded:
                 self.loaded[key] = first.load_model(self.model, self.device, self.gguf_file)
             lm = self.loaded[key]
         g.scorer = GroupScorer(lm, [clfs[k] for k in g.members], batch_size, max_tokens, self.device,
                                keep_tokens=keep_tokens)
-        g.info = {"model": str(first.manifest["model"].get("model")),
+        g.info = {"model": first.manifest.model.name,
                   "classifiers": [c.name for c in g.scorer.classifiers],
                   "blocks_run": g.scorer.computer.n_blocks_run, "n_layers": lm.adapter.n_layers,
                   "neurons": g.scorer.n_neurons, "texts": 0}

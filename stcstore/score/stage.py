@@ -357,8 +357,8 @@ def score(cfg: ScoreConfig, models: dict[str, LoadedModel] | None = None,
         source = f"{cfg.store} dataset {cfg.dataset}" + (f" split {cfg.split}" if cfg.split else "")
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     run_id = scored_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    runs = [ClassifierRun(c.name, str(c.path), c.fingerprint, str(c.manifest["model"].get("model")), c.l_temp,
-                          int(c.manifest.get("blocks_run") or 0)) for c in clfs]
+    runs = [ClassifierRun(c.name, str(c.path), c.fingerprint, c.manifest.model.name, c.l_temp,
+                          c.manifest.blocks_run) for c in clfs]
     groups = make_groups(clfs)
     lock_root = output.parent if cfg.single_file else output
     lock_root.mkdir(parents=True, exist_ok=True)

@@ -88,18 +88,18 @@ def _feature_sets_table(store: Store) -> pa.Table:
     base = store.root / "features"
     for d in sorted(base.glob("dataset=*")) if base.exists() else []:
         for fs in store.feature_sets(d.name.split("=", 1)[1]):
-            fp = fs.manifest["fingerprint"]
+            m, model = fs.manifest, fs.manifest.model
             chunks = fs.chunks()
             n = sum(chunk_rows(c) for c in chunks)
             rows.append({
-                "dataset": fs.manifest["dataset"], "feature_set": fs.id, "model": fp["model"],
-                "model_type": fp.get("model_type"), "adapter": fp.get("adapter"),
-                "weights_sha256": fp.get("weights_sha256"), "max_length": fp.get("max_length"),
-                "dtype": fp.get("dtype"), "torch_dtype": fp.get("torch_dtype"), "n_layers": fp.get("n_layers"),
-                "hidden_size": fp.get("hidden_size"), "ffn_size": fp.get("ffn_size"),
-                "n_columns": len(fs.manifest["columns"]), "chunks": len(chunks), "rows": n,
+                "dataset": m.dataset, "feature_set": fs.id, "model": model.name,
+                "model_type": model.model_type, "adapter": model.adapter,
+                "weights_sha256": model.weights_sha256, "max_length": m.max_length,
+                "dtype": m.dtype, "torch_dtype": m.torch_dtype, "n_layers": model.n_layers,
+                "hidden_size": model.hidden_size, "ffn_size": model.ffn_size,
+                "n_columns": len(m.columns), "chunks": len(chunks), "rows": n,
                 "bytes": sum(p.stat().st_size for c in chunks for p in c.iterdir()),
-                "stcstore_version": fs.manifest.get("stcstore_version"),
+                "stcstore_version": m.stcstore_version,
             })
     return pa.Table.from_pylist(rows, schema=schemas.FEATURE_SETS)
 

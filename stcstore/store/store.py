@@ -18,7 +18,6 @@ only by an atomic rename once complete, so a reader (or a resumed run) never see
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -33,46 +32,17 @@ from ..core.errors import StcError
 from ..core.paths import store_around
 from ..core.names import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID, FeatureBlock, check_name
 from .chunks import fsl_to_numpy, read_chunk_columns
+from .featureset import FEATURE_FORMAT_VERSION, MANIFEST_NAME, FeatureSet, FeatureSetManifest  # noqa: F401 (API)
 
 if TYPE_CHECKING:
     import polars
 
 STORE_FORMAT = "stcstore-store"
 STORE_VERSION = 1
-FEATURE_FORMAT_VERSION = 1  # of a feature set's stored values; bump when they would change for the same inputs
 FIT_TABLES_VERSION = 1  # of STORE/fits/*/{probes,aggregates}.parquet (Parquet metadata; 0.1.0 wrote none: 1)
 FIT_TABLES_KEY = b"stcstore.fit_tables_version"
 # Tables `Store.table` returns; each is also a view of `stcstore sql`.
 TABLES = ("texts", "rejects", "sources", "predictions", "probes", "aggregates", "neuron_stats", "feature_sets")
-
-
-@dataclass
-class FeatureSet:
-    """One feature set: the features of one dataset under one fingerprint."""
-
-    path: Path
-    manifest: dict
-
-    @property
-    def id(self) -> str:
-        return self.manifest["id"]
-
-    @property
-    def model(self) -> str:
-        return self.manifest["fingerprint"]["model"]
-
-    @property
-    def blocks(self) -> list[FeatureBlock]:
-        return [FeatureBlock.parse(c) for c in self.manifest["columns"]]
-
-    def width(self, kind: str) -> int:
-        return int(self.manifest["widths"][kind])
-
-    def chunks(self) -> list[Path]:
-        return sorted(p for p in self.path.glob("chunk-*") if p.is_dir())
-
-    def has(self, kind: str, pooling: str, layer: int) -> bool:
-        return f"{kind}.{pooling}.{layer}" in self.manifest["columns"]
 
 
 class Store:
@@ -190,17 +160,9 @@ class Store:
 
     # ------------------------------------------------------------------ features
     def feature_sets(self, dataset: str) -> list[FeatureSet]:
-        out = []
-        for p in sorted(self.features_dir(dataset).glob("fs=*")):
-            manifest = p / "featureset.json"
-            if manifest.exists():
-                fs = FeatureSet(p, json.loads(manifest.read_text()))
-                version = fs.manifest.get("fingerprint", {}).get("feature_format")
-                if not isinstance(version, int) or version > FEATURE_FORMAT_VERSION:
-                    raise StcError(f"{manifest} has feature format {version!r}; this stcstore reads format "
-                                   f"{FEATURE_FORMAT_VERSION} and older: upgrade stcstore")
-                out.append(fs)
-        return out
+        """The dataset's feature sets, each manifest read and checked (a damaged or newer one is an error)."""
+        return [FeatureSet.read(p) for p in sorted(self.features_dir(dataset).glob("fs=*"))
+                if (p / MANIFEST_NAME).exists()]
 
     def feature_set(self, dataset: str, model: str, kind: str | None = None, pooling: str | None = None,
                     layer: int | None = None) -> FeatureSet:
@@ -214,12 +176,12 @@ class Store:
         wanted = DEFAULT_MODEL_HUB_ID if model == DEFAULT_MODEL else model
         as_id = len(model) >= 6 and all(c in "0123456789abcdef" for c in model)
         match = [s for s in sets if s.model == wanted or (as_id and s.id.startswith(model))
-                 or s.manifest["fingerprint"].get("model_source") == model]
+                 or s.manifest.model.source == model]
         if kind is not None:
             match = [s for s in match if s.has(kind, pooling, layer)]  # type: ignore[arg-type]
         if len(match) == 1:
             return match[0]
-        listing = "\n".join(f"  {s.id[:12]}  model={s.model}  max_length={s.manifest['fingerprint']['max_length']}"
+        listing = "\n".join(f"  {s.id[:12]}  model={s.model}  max_length={s.manifest.max_length}"
                             f"  columns={len(s.blocks)}" for s in sets)
         what = f"model {model!r}" + (f" with block {kind}.{pooling}.{layer}" if kind else "")
         if not match:
