@@ -3,6 +3,7 @@ dataclasses' defaults and `stcstore.core.names`), so the CLI cannot drift from t
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from stcstore.core.names import (
     INPUT_FORMATS,
     KINDS,
     LABEL_FIELD,
+    LABEL_NAME_FIELD,
     MAX_TOKENS,
     MEMORY_BUDGET_MB,
     METRICS,
@@ -68,7 +70,36 @@ def dataset(required: bool = True, help: str = "Dataset name inside the store.")
 
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-FORCE = click.option("--force", is_flag=True, help="Replace an existing output.")
+
+
+def force(what: str = "output"):
+    """--force: everywhere it means one thing, replace an existing output (`what`)."""
+    return click.option("--force", is_flag=True, help=f"Replace an existing {what}.")
+
+
+def out(help: str, required: bool = False, default: str | None = None):  # noqa: A002
+    """--out: a directory the command writes."""
+    return click.option("--out", required=required, default=default, show_default=default is not None,
+                        type=click.Path(file_okay=False), help=help)
+
+
+def split(help: str):  # noqa: A002
+    """--split: one split of a dataset."""
+    return click.option("--split", default=None, help=help)
+
+
+def classifier(multiple: bool = False, help: str = "Classifier directory from `stcstore fit`."):  # noqa: A002
+    return click.option("--classifier", "classifiers" if multiple else "classifier", multiple=multiple, required=True,
+                        type=click.Path(file_okay=False), help=help)
+
+
+def old_spelling(command: str, old: str, new: str, dest: str, flag: bool = False):
+    """A hidden option for a name 0.2 used, still accepted with a note naming the new one (`renamed`)."""
+    return click.option(old, dest, default=None if not flag else False, is_flag=flag, hidden=True,
+                        callback=renamed(command, old, new), help=f"0.2's spelling of {new}.")
+
+
+FORCE = force()
 THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
                        help="torch threads [default: torch's choice].")
 DEVICE = click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda:0.")
@@ -120,6 +151,46 @@ ETAS = click.option("--etas", default=",".join(str(e) for e in DEFAULT_ETAS), sh
 EXPLAIN = click.option("--explain", default=None, type=click.Choice(EXPLANATIONS),
                        help="Per-token class probabilities (JSON lines + an HTML page), for mean/max-pooled "
                             "classifiers.")
+SPLIT_FIELD_OPT = click.option("--split-field", default=None,
+                               help="Field holding each row's split [default: a field named 'split' where a row "
+                                    "has one].")
+LABEL_NAMES = click.option("--label-names", default=None, metavar="L=NAME,...",
+                           help="Names for the labels, e.g. 0=negative,1=positive: shown by fit, report and "
+                                "explanations (predictions keep the stored label).")
+LABEL_NAME_FIELD_OPT = click.option("--label-name-field", default=LABEL_NAME_FIELD, show_default=True,
+                                    help="Field holding the display name of a row's label, where a row has one "
+                                         "(--label-names overrides).")
+REPLACE = click.option("--replace", is_flag=True, help="Drop the dataset's texts, features and fits first (put back "
+                                                       "if a file cannot be read).")
+YES = click.option("--yes", is_flag=True, help="Really drop it (without: say what would be deleted, and exit 1).")
+LAYERS = click.option("--layers", default="all", show_default=True, help="all, A-B, :B or A,B,C (h0..hL, a0..aL-1).")
+MAX_LENGTH = click.option("--max-length", type=int, default=None, help="Tokens per text [default: min(model limit, 512)].")
+EXTRACT_CHUNK_ROWS = click.option("--chunk-rows", type=int, default=None,
+                                  help="Rows per chunk [default: ~128 MB of features per chunk].")
+IGNORE_FREE_SPACE = click.option("--ignore-free-space", is_flag=True,
+                                 help="Start even when the estimated size exceeds the free disk space.")
+SQL_FILE = click.option("--file", "file", default=None, type=click.Path(dir_okay=False), help="Run the SQL in this file.")
+SQL_NAME = click.option("--query", "name", default=None, help="Run a named query (see --list).")
+SQL_PARAMS = click.option("--param", "params", multiple=True, help="NAME=VALUE, bound as $NAME (repeatable).")
+SQL_LIST = click.option("--list", "list_queries", is_flag=True, help="List the named queries.")
+SQL_MAX_ROWS = click.option("--max-rows", default=100, show_default=True, help="Rows shown in the table view.")
+SQL_TIMEOUT = click.option("--timeout", type=click.FloatRange(min=0), default=300, show_default=True,
+                           help="Stop a query after this many seconds (exit 1); 0: no limit.")
+FEATURE_SET = click.option("--feature-set", "model", default=DEFAULT_MODEL, show_default=True,
+                           help="The features to fit on: the model as given to extract (its name or path), or a "
+                                "feature-set id prefix.")
+MIX_KINDS = click.option("--mix-kinds", is_flag=True, help="Also aggregate hidden and ffn neurons together.")
+SEED = click.option("--seed", default=0, show_default=True, help="Seed of that carve and of the probes' row sample.")
+INPUT = click.option("--input", "input_path", default=None, type=click.Path(dir_okay=False),
+                     help="... or score the texts of this file (JSONL(.gz), tweet dumps, CSV, Parquet).")
+OUTPUT = click.option("--output", required=True, type=click.Path(),
+                      help="FILE.parquet (one file), or a directory: a predictions table by run date, scored "
+                           "incrementally.")
+EXPLAIN_OUT = click.option("--explain-out", default=None,
+                           help="Path prefix of the explanation files [default: beside --output].")
+MODEL_PATH = click.option("--model-path", "model", default=None,
+                          help="Local path of the classifiers' model, if not where it was fitted (still checked "
+                               "against it).")
 VAL_FRACTION_OPT = click.option("--val-fraction", default=VAL_FRACTION, show_default=True,
                                 help="Share of train carved as validation when the dataset has no validation split.")
 SCORE_CHUNK_ROWS_OPT = click.option("--chunk-rows", type=int, default=SCORE_CHUNK_ROWS, show_default=True,
@@ -145,9 +216,21 @@ MEMORY_BUDGET_OPT = click.option("--memory-budget", "memory_budget", type=click.
 
 
 def engine(what: str, local_workers: str | None = None):
-    """--engine and the Ray options; the command receives them as `ray_opts` (None: run locally).
-    `local_workers`: the help of a --workers that also applies locally (fit's probe processes)."""
-    def decorate(f):
+    """--engine and the Ray options, declared once for every command that can run on Ray. The command receives
+    them as one argument, `ray` (RayOptions, or None: run locally), and, when `local_workers` gives --workers a
+    local meaning too (fit's probe processes), `workers` (its value when local, else None)."""
+    def decorate(body):
+        @functools.wraps(body)
+        def command(*args: Any, engine: str, ray_address: str | None, workers: int | None, cpus_per_worker: float,
+                    gpus_per_worker: float, **kwargs: Any) -> Any:
+            local = engine == "local"
+            ray = ray_options(engine, ray_address, None if local and local_workers else workers, cpus_per_worker,
+                              gpus_per_worker)
+            if local_workers:
+                kwargs["workers"] = workers if local else None
+            return body(*args, ray=ray, **kwargs)
+
+        f = command
         for opt in reversed([
             click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                          help=f"Where to run {what}: this process, or a Ray cluster (pip install 'stcstore[ray]')."),

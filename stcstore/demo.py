@@ -107,10 +107,11 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
     store = work / "store"
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    ingest(store, demo_files(), IngestConfig(dataset=DEMO_DATASET, label_names=DEMO_LABEL_NAMES))
+    ingest(IngestConfig(dataset=DEMO_DATASET, label_names=DEMO_LABEL_NAMES, store=str(store),
+                        sources=tuple(str(f) for f in demo_files())))
     seconds["ingest"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ext = extract(store, ExtractConfig(dataset=DEMO_DATASET, threads=threads))
+    ext = extract(ExtractConfig(dataset=DEMO_DATASET, threads=threads, store=str(store)))
     seconds["extract"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with StoreSQL(Store(store)) as db:
@@ -122,7 +123,8 @@ def run_demo(out: str | Path = "stcstore-demo", threads: int | None = None) -> D
         rej = db.run("SELECT count(*) AS n FROM rejects WHERE dataset = $d", {"d": DEMO_DATASET}).rows[0]["n"]
     seconds["query"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fitted = fit(store, FitConfig(dataset=DEMO_DATASET, threads=threads), out=work / "classifier", force=True)
+    fitted = fit(FitConfig(dataset=DEMO_DATASET, threads=threads, store=str(store), out=str(work / "classifier"),
+                           force=True))
     seconds["fit"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scored = score(ScoreConfig(classifiers=(str(work / "classifier"),),

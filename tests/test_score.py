@@ -3,7 +3,6 @@ SIGKILL, agreement with stored features, rejects, token-level explanations."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from dataclasses import asdict

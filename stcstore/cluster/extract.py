@@ -22,7 +22,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,11 @@ from ..core.atomic import commit, remove_stale_temps
 from ..core.console import eprint, progress
 from ..core.errors import StcError
 from ..core.names import LOCATION_KEYS, FeatureBlock
+from ..core.result import positional, require_store, stage_config
 from ..features.chunking import chunk_path, chunks_to_do, compute_chunk, stage_chunk
 from ..features.compute import FeatureComputer
-from ..features.stage import ChunkRun, ExtractConfig, ExtractResult, Plan, extract
+from ..features.config import ExtractConfig, ExtractResult
+from ..features.stage import ChunkRun, Plan, extract
 from ..models.loading import LoadedModel, load_model
 from ..store.store import Store
 from .engine import RayOptions, check_resources, ray_session
@@ -196,14 +198,19 @@ class RayChunkRunner:
             self.driver_seconds += time.perf_counter() - t_it - waited
 
 
-def ray_extract(store_path: str | Path, cfg: ExtractConfig, opts: RayOptions = RayOptions(),
+def ray_extract(cfg: ExtractConfig, *args: Any, opts: RayOptions | None = None,
                 lm: LoadedModel | None = None) -> ExtractResult:
-    """`extract` with the chunks computed on Ray. `lm`: a built model (tests), shipped to the actors through
-    Ray's object store; otherwise every actor loads `cfg.model` itself."""
-    store_path = Path(store_path).resolve()  # actors may start in another working directory, or on another node
+    """`extract(cfg)` with the chunks computed on Ray: `ray_extract(cfg, opts)` (0.2's `ray_extract(store, cfg,
+    opts)` still works). `lm`: a built model (tests), shipped to the actors through Ray's object store;
+    otherwise every actor loads `cfg.model` itself."""
+    cfg, rest = stage_config(cfg, args, ExtractConfig, ("store",))
+    opts, lm = positional(rest, opts, lm)
+    opts = opts or RayOptions()
+    # actors may start in another working directory, or on another node
+    cfg = replace(cfg, store=str(Path(require_store(cfg.store, "extract")).resolve()))
     with ray_session(opts) as ray:
         runner = RayChunkRunner(ray, opts, ship_model=lm is not None)
-        result = extract(store_path, cfg, lm=lm, runner=runner)
+        result = extract(cfg, lm=lm, runner=runner)
     if runner.workers_used:
         result.messages.append(f"Ray: {runner.workers_used} workers; chunks committed per worker: "
                                + ", ".join(f"{w} {k}" for w, k in sorted(runner.per_worker.items())))

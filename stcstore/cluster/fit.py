@@ -16,9 +16,11 @@ from typing import Any, Iterator
 
 from ..core.console import eprint
 from ..core.names import FeatureBlock
+from ..core.result import positional, require_store
 from ..fit.parallel import probe_one
 from ..fit.search import Fitter, ProbeState
-from ..fit.stage import FitConfig, FitResult, fit
+from ..fit.config import FitConfig, legacy_fit_config
+from ..fit.stage import FitResult, fit
 from .engine import RayOptions, check_resources, ray_session
 
 
@@ -55,9 +57,16 @@ class RayProbeRunner:
                 ray.cancel(r, force=True)
 
 
-def ray_fit(store_path: str | Path, cfg: FitConfig, opts: RayOptions = RayOptions(), out: str | Path | None = None,
-            force: bool = False) -> FitResult:
-    """`fit` with the per-layer probes fitted on Ray."""
-    store_path = Path(store_path).resolve()  # tasks may start in another working directory, or on another node
+def ray_fit(cfg: FitConfig, *args: Any, opts: RayOptions | None = None, **legacy_kw: Any) -> FitResult:
+    """`fit(cfg)` with the per-layer probes fitted on Ray: `ray_fit(cfg, opts)` (0.2's `ray_fit(store, cfg, opts,
+    out=None, force=False)` still works)."""
+    if not isinstance(cfg, FitConfig):  # 0.2: ray_fit(store, cfg, opts=RayOptions(), out=None, force=False)
+        store, cfg, *args = (cfg, *args)
+        cfg = replace(cfg, store=str(store))
+    opts, out, force = positional(tuple(args), opts, legacy_kw.pop("out", cfg.out), legacy_kw.pop("force", cfg.force))
+    cfg = legacy_fit_config(cfg, (), {**legacy_kw, "out": out, "force": force})
+    opts = opts or RayOptions()
+    # tasks may start in another working directory, or on another node
+    cfg = replace(cfg, store=str(Path(require_store(cfg.store, "fit")).resolve()))
     with ray_session(opts) as ray:
-        return fit(store_path, cfg, out=out, force=force, probe_runner=RayProbeRunner(ray, opts))
+        return fit(cfg, probe_runner=RayProbeRunner(ray, opts))

@@ -27,7 +27,8 @@ from ..models.loading import LoadedModel
 from ..score.groups import Group, Models, load_classifiers, make_groups
 from ..score.sink import PredictionsSink
 from ..score.sources import Chunks, Rejects
-from ..score.stage import ClassifierRun, ScoreConfig, ScoreResult, ScoreRun, score
+from ..score.config import ClassifierRun, ScoreConfig, ScoreResult
+from ..score.stage import ScoreRun, score
 from .engine import RayOptions, check_resources, ray_session
 
 

@@ -3,7 +3,8 @@ per-chunk neuron statistics (neuron_stats.py), and the `stcstore extract` stage 
 `score` and `Classifier` compute their features through the same FeatureComputer."""
 
 from .compute import FLOAT16_MAX, Batch, FeatureComputer, Features, length_batches
-from .stage import ExtractConfig, ExtractResult, default_max_length, extract, parse_layers
+from .config import ExtractConfig, ExtractResult, parse_layers
+from .stage import default_max_length, extract
 
 __all__ = ["FLOAT16_MAX", "Batch", "ExtractConfig", "ExtractResult", "FeatureComputer", "Features",
            "default_max_length", "extract", "length_batches", "parse_layers"]

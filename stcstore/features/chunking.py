@@ -24,7 +24,8 @@ from .compute import FeatureComputer
 from .neuron_stats import NeuronStats
 
 if TYPE_CHECKING:
-    from .stage import ExtractConfig, Plan
+    from .config import ExtractConfig
+    from .stage import Plan
 
 ARROW_TYPE = {"float16": pa.float16(), "float32": pa.float32()}
 

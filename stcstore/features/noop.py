@@ -19,7 +19,7 @@ from ..store.chunks import read_chunk_columns
 from ..store.store import FeatureSet, Store
 
 if TYPE_CHECKING:
-    from .stage import ExtractConfig
+    from .config import ExtractConfig
 
 MAX_STAMPED_FILES = 1_000  # a model folder with more files is not stamped (the shortcut is then never taken)
 

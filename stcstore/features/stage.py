@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,87 +23,19 @@ from ..core.atomic import remove_stale_temps, store_lock
 from ..core.console import eprint
 from ..core.errors import FingerprintMismatchError, StcError
 from ..core.fingerprint import fingerprint
-from ..core.names import (
-    BATCH_SIZE,
-    DEFAULT_MODEL,
-    KINDS,
-    MAX_TOKENS,
-    POOLINGS,
-    STORED_DTYPES,
-    TORCH_DTYPES,
-    FeatureBlock,
-    check_at_least,
-    check_choice,
-    check_kinds_poolings,
-    check_name,
-    labels_look_like_values,
-)
-from ..core.result import Result
+from ..core.names import FeatureBlock, labels_look_like_values
+from ..core.result import positional, require_store, stage_config
 from ..models.loading import LoadedModel, load_model
 from ..store.featureset import FEATURE_FORMAT_VERSION, MANIFEST_NAME, FeatureSet, FeatureSetManifest
 from ..store.store import Store
 from .chunking import run_chunks
 from .compute import FeatureComputer
+from .config import ExtractConfig, ExtractResult, parse_layers
 from .noop import missing_texts, model_files, present_ids, request, unchanged_feature_set
 
 # a chunk is about --chunk-mb of features but never fewer rows than this (GPT2-XL, all 441 blocks: 2.3 MB a
 # row, so 256 rows are 590 MB; memory holds at most two chunks, one computing and one being written)
 MIN_CHUNK_ROWS = 256
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Options of one extract run; validated without I/O."""
-
-    dataset: str
-    model: str = DEFAULT_MODEL  # hub name, local path, or "default" (the packaged MiniLM)
-    layers: str = "all"  # "all", "A-B", ":B" (0..B) or "A,B,C"; applies to h{l} and a{l}
-    kinds: tuple[str, ...] = KINDS
-    poolings: tuple[str, ...] = POOLINGS
-    max_length: int | None = None  # tokens per text; None: min(model limit, 512)
-    batch_size: int = BATCH_SIZE  # most rows per forward batch
-    max_tokens: int = MAX_TOKENS  # token budget per batch (rows x longest row)
-    dtype: str = "float16"  # stored feature dtype
-    torch_dtype: str = "float32"  # model compute dtype
-    device: str = "cpu"
-    threads: int | None = None  # torch intra-op threads; None keeps torch's default
-    chunk_rows: int | None = None  # rows per chunk; None: about `chunk_mb` per chunk
-    chunk_mb: int = 128
-    bucket: bool = True  # sort by length inside a chunk (off only for benchmarks)
-    gguf_file: str | None = None
-    force: bool = False  # start even when the estimated size exceeds the free disk space
-
-    def __post_init__(self) -> None:
-        check_name(self.dataset, "--dataset")
-        check_kinds_poolings(self.kinds, self.poolings)
-        check_choice(self.dtype, STORED_DTYPES, "--dtype")
-        check_choice(self.torch_dtype, TORCH_DTYPES, "--torch-dtype")
-        check_at_least(self, ("batch_size", "max_tokens", "chunk_mb", "chunk_rows", "threads"))
-        check_at_least(self, ("max_length",), 2)
-
-
-def parse_layers(spec: str, n_layers: int) -> tuple[list[int], list[int]]:
-    """Layer spec -> (hidden layers within 0..L, ffn layers within 0..L-1)."""
-    spec = spec.strip()
-    if spec in ("", "all"):
-        wanted = list(range(n_layers + 1))
-    else:
-        wanted = []
-        try:
-            for part in spec.split(","):
-                if "-" in part or ":" in part:
-                    a, b = part.replace(":", "-").split("-")
-                    wanted += list(range(int(a) if a else 0, int(b) + 1))
-                else:
-                    wanted.append(int(part))
-        except ValueError:
-            raise StcError(f"--layers {spec!r}: use all, A-B, :B or A,B,C (e.g. 0-6)") from None
-    bad = [l for l in wanted if l < 0 or l > n_layers]
-    if bad:
-        raise StcError(f"--layers {spec!r}: layer {bad[0]} is out of range; this model has hidden states "
-                       f"h0..h{n_layers} and FFN activations a0..a{n_layers - 1}")
-    wanted = sorted(set(wanted))
-    return wanted, [l for l in wanted if l < n_layers]
 
 
 def default_max_length(lm: LoadedModel) -> int:
@@ -118,42 +50,6 @@ def default_max_length(lm: LoadedModel) -> int:
             # RoBERTa-style position ids start after padding_idx
             limits.append(v - (cfg.pad_token_id + 1) if lm.adapter.spec.family == "roberta" else v)
     return min(limits)
-
-
-@dataclass
-class ExtractResult(Result):
-    dataset: str
-    feature_set: str
-    model: str
-    texts_total: int
-    texts_present_before: int
-    texts_extracted: int
-    chunks_written: int
-    chunks_total: int
-    seconds: float
-    forward_seconds: float
-    texts_per_s: float
-    estimated_bytes: int
-    store_bytes: int
-    truncated: int
-    clipped_values: int
-    blocks: int
-    new_feature_set: bool
-    messages: list[str] = field(default_factory=list)
-    printed: int = 0  # the first messages (the plan), printed to stderr before the run: not repeated by to_text
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out.pop("printed")
-        return out
-
-    def to_text(self) -> str:
-        lines = list(self.messages[self.printed:])
-        if self.texts_extracted:
-            lines.append(f"extracted {self.texts_extracted} texts in {self.chunks_written} chunks, "
-                         f"{self.texts_per_s:.1f} texts/s; feature set {self.feature_set[:12]} now holds "
-                         f"{self.texts_total} texts, {self.store_bytes / 2**20:,.1f} MiB")
-        return "\n".join(lines)
 
 
 def feature_fingerprint(lm: LoadedModel, cfg: ExtractConfig, max_length: int, columns: list[str]) -> dict[str, Any]:
@@ -316,13 +212,15 @@ def _run_locally(plan: Plan, store: Store, cfg: ExtractConfig, lm: LoadedModel) 
     return ChunkRun(written, truncated, computer.clipped, computer.forward_seconds)
 
 
-def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None = None,
+def extract(cfg: ExtractConfig, *legacy: Any, lm: LoadedModel | None = None,
             runner: ChunkRunner | None = None) -> ExtractResult:
-    """Extract the missing features of `cfg.dataset`. `lm` lets tests and notebooks pass a built model;
-    `runner` runs the chunks elsewhere (`stcstore.cluster.ray_extract`; the model is then loaded here on the
-    CPU only to plan: its fingerprint and widths)."""
+    """Extract the missing features of `cfg.dataset` into the store `cfg.store`. `lm` lets tests and notebooks
+    pass a built model; `runner` runs the chunks elsewhere (`stcstore.cluster.ray_extract`; the model is then
+    loaded here on the CPU only to plan: its fingerprint and widths). 0.2's `extract(store, cfg)` still works."""
+    cfg, rest = stage_config(cfg, legacy, ExtractConfig, ("store",))
+    lm, runner = positional(rest, lm, runner)
     t_start = time.perf_counter()
-    store = Store(store_path)
+    store = Store(require_store(cfg.store, "extract"))
     store.require()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -350,7 +248,7 @@ def extract(store_path: str | Path, cfg: ExtractConfig, lm: LoadedModel | None =
                         f"{len(plan.blocks)} blocks, {plan.row_bytes:,} bytes per text, estimated store size "
                         f"{est / 2**20:,.1f} MiB in {-(-plan.todo // plan.chunk_rows)} chunks of "
                         f"{plan.chunk_rows} rows"]
-        _check_space(plan.fs.path, est, cfg.force, messages)
+        _check_space(plan.fs.path, est, cfg.ignore_free_space, messages)
         for m in messages:
             eprint(m)
         printed = len(messages)

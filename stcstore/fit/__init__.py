@@ -3,6 +3,7 @@
 `stcstore fit` stage (stage.py): probes -> sparsify -> aggregate -> choose on validation."""
 
 from .config import FitConfig
-from .stage import FitResult, fit
+from .result import FitResult
+from .stage import fit
 
 __all__ = ["FitConfig", "FitResult", "fit"]

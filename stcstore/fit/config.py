@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..core.errors import StcError
+from ..core.result import positional, stage_config
 from ..core.names import (
     AGGREGATORS,
     DEFAULT_ETAS,
@@ -55,6 +57,11 @@ class FitConfig:
     probe: str | None = None  # per-layer probes: lr (L1 path) | slp (one hidden layer; paper appendix A.2)
     aggregator: str = "lr"  # lr (the paper's L1 aggregate) | consolidation (the tweet-analysis preprint's head, compared with lr)
     selection: str = "ensemble"  # ensemble (best aggregate of each kind/pooling, averaged) | best (the single best)
+    # where it reads and writes (not part of the fit's id): the store, the classifier directory to write (None:
+    # the store's tables only) and whether an existing classifier there may be replaced
+    store: str | None = None
+    out: str | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "--dataset")
@@ -84,3 +91,16 @@ class FitConfig:
         check_at_least(self, ("threads", "workers"))
         check_at_least(self, ("probe_rows", "val_rows"), 100)
         check_at_least(self, ("memory_budget_mb",), 1)
+
+
+def legacy_fit_config(cfg: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> FitConfig:
+    """`fit(cfg)`'s config from 0.2's call `fit(store, cfg, out=None, force=False)` (also `ray_fit(store, cfg,
+    opts, out, force)`: `args` after the options), or `cfg` itself."""
+    cfg, rest = stage_config(cfg, args, FitConfig, ("store",))
+    unknown = set(kw) - {"out", "force"}
+    if unknown:
+        raise TypeError(f"fit() got unexpected keyword arguments {', '.join(sorted(unknown))}")
+    out, force = positional(rest, kw.get("out", cfg.out), kw.get("force", cfg.force))
+    if (out, force) != (cfg.out, cfg.force):
+        cfg = replace(cfg, out=None if out is None else str(out), force=bool(force))
+    return cfg

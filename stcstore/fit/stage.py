@@ -32,8 +32,9 @@ from ..core.errors import StcError
 from ..core.fingerprint import fingerprint
 from ..core.names import FeatureBlock
 from ..core.pool import default_workers, start_workers
+from ..core.result import require_store
 from ..store.store import Store
-from .config import FitConfig
+from .config import FitConfig, legacy_fit_config
 from .consolidation import HeadState, consolidate, refit_head
 from .probe import better
 from .efficiency import efficiency
@@ -200,7 +201,7 @@ def _search(fitter: Fitter, blocks: list[FeatureBlock], groups: list[tuple[str, 
 def _fit_config(cfg: FitConfig, fitter: Fitter, messages: list[str]) -> dict[str, Any]:
     """The options that define the fit's result (its id): how it ran (threads, workers, device) is left out, and so
     are options that did not apply, so that they do not change the id."""
-    fit_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "workers", "device")}
+    fit_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "workers", "device", "store", "out", "force")}
     if cfg.task in (None, "classification"):  # the default: classification fit ids stay as they were
         fit_cfg.pop("task")
     if cfg.probe == "lr":  # likewise
@@ -226,16 +227,18 @@ def _fit_config(cfg: FitConfig, fitter: Fitter, messages: list[str]) -> dict[str
     return fit_cfg
 
 
-def fit(store_path: str | Path, cfg: FitConfig, out: str | Path | None = None, force: bool = False,
-        probe_runner: ProbeRunner | None = None) -> FitResult:
-    """Fit STC on one dataset of a store; save the chosen classifier to `out` (a new directory). Holds the
-    store's lock: the features it reads do not change under it, and its tables are written safely.
-    `probe_runner` fits the per-layer probes elsewhere (`stcstore.cluster.ray_fit`); the rest runs here."""
+def fit(cfg: FitConfig, *legacy: Any, probe_runner: ProbeRunner | None = None, **legacy_kw: Any) -> FitResult:
+    """Fit STC on one dataset of the store `cfg.store`; save the chosen classifier to `cfg.out` (a new directory,
+    or one `cfg.force` may replace). Holds the store's lock: the features it reads do not change under it, and its
+    tables are written safely. `probe_runner` fits the per-layer probes elsewhere (`stcstore.cluster.ray_fit`);
+    the rest runs here. 0.2's `fit(store, cfg, out=None, force=False)` still works."""
+    cfg = legacy_fit_config(cfg, legacy, legacy_kw)
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
-    store = Store(store_path)
+    store = Store(require_store(cfg.store, "fit"))
     store.require()
-    out_path = Path(out) if out is not None else None
+    force = cfg.force
+    out_path = Path(cfg.out) if cfg.out is not None else None
     if out_path is not None:
         check_classifier_out(out_path, force)
     if cfg.threads is not None:

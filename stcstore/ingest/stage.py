@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,128 +19,17 @@ import pyarrow.parquet as pq
 from ..core import schemas
 from ..core.atomic import commit, remove_stale_temps, staging, store_lock
 from ..core.errors import StcError, WriteError, os_error_message
-from ..core.fingerprint import file_sha256, fingerprint
-from ..core.names import (
-    ID_FIELD,
-    INPUT_FORMATS,
-    LABEL_FIELD,
-    LABEL_NAME_FIELD,
-    MAX_LABEL_NAME,
-    SPLIT_FIELD,
-    SPLITS,
-    TEXT_FIELD,
-    check_choice,
-    check_name,
-)
-from ..core.result import Result
+from ..core.fingerprint import file_sha256
+from ..core.names import MAX_LABEL_NAME, SPLITS
+from ..core.result import require_store, stage_config
 from ..store.drop import contents, discard, restore, stash
 from ..store.store import Store
+from .config import FileResult, IngestConfig, IngestResult
 from .idindex import IdIndex
-from .readers import READ_ERRORS, ReadOptions, Row, detect_format, read_rows, strip_ext
+from .readers import READ_ERRORS, Row, detect_format, read_rows, strip_ext
 from .rows import RowValidator, Text, normalize_split, reason_kind, reject_row
 
 WRITE_ROWS = 50_000  # rows per Parquet row group while streaming a large file
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """Options of one ingest run; validated without I/O. Recorded (hashed) with every batch."""
-
-    dataset: str
-    format: str = "auto"
-    text_field: str = TEXT_FIELD
-    label_field: str = LABEL_FIELD
-    id_field: str = ID_FIELD
-    split_field: str | None = None  # None: a field named "split" where a row has one (SPLIT_FIELD)
-    split: str | None = None  # one split name for every row of the files
-    replace: bool = False  # drop the dataset's texts, features and fits first (store.drop); not in the options hash
-    label_names: tuple[tuple[str, str], ...] = ()  # (label, display name) pairs, kept beside the texts; not hashed
-    label_name_field: str = LABEL_NAME_FIELD  # rows' label display names, where they have one; not hashed
-
-    def __post_init__(self) -> None:
-        check_name(self.dataset, "--dataset")
-        check_choice(self.format, INPUT_FORMATS, "--format")
-        if self.split is not None and self.split_field is not None:
-            raise StcError("give either --split NAME (one split for the whole file) or --split-field F, not both")
-        if self.split is not None:
-            check_name(normalize_split(self.split), "--split")
-
-    def options_hash(self) -> str:
-        d = asdict(self)
-        d.pop("dataset")
-        d.pop("replace")
-        d.pop("label_names")
-        d.pop("label_name_field")  # names are display only (and the hash of 0.2's ingests must stay theirs)
-        return fingerprint(d)
-
-    @property
-    def split_inferred(self) -> bool:
-        """Neither --split nor --split-field: each row's split is read from a field named "split" if it has one."""
-        return self.split is None and self.split_field is None
-
-    def read_options(self) -> ReadOptions:
-        return ReadOptions(self.text_field, self.label_field, self.id_field,
-                           SPLIT_FIELD if self.split_inferred else self.split_field, self.label_name_field or None)
-
-
-@dataclass
-class FileResult:
-    source: str
-    format: str
-    rows_read: int = 0
-    ingested: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    skipped: bool = False  # already ingested with the same options
-    batch: int | None = None
-    reasons: dict[str, int] = field(default_factory=dict)
-    split_field_rows: int = 0  # rows whose split came from their "split" field (no --split / --split-field given)
-    label_names: dict[str, str] = field(default_factory=dict)  # names read from the rows' label-name field
-    label_name_notes: list[str] = field(default_factory=list)  # names that were not used, and why
-
-
-@dataclass
-class IngestResult(Result):
-    dataset: str
-    store: str
-    files: list[FileResult]
-    seconds: float
-    replaced: dict[str, int] | None = None  # with --replace: what the dataset held before (texts, feature sets, fits)
-    label_names: dict[str, str] = field(default_factory=dict)  # the dataset's label display names, after this run
-
-    def totals(self) -> dict[str, int]:
-        keys = ("rows_read", "ingested", "duplicates", "rejected")
-        return {k: sum(getattr(f, k) for f in self.files) for k in keys}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "store": self.store, **self.totals(), "seconds": round(self.seconds, 3),
-                "files": [asdict(f) for f in self.files], "replaced": self.replaced, "label_names": self.label_names}
-
-    def to_text(self) -> str:
-        lines = []
-        if self.replaced is not None:
-            r = self.replaced
-            lines.append(f"--replace: dropped the {r['texts']:,} texts, {r['feature_sets']} feature sets and {r['fits']} "
-                         f"fits dataset {self.dataset} held")
-        for f in self.files:
-            if f.skipped:
-                lines.append(f"{f.source}: already ingested with these options, nothing added")
-                continue
-            why = ", ".join(f"{k}: {v}" for k, v in sorted(f.reasons.items()))
-            lines.append(f"{f.source} [{f.format}]: {f.rows_read} rows read, {f.ingested} ingested, "
-                         f"{f.duplicates} duplicates, {f.rejected} rejected" + (f" ({why})" if why else ""))
-        for f in self.files:
-            lines.extend(f"{f.source}: {note}" for note in f.label_name_notes)
-        if self.label_names:
-            lines.append("label names: " + ", ".join(f"{k} = {v}" for k, v in self.label_names.items()))
-        inferred = sum(f.split_field_rows for f in self.files)
-        if inferred:
-            lines.append(f"split: read from the {SPLIT_FIELD!r} field of {inferred:,} rows (no --split or --split-field "
-                         f"given; rows without it: by file name or train); --split NAME puts every row in one split")
-        t = self.totals()
-        lines.append(f"dataset {self.dataset}: {t['ingested']} texts added, {t['rejected']} rejects "
-                     f"(see `stcstore sql --store {self.store} --query rejects_by_reason`), {self.seconds:.1f}s")
-        return "\n".join(lines)
 
 
 def _default_split(path: Path) -> str | None:
@@ -281,13 +169,16 @@ def _text_row(t: Text, row: Row, source: str, seq: int, now: datetime) -> dict[s
             "source": source, "line": row.line, "seq": seq, "is_retweet": row.is_retweet, "ingested_at": now}
 
 
-def ingest(store_path: str | Path, sources: list[str | Path], cfg: IngestConfig) -> IngestResult:
-    """Ingest files in order; each file is committed on its own. Raises StcError on an unreadable file
-    (files before it stay ingested and are listed in the message)."""
+def ingest(cfg: IngestConfig, *legacy: Any) -> IngestResult:
+    """Ingest the files `cfg.sources` into the store `cfg.store`, in order; each file is committed on its own.
+    Raises StcError on an unreadable file (files before it stay ingested and are listed in the message). 0.2's
+    `ingest(store, sources, cfg)` still works."""
+    cfg, _ = stage_config(cfg, legacy, IngestConfig, ("store", "sources"))
+    sources = [Path(s) for s in cfg.sources]
     if not sources:
         raise StcError("give at least one SOURCE file to ingest")
     t0 = time.perf_counter()
-    store = Store(store_path)
+    store = Store(require_store(cfg.store, "ingest"))
     store.check_location()  # before the lock creates the folder
     with store_lock(store.root, "stcstore ingest"):
         store.ensure()

@@ -2,6 +2,7 @@
 ingest), groups.py runs one shared pass per model, sink.py writes predictions, explain.py token
 explanations, stage.py the `stcstore score` entry."""
 
-from .stage import ClassifierRun, ScoreConfig, ScoreResult, score
+from .config import ClassifierRun, ScoreConfig, ScoreResult
+from .stage import score
 
 __all__ = ["ClassifierRun", "ScoreConfig", "ScoreResult", "score"]

@@ -15,10 +15,12 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..core.atomic import store_lock
 from ..core.errors import StcError
-from ..core.result import Result
+from ..core.names import check_name
+from ..core.result import Result, require_store
 from .store import Store
 
 DATASET_TABLES = ("fits", "features", "ingest")  # moved aside in this order: the texts last
@@ -72,10 +74,26 @@ def contents(store: Store, dataset: str) -> tuple[int, int, int, int]:
             len(list(fits.glob("fit=*"))) if fits.exists() else 0, size)
 
 
-def drop(store_path: str | Path, dataset: str, yes: bool = False) -> DropResult:
-    """Remove one dataset (its texts and rejects, feature sets and fit tables) from a store. Without `yes`,
-    refuses and says what would go."""
-    store = Store(store_path)
+@dataclass(frozen=True)
+class DropConfig:
+    """Options of one drop: the dataset, the store, and `yes` (without it, drop refuses and says what would go)."""
+
+    dataset: str
+    store: str | None = None
+    yes: bool = False
+
+    def __post_init__(self) -> None:
+        check_name(self.dataset, "--dataset")
+
+
+def drop(cfg: DropConfig, *legacy: Any, yes: bool | None = None) -> DropResult:
+    """Remove one dataset (its texts and rejects, feature sets and fit tables) from the store `cfg.store`.
+    Without `cfg.yes`, refuses and says what would go. 0.2's `drop(store, dataset, yes=False)` still works."""
+    if not isinstance(cfg, DropConfig):  # 0.2: drop(store, dataset, yes=False)
+        store, dataset, *rest = (cfg, *legacy)
+        cfg = DropConfig(dataset, store=str(store), yes=bool(rest[0] if rest else yes))
+    dataset, yes = cfg.dataset, cfg.yes
+    store = Store(require_store(cfg.store, "drop"))
     store.require()
     with store_lock(store.root, "stcstore drop"):
         store.require_dataset(dataset)
