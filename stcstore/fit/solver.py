@@ -55,7 +55,9 @@ class PathPoint:
 
 
 class L1Logistic:
-    """Solver state for one training matrix. X: [n, d] float32 (standardised) or a design with the same
+    """The path solver the fit runs (internal: one training matrix, then `fit(lam, warm)` point after point
+    along a path; its public, scikit-learn-style face is `fit.estimator.L1LogisticRegression`). Solver state for
+    one training matrix. X: [n, d] float32 (standardised) or a design with the same
     products (`DenseDesign`); y: [n] class indices, or values when n_classes is 0: a regression target,
     fitted with the squared loss (the lasso, F = mean (x_i w + b - y_i)^2 / 2 + lam |w|_1) by the same
     path, active sets and OWL-QN steps."""
