@@ -163,3 +163,22 @@ def test_no_import_circles():
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+
+
+def test_cli_options_are_declared_once_with_one_meaning():
+    """Every option comes from cli/params.py (none inline in main.py), and an option name means one thing in
+    every command: the same destination and type (0.2's renamed spellings are hidden and excluded)."""
+    import click
+
+    from stcstore.cli.main import cli
+
+    assert "click.option(" not in (ROOT / "cli" / "main.py").read_text()
+    meaning: dict[str, set[tuple[str, str]]] = {}
+    for name, command in cli.commands.items():
+        for p in command.params:
+            if isinstance(p, click.Option) and not p.hidden:
+                for opt in p.opts:
+                    dest = p.name[:-1] if p.multiple and p.name.endswith("s") else p.name  # --classifier: one or more
+                    meaning.setdefault(opt, set()).add((dest, type(p.type).__name__))
+    assert {o: m for o, m in meaning.items() if len(m) > 1} == {}
+    assert len(meaning) > 60
