@@ -47,8 +47,10 @@ def test_ingest_extract_sql_as_json(tmp_path, small):
     assert json.loads(r.stdout)["rows"][0]["reason"] == "empty text"
     r = cli("sql", "--store", st, "--query", "top_neurons", "--param", "top=3")
     assert r.returncode == 0 and "effect_size" in r.stdout and "3 rows" in r.stdout
+    r = cli("sql", "--store", st, "--query", "top_neurons", "--param", "dataset=s%", "--json")
+    assert len(json.loads(r.stdout)["rows"]) > 0  # the dataset parameter is a LIKE pattern ...
     r = cli("sql", "--store", st, "--query", "top_neurons", "--param", "dataset=other", "--json")
-    assert json.loads(r.stdout)["rows"] == []  # the dataset parameter filters
+    assert r.returncode == 1 and "has no dataset 'other' (it has: s)" in r.stderr  # ... and a typo is named
     # fit: the --json keys scripts rely on; no validation split here, so 20 % of train is carved
     clf = str(tmp_path / "clf")
     r = cli("fit", "--store", st, "--dataset", "s", "--out", clf, "--etas", "0.5", "--threads", "1", "--json")
@@ -88,6 +90,9 @@ def test_sql_is_read_only(tmp_path, small):
     # a mistyped dataset: every command names the datasets the store holds
     (["extract", "--store", "{st}", "--dataset", "ss"], 1, "has no dataset 'ss' (it has: s)"),
     (["fit", "--store", "{st}", "--dataset", "ss"], 1, "has no dataset 'ss' (it has: s)"),
+    (["sql", "--store", "{st}", "--query", "top_neurons", "--param", "dataset=ss"], 1, "has no dataset 'ss' (it has: s)"),
+    (["sql", "--store", "{st}", "select count(*) from texts where dataset = $dataset", "--param", "dataset=x"], 1,
+     "has no dataset 'x'"),
 ])
 def test_handled_failures_exit_1_with_a_clear_message(tmp_path, small, args, code, needle):
     st = tmp_path / "st"

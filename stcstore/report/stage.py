@@ -206,6 +206,7 @@ def report(cfg: ReportConfig) -> ReportResult:
     split = cfg.split or m.fit_config.get("train_split", "train")
     store = Store(cfg.store)
     store.require()
+    store.require_dataset(m.features.dataset)  # the classifier was fitted in another store
     if cfg.split is not None:
         have = sorted(set(store.texts(m.features.dataset, columns=["split"]).column("split").to_pylist()))
         if split not in have:

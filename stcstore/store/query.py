@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..core.errors import StcError
@@ -25,6 +26,18 @@ def run_query(store: str | Path, sql: str | None = None, file: str | None = None
             raise StcError(f"cannot read --file {file}: {exc}") from exc
     if timeout is not None and timeout < 0:
         raise StcError(f"--timeout {timeout:g}: give seconds (0: no limit)")
-    with StoreSQL(Store(store)) as db:
+    st = Store(store)
+    if isinstance(bound.get("dataset"), str) and (st.root / "store.json").exists():
+        _check_dataset(st, bound["dataset"])
+    with StoreSQL(st) as db:
         return db.run(sql or "", bound, timeout=timeout or None)
 
+
+
+def _check_dataset(store: Store, value: str) -> None:
+    """A `dataset` parameter that matches no dataset of the store, as the queries' `LIKE` does (`%` any text,
+    `_` any character), is a mistyped name: refused, naming the datasets there are."""
+    pattern = re.compile("".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in value), re.S)
+    have = set(store.datasets()) | {p.name.split("=", 1)[1] for p in (store.root / "features").glob("dataset=*")}
+    if not any(pattern.fullmatch(d) for d in have):
+        store.require_dataset(value)
