@@ -4,6 +4,7 @@ Prints
   * throughput of `stcstore extract` (tokenize, forward with hooks, pool, write Arrow chunks + stats)
     divided by a bare Hugging Face forward pass (tokenize + model(**batch), no hooks, nothing kept)
     over the same length-bucketed batches                                     goal >= 0.95
+  * the same for `extract --stats-only` (statistics, no values), and its bytes per text     goal >= 0.95
   * length-bucketed / unsorted order throughput of extract on a realistic length mix
   * store bytes per text / raw float16 size of the same features
   * early exit: extract with --layers 0-L/2 / full depth (time), showing later blocks are skipped
@@ -21,6 +22,7 @@ ratio can be measured at true widths on a CPU; --quick measures only that ratio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -77,7 +79,7 @@ def timed_extract(base: Path, texts_store: Path, cfg: ExtractConfig, lm) -> tupl
     run = base / f"run-{time.perf_counter_ns()}"
     shutil.copytree(texts_store, run)
     t0 = time.perf_counter()
-    extract(run, cfg, lm=lm)
+    extract(dataclasses.replace(cfg, store=str(run)), lm=lm)
     seconds = time.perf_counter() - t0
     size = dir_bytes(run / "features")
     shutil.rmtree(run)
@@ -147,25 +149,29 @@ def main() -> None:
               f"(medians; runs alternate A/B); device {args.device}, compute {args.torch_dtype}")
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
-            bare, ext, uns, half = [], [], [], []
+            bare, ext, uns, half, stats = [], [], [], [], []
             half_cfg = ExtractConfig(**{**cfg.__dict__, "layers": f"0-{a.n_layers // 2}"})
             size = 0
             for _ in range(args.repeats):
                 bare.append(bare_forward(lm, texts, cfg, max_length))
                 s, size = timed_extract(base, texts_store, cfg, lm)
                 ext.append(s)
+                s, stats_size = timed_extract(base, texts_store, dataclasses.replace(cfg, stats_only=True), lm)
+                stats.append(s)
                 if args.quick:
                     continue
                 s, _ = timed_extract(base, texts_store, ExtractConfig(**{**cfg.__dict__, "bucket": False}), lm)
                 uns.append(s)
                 s, _ = timed_extract(base, texts_store, half_cfg, lm)
                 half.append(s)
-            b, e = statistics.median(bare), statistics.median(ext)
+            b, e, so = statistics.median(bare), statistics.median(ext), statistics.median(stats)
             u, h = (statistics.median(x) if x else float("nan") for x in (uns, half))
             print(f"\nthreads={threads}")
             print(f"  bare HF forward        {len(texts) / b:8.1f} texts/s")
             print(f"  stcstore extract       {len(texts) / e:8.1f} texts/s   ratio extract/bare = {b / e:.3f}  "
                   f"(goal >= 0.95)")
+            print(f"  extract --stats-only   {len(texts) / so:8.1f} texts/s   ratio stats-only/bare = {b / so:.3f}  "
+                  f"(goal >= 0.95); {stats_size / len(texts):,.0f} bytes per text")
             if not args.quick:
                 print(f"  extract, unsorted      {len(texts) / u:8.1f} texts/s   ratio bucketed/unsorted = {u / e:.2f}")
             print(f"  store bytes per text   {size / len(texts):10,.0f}   ratio to raw float16 "

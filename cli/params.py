@@ -169,6 +169,10 @@ EXTRACT_CHUNK_ROWS = click.option("--chunk-rows", type=int, default=None,
                                   help="Rows per chunk [default: ~128 MB of features per chunk].")
 IGNORE_FREE_SPACE = click.option("--ignore-free-space", is_flag=True,
                                  help="Start even when the estimated size exceeds the free disk space.")
+STATS_ONLY = click.option("--stats-only", is_flag=True,
+                          help="Record only the neuron statistics the neuron_stats and neuron_label_gaps views read "
+                               "(a separate feature set; fit and score need values): for a dump you inspect but "
+                               "do not fit on. Bytes per text: about 48 instead of the values'.")
 SQL_FILE = click.option("--file", "file", default=None, type=click.Path(dir_okay=False), help="Run the SQL in this file.")
 SQL_NAME = click.option("--query", "name", default=None, help="Run a named query (see --list).")
 SQL_PARAMS = click.option("--param", "params", multiple=True, help="NAME=VALUE, bound as $NAME (repeatable).")

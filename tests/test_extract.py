@@ -97,10 +97,11 @@ def _snapshot(fs_dir: Path) -> dict[str, bytes]:
             and p.name != "featureset.json"}
 
 
-def test_sigkill_at_any_moment_then_resume_equals_uninterrupted(tmp_path, tiny_gpt2_dir):
+@pytest.mark.parametrize("stats_only", [False, True], ids=["values", "stats-only"])
+def test_sigkill_at_any_moment_then_resume_equals_uninterrupted(tmp_path, tiny_gpt2_dir, stats_only):
     src = _corpus(tmp_path / "c.jsonl", 400, seed=3)
     args = ["--dataset", "d", "--model", str(tiny_gpt2_dir), "--chunk-rows", "10", "--threads", "1",
-            "--batch-size", "4"]
+            "--batch-size", "4"] + (["--stats-only"] if stats_only else [])
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     for st in (ref, killed):
         ingest(st, [src], IngestConfig("d", split_field="split"))
@@ -136,7 +137,13 @@ def test_sigkill_at_any_moment_then_resume_equals_uninterrupted(tmp_path, tiny_g
     a, b = _snapshot(ref_fs), _snapshot(fs_dir)
     assert sorted(a) == sorted(b)  # same chunks, no holes, no extras
     assert all(a[k] == b[k] for k in a if k.endswith("features.arrow"))  # byte-identical features
-    ids, _, _ = Store(killed).matrix("d", str(tiny_gpt2_dir), "hidden", "mean", 0, None)
+    if stats_only:  # the ids it resumed from, and the same statistics as the uninterrupted run
+        ids = np.concatenate([Store(killed).chunk_meta(s)[i].column("id").to_numpy(zero_copy_only=False)
+                              for s in Store(killed).feature_sets("d") for i in range(40)])
+        q = "SELECT sum(count) AS total, sum(mean) AS means FROM neuron_stats"
+        assert run_query(killed, sql=q).rows[0] == pytest.approx(run_query(ref, sql=q).rows[0], rel=1e-9)
+    else:
+        ids, _, _ = Store(killed).matrix("d", str(tiny_gpt2_dir), "hidden", "mean", 0, None)
     assert len(ids) == 400 == len(set(ids.tolist()))
 
 
@@ -301,3 +308,51 @@ def test_a_no_op_extract_does_not_load_the_model(tmp_path, tiny_gpt2_dir, monkey
     assert extract(st, cfg).texts_extracted == 0 and loads == [1, 1]  # the same weights: the stamp is renewed
     ingest(st, [write_jsonl(tmp_path / "b.jsonl", [{"id": "new", "text": "one more", "label": 1}])], IngestConfig("d"))
     assert extract(st, cfg).texts_extracted == 1 and loads == [1, 1, 1]
+
+
+def test_stats_only_records_the_statistics_of_a_full_extraction_and_no_values(tmp_path, bert_tokenizer):
+    """`extract --stats-only`: the same neuron statistics as a full extraction of the same texts (same chunks,
+    same batches), ids for resuming, no values; fit and the read API refuse it with what it can do."""
+    src = _corpus(tmp_path / "c.jsonl", 90)
+    st = tmp_path / "st"
+    ingest(IngestConfig("d", split_field="split", store=str(st), sources=(str(src),)))
+    lm = build_tiny("bert", bert_tokenizer)
+    full = extract(ExtractConfig("d", model="tiny-bert", chunk_rows=40, store=str(st)), lm=lm)
+    so = extract(ExtractConfig("d", model="tiny-bert", chunk_rows=40, stats_only=True, store=str(st)), lm=lm)
+    assert so.feature_set != full.feature_set and so.texts_extracted == 90 and so.chunks_written == 3
+    assert so.store_bytes < full.store_bytes
+    assert any("statistics only" in m for m in so.messages)
+    key = "kind, pooling, layer, neuron, split, label"
+    q = f"SELECT {key}, count, mean, std, min, max, frac_pos FROM neuron_stats WHERE feature_set = $fs ORDER BY {key}"
+    a = run_query(st, sql=q, params={"fs": full.feature_set}).rows
+    b = run_query(st, sql=q, params={"fs": so.feature_set}).rows
+    assert len(a) == len(b) > 0
+    for ra, rb in zip(a, b):
+        exact = ("kind", "pooling", "layer", "neuron", "split", "label", "count", "frac_pos", "min", "max")
+        assert [ra[k] for k in exact] == [rb[k] for k in exact]
+        assert (ra["mean"], ra["std"]) == pytest.approx((rb["mean"], rb["std"]), rel=1e-9, abs=1e-12)
+    gaps = run_query(st, sql="SELECT count(*) AS n FROM neuron_label_gaps WHERE feature_set = $fs",
+                     params={"fs": so.feature_set}).rows
+    assert gaps[0]["n"] > 0
+    sets = {r["feature_set"]: r for r in run_query(st, sql="SELECT * FROM feature_sets").rows}
+    assert sets[so.feature_set]["stats_only"] is True and sets[full.feature_set]["stats_only"] is False
+    # a chunk holds the rows' ids and statistics, no values
+    fs = next(s for s in Store(st).feature_sets("d") if s.id == so.feature_set)
+    from stcstore.store.chunks import open_chunk
+    assert open_chunk(fs.chunks()[0]).schema.names == ["id", "split", "label"]
+    with pytest.raises(StcError, match="statistics only.*need values"):
+        Store(st).gather_split(fs, [("hidden.mean.1", None)], "train")
+    # a later run is a no-op; new texts are added without duplicates
+    assert extract(ExtractConfig("d", model="tiny-bert", stats_only=True, store=str(st)), lm=lm).texts_extracted == 0
+    more = write_jsonl(tmp_path / "more.jsonl", [{"id": "late", "text": "a late text", "label": "1"}])
+    ingest(IngestConfig("d", split="test", store=str(st), sources=(str(more),)))
+    assert extract(ExtractConfig("d", model="tiny-bert", stats_only=True, store=str(st)), lm=lm).texts_extracted == 1
+    # with the full set there, fit and the read API pick it; with the stats-only set alone, they refuse
+    assert Store(st).feature_set("d", "tiny-bert").id == full.feature_set
+    import shutil
+    shutil.rmtree(Store(st).features_dir("d") / f"fs={full.feature_set}")
+    with pytest.raises(StcError, match="holds neuron statistics only.*without --stats-only"):
+        Store(st).matrix("d", "tiny-bert", "hidden", "mean", 1, "train")
+    from stcstore.fit import FitConfig, fit
+    with pytest.raises(StcError, match="holds neuron statistics only"):
+        fit(FitConfig("d", model="tiny-bert", store=str(st)))

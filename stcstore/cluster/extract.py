@@ -58,6 +58,7 @@ class WorkerSpec:
     max_tokens: int
     threads: int
     stats_by_label: bool = True
+    values: bool = True  # False: extract --stats-only
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class ExtractWorker:
                                                         gguf_file=spec.gguf_file)
         lm.model.to(spec.device)
         self.fp = lm.fingerprint_fields()
-        self.dtype, self.by_label = spec.dtype, spec.stats_by_label
+        self.dtype, self.by_label, self.values = spec.dtype, spec.stats_by_label, spec.values
         self.computer = FeatureComputer(lm, spec.blocks, spec.max_length, spec.dtype, spec.batch_size,
                                         spec.max_tokens, spec.device)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -91,7 +92,7 @@ class ExtractWorker:
     def chunk(self, final: str, index: int, table: pa.Table) -> ChunkDone:
         """Compute one chunk and leave it, complete, in a temp beside `final` (the driver commits it)."""
         c0, f0 = self.computer.clipped, self.computer.forward_seconds
-        meta, bufs, stats, truncated = compute_chunk(self.computer, table, by_label=self.by_label)
+        meta, bufs, stats, truncated = compute_chunk(self.computer, table, by_label=self.by_label, values=self.values)
         tmp = stage_chunk(Path(final), meta, bufs, self.computer.blocks, self.dtype, stats)
         return ChunkDone(index, str(tmp), table.num_rows, truncated, self.computer.clipped - c0,
                          self.computer.forward_seconds - f0, self.name)
@@ -112,7 +113,7 @@ class RayChunkRunner:
         model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model  # a local folder: absolute
         spec = WorkerSpec(model, cfg.gguf_file, cfg.torch_dtype, opts.worker_device(cfg.device),
                           tuple(plan.blocks), plan.max_length, cfg.dtype, cfg.batch_size, cfg.max_tokens,
-                          opts.worker_threads(cfg.threads), plan.stats_by_label)
+                          opts.worker_threads(cfg.threads), plan.stats_by_label, not cfg.stats_only)
         actor = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker,
                            max_restarts=opts.max_retries, max_task_retries=opts.max_retries)(ExtractWorker)
         self._model_ref = ray.put(lm) if self.ship_model else None  # kept alive: a restarted actor reads it again

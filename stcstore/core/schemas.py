@@ -48,6 +48,7 @@ FEATURE_SETS = pa.schema([  # the feature_sets view: one row per feature set, fr
     ("torch_dtype", pa.string()), ("n_layers", pa.int64()), ("hidden_size", pa.int64()), ("ffn_size", pa.int64()),
     ("n_columns", pa.int64()), ("chunks", pa.int64()), ("rows", pa.int64()), ("bytes", pa.int64()),
     ("stcstore_version", pa.string()),
+    ("stats_only", pa.bool_()),  # `extract --stats-only`: neuron statistics, no values (fit and score need values)
 ])
 
 # ---------------------------------------------------------------- fit: STORE/fits/dataset=D/fit=ID/

@@ -51,26 +51,29 @@ def chunks_to_do(store: Store, dataset: str, done: set[str], size: int) -> Itera
 
 
 def chunk_features(computer: FeatureComputer, texts: list[str], keys: list[tuple[str, str | None]],
-                    stats: NeuronStats, bar: Any) -> tuple[dict[str, np.ndarray], int]:
+                    stats: NeuronStats, bar: Any, values: bool = True) -> tuple[dict[str, np.ndarray], int]:
     """Features of one chunk: {column: [n, width]} in the stored dtype, rows in the given order, and the
-    number of truncated texts. keys: [n] (split, label) of each row, the groups of `stats`."""
+    number of truncated texts. keys: [n] (split, label) of each row, the groups of `stats`. values=False: the
+    statistics only ({} for the features: nothing is copied off the device or kept)."""
     seqs, truncated = computer.tokenize(texts)
     group_of = {key: i for i, key in enumerate(stats.groups)}
     group_t = torch.tensor([group_of[k] for k in keys], dtype=torch.long)
     np_dtype = np.dtype(computer.dtype)
-    bufs = {b.column: np.empty((len(seqs), w), dtype=np_dtype) for b, w in zip(computer.blocks, computer.widths)}
-    for batch in computer.iter_batches(seqs):
+    bufs = {b.column: np.empty((len(seqs), w), dtype=np_dtype)
+            for b, w in zip(computer.blocks, computer.widths)} if values else {}
+    for batch in computer.iter_batches(seqs, host=values):
         stats.add(batch.device_values.float(), group_t[batch.rows])  # of the values as stored, on the device
-        values = batch.values.numpy()
-        for b, c0, c1 in zip(computer.blocks, computer.offsets[:-1], computer.offsets[1:]):
-            bufs[b.column][batch.rows] = values[:, c0:c1]
+        if values:
+            host = batch.values.numpy()
+            for b, c0, c1 in zip(computer.blocks, computer.offsets[:-1], computer.offsets[1:]):
+                bufs[b.column][batch.rows] = host[:, c0:c1]
         if bar is not None:
             bar.update(len(batch.rows))
     return bufs, truncated
 
 
-def compute_chunk(computer: FeatureComputer, chunk: pa.Table, bar: Any = None, by_label: bool = True
-                  ) -> tuple[pa.Table, dict[str, np.ndarray], NeuronStats, int]:
+def compute_chunk(computer: FeatureComputer, chunk: pa.Table, bar: Any = None, by_label: bool = True,
+                  values: bool = True) -> tuple[pa.Table, dict[str, np.ndarray], NeuronStats, int]:
     """One chunk of texts (id, text, split, label) -> (its id/split/label, features, neuron statistics,
     truncated texts): what `stage_chunk` writes. Statistics are per (split, label), or per split only
     (label null) when `by_label` is off: labels that are values (a regression target) would make a group
@@ -79,7 +82,7 @@ def compute_chunk(computer: FeatureComputer, chunk: pa.Table, bar: Any = None, b
     labels = meta.column("label").to_pylist() if by_label else [None] * meta.num_rows
     keys = list(zip(meta.column("split").to_pylist(), labels))
     stats = NeuronStats(computer.blocks, computer.widths, list(dict.fromkeys(keys)), computer.device)
-    bufs, trunc = chunk_features(computer, chunk.column("text").to_pylist(), keys, stats, bar)
+    bufs, trunc = chunk_features(computer, chunk.column("text").to_pylist(), keys, stats, bar, values)
     return meta, bufs, stats, trunc
 
 
@@ -97,8 +100,10 @@ def write_chunk(fs: FeatureSet, index: int, meta: pa.Table, bufs: dict[str, np.n
 def stage_chunk(final: Path, meta: pa.Table, bufs: dict[str, np.ndarray], blocks: list[FeatureBlock], dtype: str,
                 stats: NeuronStats) -> Path:
     """Write one chunk, complete and fsynced, into a hidden temp sibling of `final` and return it; the
-    caller commits it (a rename). Readers never see a temp; a killed writer's temp is swept later."""
+    caller commits it (a rename). Readers never see a temp; a killed writer's temp is swept later. Without
+    `bufs` (a stats-only chunk) features.arrow holds the rows' id, split and label only."""
     value_type = ARROW_TYPE[dtype]
+    blocks = [b for b in blocks if b.column in bufs]
     schema = chunk_schema([(b.column, bufs[b.column].shape[1]) for b in blocks], value_type)
     arrays = [meta.column(c).combine_chunks() for c in ("id", "split", "label")]
     for b in blocks:
@@ -129,7 +134,7 @@ def run_chunks(plan: "Plan", store: Store, computer: FeatureComputer, cfg: "Extr
             progress(todo, f"extract {cfg.dataset}", "text") as bar:
         pending: Future | None = None
         for k, chunk in enumerate(chunks_to_do(store, cfg.dataset, plan.done, size)):
-            meta, bufs, stats, trunc = compute_chunk(computer, chunk, bar, plan.stats_by_label)
+            meta, bufs, stats, trunc = compute_chunk(computer, chunk, bar, plan.stats_by_label, not cfg.stats_only)
             truncated += trunc
             if pending is not None:
                 pending.result()  # re-raises a failed write here, before anything else is written

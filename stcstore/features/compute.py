@@ -140,8 +140,9 @@ class FeatureComputer:
             x = x.clamp(-FLOAT16_MAX, FLOAT16_MAX)
         return x.to("cpu" if host else x.device, dtype=self.stored_torch)
 
-    def iter_batches(self, seqs: list[list[int]]) -> Iterator[Batch]:
-        """Forward every batch of `seqs` (token ids from `tokenize`) and yield its stored values."""
+    def iter_batches(self, seqs: list[list[int]], host: bool = True) -> Iterator[Batch]:
+        """Forward every batch of `seqs` (token ids from `tokenize`) and yield its stored values (host=False:
+        on the model's device only; `Batch.values` is then that same tensor)."""
         tok = self.lm.tokenizer
         for rows in self.batches(seqs):
             enc = tok.pad({"input_ids": [seqs[i] for i in rows]}, padding=True, return_tensors="pt",
@@ -153,7 +154,7 @@ class FeatureComputer:
             # one [B, total_width] tensor per batch: a single clip, cast and copy for all blocks
             on_device = self.stored(torch.cat([out[(b.kind, b.layer)][b.pooling] for b in self.blocks], dim=1),
                                     host=False)
-            values = on_device.to("cpu")  # the one host copy per batch (a no-op on the CPU)
+            values = on_device.to("cpu") if host else on_device  # the one host copy per batch (none on the CPU)
             tokens = ({key: self.stored(x, count=False) for key, x in self.forward.tokens.items()}
                       if self.keep_tokens else None)
             yield Batch(np.asarray(rows), values, mask.bool(), tokens, on_device)

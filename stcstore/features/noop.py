@@ -41,9 +41,12 @@ def model_files(cfg: "ExtractConfig") -> dict[str, Any] | None:
 
 def request(cfg: "ExtractConfig") -> dict[str, Any]:
     """The options that decide a feature set's values, as given."""
-    return {"layers": cfg.layers, "kinds": list(cfg.kinds), "poolings": list(cfg.poolings),
-            "max_length": cfg.max_length, "dtype": cfg.dtype, "torch_dtype": cfg.torch_dtype,
-            "gguf_file": cfg.gguf_file}
+    req = {"layers": cfg.layers, "kinds": list(cfg.kinds), "poolings": list(cfg.poolings),
+           "max_length": cfg.max_length, "dtype": cfg.dtype, "torch_dtype": cfg.torch_dtype,
+           "gguf_file": cfg.gguf_file}
+    if cfg.stats_only:
+        req["stats_only"] = True
+    return req
 
 
 def unchanged_feature_set(store: Store, cfg: "ExtractConfig") -> FeatureSet | None:

@@ -36,6 +36,7 @@ from .noop import missing_texts, model_files, present_ids, request, unchanged_fe
 # a chunk is about --chunk-mb of features but never fewer rows than this (GPT2-XL, all 441 blocks: 2.3 MB a
 # row, so 256 rows are 590 MB; memory holds at most two chunks, one computing and one being written)
 MIN_CHUNK_ROWS = 256
+STATS_BYTES = 200  # stats.parquet bytes per neuron and chunk, about (zstd; a few (split, label) groups)
 
 
 def default_max_length(lm: LoadedModel) -> int:
@@ -54,8 +55,11 @@ def default_max_length(lm: LoadedModel) -> int:
 
 def feature_fingerprint(lm: LoadedModel, cfg: ExtractConfig, max_length: int, columns: list[str]) -> dict[str, Any]:
     """Everything that defines the stored values (plus where the model came from, recorded only)."""
-    return {**lm.fingerprint_fields(), "max_length": max_length, "dtype": cfg.dtype,
-            "torch_dtype": cfg.torch_dtype, "columns": columns, "feature_format": FEATURE_FORMAT_VERSION}
+    fp = {**lm.fingerprint_fields(), "max_length": max_length, "dtype": cfg.dtype,
+          "torch_dtype": cfg.torch_dtype, "columns": columns, "feature_format": FEATURE_FORMAT_VERSION}
+    if cfg.stats_only:  # its own feature set: statistics of these values, no values (feature sets before 0.3: absent)
+        fp["stats_only"] = True
+    return fp
 
 
 def dir_bytes(path: Path) -> int:
@@ -239,15 +243,21 @@ def extract(cfg: ExtractConfig, *legacy: Any, lm: LoadedModel | None = None,
         elif runner is None:
             lm.model.to(cfg.device)
         plan = _plan(store, cfg, lm)
-        est = plan.todo * plan.row_bytes
+        n_chunks = -(-plan.todo // plan.chunk_rows)
+        # chunks as a full extraction would cut them (the same batches, so the same statistics), but a
+        # stats-only chunk keeps ids (~48 bytes a text) and one statistics row per neuron and (split, label)
+        width = sum(plan.widths[b.kind] for b in plan.blocks)
+        est = plan.todo * (48 if cfg.stats_only else plan.row_bytes) + (n_chunks * width * STATS_BYTES
+                                                                        if cfg.stats_only else 0)
         if not plan.todo:
             messages = [f"nothing to do: all {plan.total} texts of {cfg.dataset!r} already have features "
                         f"in feature set {plan.fs.id[:12]}"]
         else:
+            what = (f"statistics only (no values), of {width:,} neurons" if cfg.stats_only else
+                    f"{plan.row_bytes:,} bytes per text")
             messages = [f"{plan.todo}/{plan.total} texts missing in feature set {plan.fs.id[:12]}; "
-                        f"{len(plan.blocks)} blocks, {plan.row_bytes:,} bytes per text, estimated store size "
-                        f"{est / 2**20:,.1f} MiB in {-(-plan.todo // plan.chunk_rows)} chunks of "
-                        f"{plan.chunk_rows} rows"]
+                        f"{len(plan.blocks)} blocks, {what}, estimated store size "
+                        f"{est / 2**20:,.1f} MiB in {n_chunks} chunks of {plan.chunk_rows} rows"]
         _check_space(plan.fs.path, est, cfg.ignore_free_space, messages)
         for m in messages:
             eprint(m)
@@ -259,6 +269,10 @@ def extract(cfg: ExtractConfig, *legacy: Any, lm: LoadedModel | None = None,
         if run.truncated:
             messages.append(f"{run.truncated} texts were longer than --max-length {plan.max_length} tokens and were "
                             f"truncated")
+        if cfg.stats_only:
+            messages.append(f"feature set {plan.fs.id[:12]} holds neuron statistics only: `stcstore sql` reads them "
+                            f"(neuron_stats, neuron_label_gaps); fit and score need values (extract without "
+                            f"--stats-only)")
         if run.clipped:
             messages.append(f"{run.clipped} values exceeded the float16 range and were clipped to ±65504; "
                             f"use --dtype float32 to keep them")

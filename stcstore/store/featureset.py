@@ -166,6 +166,11 @@ class FeatureSetManifest(Mapping):
         return int(self._raw["fingerprint"]["feature_format"])
 
     @property
+    def stats_only(self) -> bool:
+        """Written by `extract --stats-only`: its chunks hold the rows' ids and the neuron statistics, no values."""
+        return bool(self._raw["fingerprint"].get("stats_only", False))
+
+    @property
     def stats_by_label(self) -> bool:
         """Neuron statistics per (split, label); False for a regression target (0.1/0.2: always True)."""
         return bool(self._raw.get("stats_by_label", True))
@@ -224,4 +229,13 @@ class FeatureSet:
         return sorted(p for p in self.path.glob("chunk-*") if p.is_dir())
 
     def has(self, kind: str, pooling: str, layer: int) -> bool:
-        return f"{kind}.{pooling}.{layer}" in self.manifest.columns
+        """Whether the set holds the values of this block (a stats-only set holds none)."""
+        return not self.manifest.stats_only and f"{kind}.{pooling}.{layer}" in self.manifest.columns
+
+    def require_values(self) -> None:
+        """Refuse to read values from a stats-only feature set, saying what it can do."""
+        if self.manifest.stats_only:
+            raise StcError(f"feature set {self.id[:12]} of dataset {self.manifest.dataset!r} holds neuron statistics "
+                           f"only (`extract --stats-only`): the SQL views neuron_stats and neuron_label_gaps read it, "
+                           f"but fit, score and stored-feature reads need values. Run `stcstore extract` without "
+                           f"--stats-only for the texts you fit on")

@@ -99,7 +99,7 @@ def _feature_sets_table(store: Store) -> pa.Table:
                 "hidden_size": model.hidden_size, "ffn_size": model.ffn_size,
                 "n_columns": len(m.columns), "chunks": len(chunks), "rows": n,
                 "bytes": sum(p.stat().st_size for c in chunks for p in c.iterdir()),
-                "stcstore_version": m.stcstore_version,
+                "stcstore_version": m.stcstore_version, "stats_only": m.stats_only,
             })
     return pa.Table.from_pylist(rows, schema=schemas.FEATURE_SETS)
 

@@ -165,10 +165,12 @@ class Store:
                 if (p / MANIFEST_NAME).exists()]
 
     def feature_set(self, dataset: str, model: str, kind: str | None = None, pooling: str | None = None,
-                    layer: int | None = None) -> FeatureSet:
+                    layer: int | None = None, values: bool = True) -> FeatureSet:
         """The one feature set of `dataset` for `model` (name as given to extract, its resolved path, or a
         feature-set id prefix of at least 6 hex digits)
-        that holds the block (kind, pooling, layer). Ambiguity is an error, never a silent pick."""
+        that holds the block (kind, pooling, layer). Ambiguity is an error, never a silent pick. With `values`
+        (what fit, score and the read API need) a stats-only set (`extract --stats-only`) is never picked; one
+        that is the only match is refused, saying what it can and cannot do."""
         sets = self.feature_sets(dataset)
         if not sets:
             self.require_dataset(dataset)
@@ -177,12 +179,18 @@ class Store:
         as_id = len(model) >= 6 and all(c in "0123456789abcdef" for c in model)
         match = [s for s in sets if s.model == wanted or (as_id and s.id.startswith(model))
                  or s.manifest.model.source == model]
+        if values:
+            with_values = [s for s in match if not s.manifest.stats_only]
+            if not with_values and match:
+                match[0].require_values()
+            match = with_values
         if kind is not None:
             match = [s for s in match if s.has(kind, pooling, layer)]  # type: ignore[arg-type]
         if len(match) == 1:
             return match[0]
         listing = "\n".join(f"  {s.id[:12]}  model={s.model}  max_length={s.manifest.max_length}"
-                            f"  columns={len(s.blocks)}" for s in sets)
+                            f"  columns={len(s.blocks)}" + ("  (statistics only)" if s.manifest.stats_only else "")
+                            for s in sets)
         what = f"model {model!r}" + (f" with block {kind}.{pooling}.{layer}" if kind else "")
         if not match:
             raise StcError(f"no feature set of dataset {dataset!r} for {what}. Feature sets in the store:\n{listing}")
@@ -218,6 +226,7 @@ class Store:
 
         Returns (ids [n], X [n, sum of widths], labels [n]). Peak heap = the output; chunk columns are
         memory-mapped."""
+        fs.require_values()
         chunks = fs.chunks()
         if len(plan) != len(chunks):
             raise StcError(f"feature set {fs.id[:12]} changed while being read (chunks {len(chunks)}, plan {len(plan)})")
@@ -255,6 +264,7 @@ class Store:
                         plan: list[np.ndarray | None], dtype: type = np.float32) -> Iterator[tuple[int, np.ndarray]]:
         """`gather`, one store chunk at a time: (chunk index, X of its planned rows) for every chunk with rows,
         in plan order. Memory holds one chunk's rows, whatever the plan's size."""
+        fs.require_values()
         skip = np.array([], dtype=np.int64)
         for i, rows in enumerate(plan):
             if rows is not None and len(rows) == 0:
