@@ -356,3 +356,49 @@ def test_stats_only_records_the_statistics_of_a_full_extraction_and_no_values(tm
     from stcstore.fit import FitConfig, fit
     with pytest.raises(StcError, match="holds neuron statistics only"):
         fit(FitConfig("d", model="tiny-bert", store=str(st)))
+
+
+def test_int8_codes_decode_within_half_a_step_and_fit_score_and_report_read_them(tmp_path, bert_tokenizer):
+    """`extract --dtype int8`: per-neuron affine codes, scales per chunk; every reader decodes them (the read
+    API, fit, a classifier's stored features); values within half a step of the float16 ones."""
+    from stcstore.classifier.classifier import load_classifier
+    from stcstore.fit import FitConfig, fit
+
+    from .conftest import FAST, learnable_corpus
+
+    src = learnable_corpus(tmp_path / "c.jsonl", 150, ("0", "1"))
+    st = tmp_path / "st"
+    ingest(IngestConfig("d", split_field="split", store=str(st), sources=(str(src),)))
+    lm = build_tiny("bert", bert_tokenizer)
+    f16 = extract(ExtractConfig("d", model="tiny-bert", chunk_rows=60, store=str(st)), lm=lm)
+    i8 = extract(ExtractConfig("d", model="tiny-bert", chunk_rows=60, dtype="int8", store=str(st)), lm=lm)
+    assert i8.feature_set != f16.feature_set and i8.chunks_written == 3
+    store = Store(st)
+    a_fs, b_fs = (store.feature_set("d", x) for x in (f16.feature_set, i8.feature_set))
+    chunk = b_fs.chunks()[0]
+    from stcstore.store.chunks import INT8_SCALES, open_chunk
+    assert (chunk / INT8_SCALES).exists() and str(open_chunk(chunk).schema.field("hidden.max.2").type.value_type) == "int8"
+    for col in ("hidden.max.2", "ffn.mean.1", "hidden.single.0"):
+        ids_a, a, ya = store.gather_split(a_fs, [(col, None)], None)
+        ids_b, b, yb = store.gather_split(b_fs, [(col, None)], None)
+        assert ids_a.tolist() == ids_b.tolist() and ya.tolist() == yb.tolist() and b.dtype == np.float32
+        half_step = (a.max(0) - a.min(0)) / 255 / 2  # a chunk's step is at most the whole column's
+        assert (np.abs(a - b) <= half_step * 1.001 + 1e-6).all(), col
+    # picked neurons of a few rows decode as the whole block does
+    _, part, _ = store.columns("d", i8.feature_set, "ffn", "max", {1: [3, 0, 7]}, "test")
+    _, whole, _ = store.matrix("d", i8.feature_set, "ffn", "max", 1, "test")
+    np.testing.assert_array_equal(part, whole[:, [3, 0, 7]])
+    with pytest.raises(StcError, match="read them as float32"):
+        store.gather(b_fs, [("ffn.max.1", None)], store.split_plan(b_fs, "test"), dtype=np.float16)
+    # fit on the codes; the classifier scores stored features (decoded) and texts (float16 values, as extracted)
+    res = fit(FitConfig("d", model=i8.feature_set, kinds=("ffn",), poolings=("mean",), workers=1,
+                        store=str(st), out=str(tmp_path / "clf"), **FAST))
+    assert res.stc["validation"]["accuracy"] > 0.7
+    clf = load_classifier(tmp_path / "clf")
+    clf.attach(lm)
+    assert clf.manifest.features.dtype == "int8"
+    ids, X = clf.store_features(store, "d", "test")
+    texts = {r["id"]: r["text"] for r in store.texts("d").to_pylist()}
+    stored = clf.predict_proba_features(X)
+    live = clf.predict_proba([texts[i] for i in ids])
+    assert np.abs(stored - live).max() < 0.05  # codes within half a step of the values scored live

@@ -19,7 +19,8 @@ DEFAULT_MODEL = "default"  # the packaged all-MiniLM-L6-v2
 DEFAULT_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 KINDS = ("hidden", "ffn")
 POOLINGS = ("mean", "max", "single")
-STORED_DTYPES = ("float16", "float32")  # dtype of stored feature values
+# dtype of stored feature values; int8: per-neuron affine codes of the float16 values, scales per chunk
+STORED_DTYPES = ("float16", "float32", "int8")
 TORCH_DTYPES = ("float32", "bfloat16", "float16")  # model compute dtype
 INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet", "tweets")
 METRICS = ("accuracy", "macro_f1")  # validation metrics every fit choice can be made on (classification)

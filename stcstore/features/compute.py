@@ -22,7 +22,8 @@ from ..models.loading import LoadedModel
 from .hooks import PooledForward
 
 FLOAT16_MAX = 65504.0  # largest finite float16; stored float16 values are clipped to ±this (and counted)
-TORCH_STORED = {"float16": torch.float16, "float32": torch.float32}
+# the dtype values are cast to on the device (int8 chunks are coded from float16 values when written)
+TORCH_STORED = {"float16": torch.float16, "float32": torch.float32, "int8": torch.float16}
 
 
 def length_batches(lengths: list[int], max_rows: int, max_tokens: int) -> Iterator[list[int]]:
@@ -88,6 +89,7 @@ class FeatureComputer:
         self.max_length = max_length
         self.dtype = check_choice(dtype, STORED_DTYPES, "--dtype")
         self.stored_torch = TORCH_STORED[dtype]
+        self.host_dtype = np.dtype(str(self.stored_torch).removeprefix("torch."))  # of `Batch.values`
         self.batch_size, self.max_tokens, self.bucket = batch_size, max_tokens, bucket
         self.device = torch.device(device)
         self.columns = {key: [int(i) for i in idx] for key, idx in (columns or {}).items()}

@@ -75,7 +75,7 @@ def spill(store: Store, fs: FeatureSet, picks: list[tuple[str, np.ndarray | None
           folder: Path) -> tuple[list[tuple[Path, int]], np.dtype]:
     """Write the picked columns of the planned rows into `folder`, one file per store chunk, in the stored
     dtype. Returns ([(file, rows)], dtype)."""
-    dtype = np.dtype(fs.manifest.dtype)
+    dtype = np.dtype(fs.manifest.value_dtype)
     files = []
     for i, X in store.gather_by_chunk(fs, picks, plan, dtype=dtype.type):
         path = folder / f"rows-{i:06d}.bin"

@@ -154,6 +154,11 @@ class FeatureSetManifest(Mapping):
         return str(self._raw["fingerprint"].get("dtype", "float16"))
 
     @property
+    def value_dtype(self) -> str:
+        """The dtype that holds the stored values exactly as read: the stored dtype, float32 for int8 codes."""
+        return "float32" if self.dtype == "int8" else self.dtype
+
+    @property
     def torch_dtype(self) -> str:
         return str(self._raw["fingerprint"].get("torch_dtype", "float32"))
 

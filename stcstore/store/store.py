@@ -10,6 +10,8 @@ Layout (partition keys and column names are API, see README "Store layout"; sche
     STORE/features/dataset=NAME/fs=FSID/chunk-NNNNNN/features.arrow   Arrow IPC, uncompressed:
             id, split, label, then one FixedSizeList<float16>[width] column per block "kind.pooling.layer"
     STORE/features/dataset=NAME/fs=FSID/chunk-NNNNNN/stats.parquet    per-chunk neuron sufficient statistics
+    STORE/features/dataset=NAME/fs=FSID/chunk-NNNNNN/int8.arrow       `--dtype int8` only: each column's (lo, step)
+            (its features.arrow holds FixedSizeList<int8> codes, zstd-compressed; `--stats-only`: id, split, label)
 
 One ingested file is one batch directory and one feature chunk is one chunk directory; each appears
 only by an atomic rename once complete, so a reader (or a resumed run) never sees half of either.
@@ -31,7 +33,7 @@ from ..core.atomic import write_json_atomic
 from ..core.errors import StcError
 from ..core.paths import store_around
 from ..core.names import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID, FeatureBlock, check_name
-from .chunks import fsl_to_numpy, read_chunk_columns
+from .chunks import decode_int8, fsl_to_numpy, read_chunk_columns, read_int8_scales
 from .featureset import FEATURE_FORMAT_VERSION, MANIFEST_NAME, FeatureSet, FeatureSetManifest  # noqa: F401 (API)
 
 if TYPE_CHECKING:
@@ -236,6 +238,9 @@ class Store:
         sizes = [len(r) if r is not None else m.num_rows for m, r in zip(metas, plan)]  # type: ignore[union-attr]
         n = sum(sizes)
         widths = [len(idx) if idx is not None else fs.width(FeatureBlock.parse(col).kind) for col, idx in column_picks]
+        coded = fs.manifest.dtype == "int8"
+        if coded and np.dtype(dtype) != np.float32:
+            raise StcError(f"feature set {fs.id[:12]} stores int8 codes: read them as float32")
         X = np.empty((n, sum(widths)), dtype=dtype)
         ids: list[np.ndarray] = []
         labels: list[np.ndarray] = []
@@ -245,13 +250,18 @@ class Store:
                 continue
             r1 = r0 + size
             table = read_chunk_columns(chunk, [c for c, _ in column_picks])
+            scales = read_int8_scales(chunk, [c for c, _ in column_picks]) if coded else {}
             c0 = 0
             for (col, idx), w in zip(column_picks, widths):
                 block = fsl_to_numpy(table.column(col))
                 if idx is None:
-                    X[r0:r1, c0:c0 + w] = block if rows is None else block[rows]
+                    part = block if rows is None else block[rows]
                 else:
-                    X[r0:r1, c0:c0 + w] = block[:, idx] if rows is None else block[np.ix_(rows, idx)]
+                    part = block[:, idx] if rows is None else block[np.ix_(rows, idx)]
+                if coded:  # int8 codes -> the values they stand for (float32)
+                    decode_int8(part, scales[col] if idx is None else scales[col][:, idx], out=X[r0:r1, c0:c0 + w])
+                else:
+                    X[r0:r1, c0:c0 + w] = part
                 c0 += w
             sel = meta if rows is None else meta.take(rows)  # type: ignore[union-attr]  (read for every chunk with rows)
             ids.append(sel.column("id").to_numpy(zero_copy_only=False))
