@@ -111,6 +111,14 @@ def random_model(spec: str, tokenizer: str = "default"):
     return wrap_model(model, AutoTokenizer.from_pretrained(source), f"random-{Path(spec).stem}")
 
 
+def peak_tflops(device: str, dtype: str) -> float | None:
+    """Dense matrix-product peak of a known GPU (NVIDIA's figures, without sparsity), else None."""
+    if not device.startswith("cuda") or dtype not in ("bfloat16", "float16"):
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    return 989.0 if ("H100" in name or "H200" in name) else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--texts", type=int, default=2000)
@@ -123,6 +131,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="only extract ÷ bare (no unsorted, no early-exit runs)")
     ap.add_argument("--device", default="cpu", help="torch device of the model, e.g. cuda")
     ap.add_argument("--torch-dtype", default="float32", help="model compute dtype: float32, bfloat16, float16")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's dense peak for --torch-dtype [default: H100/H200 bf16/fp16: 989]")
     args = ap.parse_args()
 
     texts = realistic_texts(args.texts)
@@ -149,7 +159,7 @@ def main() -> None:
               f"(medians; runs alternate A/B); device {args.device}, compute {args.torch_dtype}")
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
-            bare, ext, uns, half, stats = [], [], [], [], []
+            bare, ext, uns, half, stats, i8 = [], [], [], [], [], []
             half_cfg = ExtractConfig(**{**cfg.__dict__, "layers": f"0-{a.n_layers // 2}"})
             size = 0
             for _ in range(args.repeats):
@@ -158,20 +168,31 @@ def main() -> None:
                 ext.append(s)
                 s, stats_size = timed_extract(base, texts_store, dataclasses.replace(cfg, stats_only=True), lm)
                 stats.append(s)
+                s, i8_size = timed_extract(base, texts_store, dataclasses.replace(cfg, dtype="int8"), lm)
+                i8.append(s)
                 if args.quick:
                     continue
                 s, _ = timed_extract(base, texts_store, ExtractConfig(**{**cfg.__dict__, "bucket": False}), lm)
                 uns.append(s)
                 s, _ = timed_extract(base, texts_store, half_cfg, lm)
                 half.append(s)
-            b, e, so = statistics.median(bare), statistics.median(ext), statistics.median(stats)
+            b, e, so, q = (statistics.median(x) for x in (bare, ext, stats, i8))
             u, h = (statistics.median(x) if x else float("nan") for x in (uns, half))
             print(f"\nthreads={threads}")
             print(f"  bare HF forward        {len(texts) / b:8.1f} texts/s")
             print(f"  stcstore extract       {len(texts) / e:8.1f} texts/s   ratio extract/bare = {b / e:.3f}  "
                   f"(goal >= 0.95)")
             print(f"  extract --stats-only   {len(texts) / so:8.1f} texts/s   ratio stats-only/bare = {b / so:.3f}  "
-                  f"(goal >= 0.95); {stats_size / len(texts):,.0f} bytes per text")
+                  f"(goal >= 0.95 on a CPU, 0.85 on a GPU); {stats_size / len(texts):,.0f} bytes per text")
+            print(f"  extract --dtype int8   {len(texts) / q:8.1f} texts/s   ratio int8/bare = {b / q:.3f}; "
+                  f"{i8_size / len(texts):,.0f} bytes per text ({i8_size / max(size, 1):.3f} of float16's)")
+            n_tokens = sum(lens)
+            flops = 2 * sum(p.numel() for n, p in lm.model.named_parameters() if "embed" not in n and "wte" not in n
+                            and "wpe" not in n) * n_tokens / b
+            peak = args.peak_tflops or peak_tflops(args.device, args.torch_dtype)
+            print(f"  bare forward           {n_tokens / b:8.0f} tokens/s, {flops / 1e12:.2f} TFLOP/s of the "
+                  f"weights' matrix products" + (f" = {flops / 1e12 / peak:.1%} of the device's {peak:g} TFLOP/s "
+                                                 f"{args.torch_dtype} peak" if peak else ""))
             if not args.quick:
                 print(f"  extract, unsorted      {len(texts) / u:8.1f} texts/s   ratio bucketed/unsorted = {u / e:.2f}")
             print(f"  store bytes per text   {size / len(texts):10,.0f}   ratio to raw float16 "

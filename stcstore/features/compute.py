@@ -100,8 +100,17 @@ class FeatureComputer:
             lm.adapter, [b.layer for b in self.blocks if b.kind == "hidden"],
             [b.layer for b in self.blocks if b.kind == "ffn"], tuple(sorted({b.pooling for b in self.blocks})),
             columns={k: torch.tensor(v, dtype=torch.long) for k, v in self.columns.items()}, keep_tokens=keep_tokens)
-        self.clipped = 0  # stored values clipped to the float16 range so far
+        self._clipped = 0  # stored values clipped to the float16 range so far (`clipped`)
+        self._clipped_on_device: torch.Tensor | None = None  # the same count on a GPU, read when asked for
         self.forward_seconds = 0.0
+
+    @property
+    def clipped(self) -> int:
+        """Stored values clipped to the float16 range so far."""
+        if self._clipped_on_device is not None:
+            self._clipped += int(self._clipped_on_device)
+            self._clipped_on_device = None
+        return self._clipped
 
     @property
     def n_blocks_run(self) -> int:
@@ -135,28 +144,46 @@ class FeatureComputer:
     def stored(self, x: torch.Tensor, count: bool = True, host: bool = True) -> torch.Tensor:
         """Cast to the stored dtype (on the CPU when host); float16 values beyond ±65504 are clipped (and
         counted)."""
-        # two fast reductions instead of abs() (a full copy); count and clip only when needed
+        if self.stored_torch == torch.float16 and x.device.type == "cuda":
+            # on a GPU clip always and count on the device: a host read here would wait for every forward pass
+            if count:
+                n = (x > FLOAT16_MAX).sum() + (x < -FLOAT16_MAX).sum()
+                self._clipped_on_device = n if self._clipped_on_device is None else self._clipped_on_device + n
+            return x.clamp(-FLOAT16_MAX, FLOAT16_MAX).to("cpu" if host else x.device, dtype=self.stored_torch)
+        # on the CPU, two fast reductions instead of abs() (a full copy); count and clip only when needed
         if self.stored_torch == torch.float16 and (float(x.amax()) > FLOAT16_MAX or float(x.amin()) < -FLOAT16_MAX):
             if count:
-                self.clipped += int((x > FLOAT16_MAX).sum() + (x < -FLOAT16_MAX).sum())
+                self._clipped += int((x > FLOAT16_MAX).sum() + (x < -FLOAT16_MAX).sum())
             x = x.clamp(-FLOAT16_MAX, FLOAT16_MAX)
         return x.to("cpu" if host else x.device, dtype=self.stored_torch)
 
     def iter_batches(self, seqs: list[list[int]], host: bool = True) -> Iterator[Batch]:
         """Forward every batch of `seqs` (token ids from `tokenize`) and yield its stored values (host=False:
-        on the model's device only; `Batch.values` is then that same tensor)."""
+        on the model's device only; `Batch.values` is then that same tensor).
+
+        On a CUDA device the host copy goes into pinned memory on a side stream without blocking, and a batch
+        is handed over only once the next one's forward pass is queued: the GPU computes batch k+1 while its
+        values of batch k travel, and while the caller scatters them on the host."""
+        if host and self.device.type == "cuda" and not self.keep_tokens:
+            yield from _overlapped(self._device_batches(seqs), self.device)
+            return
+        for batch in self._device_batches(seqs, host):
+            yield batch
+
+    def _device_batches(self, seqs: list[list[int]], host: bool = False) -> Iterator[Batch]:
+        """The batches as computed, their `values` copied to the host only when `host` (synchronously)."""
         tok = self.lm.tokenizer
         for rows in self.batches(seqs):
             enc = tok.pad({"input_ids": [seqs[i] for i in rows]}, padding=True, return_tensors="pt",
                           return_attention_mask=True)
             ids, mask = enc["input_ids"], enc["attention_mask"]
             t0 = time.perf_counter()
-            out = self.forward.run(ids.to(self.device), mask.to(self.device))
+            out = self.forward.run(ids.to(self.device), mask.to(self.device), host_mask=mask)
             self.forward_seconds += time.perf_counter() - t0
             # one [B, total_width] tensor per batch: a single clip, cast and copy for all blocks
             on_device = self.stored(torch.cat([out[(b.kind, b.layer)][b.pooling] for b in self.blocks], dim=1),
                                     host=False)
-            values = on_device.to("cpu") if host else on_device  # the one host copy per batch (none on the CPU)
+            values = on_device.to("cpu") if host else on_device  # the one host copy (none on the CPU)
             tokens = ({key: self.stored(x, count=False) for key, x in self.forward.tokens.items()}
                       if self.keep_tokens else None)
             yield Batch(np.asarray(rows), values, mask.bool(), tokens, on_device)
@@ -180,3 +207,31 @@ class FeatureComputer:
         special = set(self.lm.tokenizer.all_special_ids) - {self.lm.tokenizer.unk_token_id}
         empty = [i for i, s in enumerate(seqs) if all(t in special for t in s)]
         return Features(out, seqs, tokens, truncated, empty)
+
+
+def _overlapped(batches: Iterator[Batch], device: torch.device) -> Iterator[Batch]:
+    """Device batches -> the same batches with `values` on the host, each copied into pinned memory on a side
+    stream as soon as its forward pass is done, and yielded one batch later (when the next forward is queued)."""
+    copy_stream = torch.cuda.Stream(device)
+    pending: tuple[Batch, torch.Tensor, torch.cuda.Event] | None = None
+    for batch in batches:
+        computed = torch.cuda.Event()
+        computed.record()  # on the compute stream, after this batch's forward and cast
+        buf = torch.empty(batch.device_values.shape, dtype=batch.device_values.dtype, pin_memory=True)
+        with torch.cuda.stream(copy_stream):
+            copy_stream.wait_event(computed)
+            buf.copy_(batch.device_values, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(copy_stream)
+        batch.device_values.record_stream(copy_stream)  # not reused by the allocator before the copy is done
+        if pending is not None:
+            yield _arrived(*pending)
+        pending = (batch, buf, copied)
+    if pending is not None:
+        yield _arrived(*pending)
+
+
+def _arrived(batch: Batch, buf: torch.Tensor, copied: "torch.cuda.Event") -> Batch:
+    copied.synchronize()
+    batch.values = buf
+    return batch

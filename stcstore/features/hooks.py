@@ -84,12 +84,15 @@ class PooledForward:
         return handles
 
     @torch.inference_mode()
-    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[tuple[str, int], dict[str, torch.Tensor]]:
-        """input_ids, attention_mask: [B, T] on the model's device -> {(kind, layer): {pooling: [B, W] float32}}."""
+    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, host_mask: torch.Tensor | None = None
+            ) -> dict[tuple[str, int], dict[str, torch.Tensor]]:
+        """input_ids, attention_mask: [B, T] on the model's device -> {(kind, layer): {pooling: [B, W] float32}}.
+        host_mask: the same mask on the CPU, if at hand (on a GPU nothing then waits for the device here)."""
         mask = attention_mask.bool()
         idx = single_index(mask, self.adapter.spec.encoder)
         n_real = mask.sum(dim=1, keepdim=True).clamp(min=1).float()
-        self._ctx, self._out, self.tokens = (mask, idx, n_real, dense_span(mask)), {}, {}
+        span = dense_span(host_mask.bool() if host_mask is not None else mask)
+        self._ctx, self._out, self.tokens = (mask, idx, n_real, span), {}, {}
         self._remaining = len(self.hidden_layers) + len(self.ffn_layers)
         kwargs: dict = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.adapter.spec.positions_from_mask and self._accepts_positions:

@@ -36,10 +36,10 @@ class NeuronStats:
         Memory-bound, so only the fastest CPU reductions (measured: plain sum/amin/amax run 10-50x faster
         than var_mean, aminmax or a bool sum). Within a batch float32 sums are exact enough (the positive
         count is exact below 2**24 rows); running totals are float64."""
-        group = group.to(x.device)
+        group = group.cpu()  # counted on the host: reading them from a GPU would wait for it
         counts = torch.bincount(group, minlength=len(self.groups))
         if int((counts > 0).sum()) > 1:
-            x = x[torch.argsort(group, stable=True)]
+            x = x[torch.argsort(group, stable=True).to(x.device)]
         r0 = 0
         for gi, c in enumerate(counts.tolist()):
             if not c:

@@ -54,6 +54,8 @@ def pool(x: torch.Tensor, mask: torch.Tensor, poolings: tuple[str, ...], single_
         for xs, ms in parts:
             if ms is None:
                 s = xs.sum(dim=1, dtype=torch.float32)
+            elif xs.is_cuda:  # the safe way at once: checking the fast one would make the host wait for the GPU
+                s = xs.masked_fill(~ms.unsqueeze(-1), 0).sum(dim=1, dtype=torch.float32)
             else:
                 # 0/1-weighted batched matmul: no copy of the slab. 0 * NaN/inf would leak a padded value,
                 # so a non-finite result is recomputed the safe way.
