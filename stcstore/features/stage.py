@@ -36,6 +36,7 @@ from .noop import missing_texts, model_files, present_ids, request, unchanged_fe
 # a chunk is about --chunk-mb of features but never fewer rows than this (GPT2-XL, all 441 blocks: 2.3 MB a
 # row, so 256 rows are 590 MB; memory holds at most two chunks, one computing and one being written)
 MIN_CHUNK_ROWS = 256
+STATS_ONLY_CHUNKS = 8  # a stats-only chunk holds this many values-chunks' texts (a kill loses at most one)
 STATS_BYTES = 200  # stats.parquet bytes per neuron and chunk, about (zstd; a few (split, label) groups)
 
 
@@ -147,6 +148,8 @@ def _plan(store: Store, cfg: ExtractConfig, lm: LoadedModel) -> Plan:
     itemsize = np.dtype(cfg.dtype).itemsize
     row_bytes = sum(widths[b.kind] for b in blocks) * itemsize + 48  # + id/split/label, roughly
     chunk_rows = cfg.chunk_rows or max(MIN_CHUNK_ROWS, min(100_000, cfg.chunk_mb * 2**20 // row_bytes))
+    if cfg.stats_only and not cfg.chunk_rows:  # no values held: longer chunks, so fewer statistics files and
+        chunk_rows = min(100_000, chunk_rows * STATS_ONLY_CHUNKS)  # length batches over more texts
     fp = feature_fingerprint(lm, cfg, max_length, [b.column for b in blocks])
     fs, created = _open_feature_set(store, cfg, fp, widths, chunk_rows, model_parameters(lm))
     done = present_ids(fs)
@@ -244,8 +247,7 @@ def extract(cfg: ExtractConfig, *legacy: Any, lm: LoadedModel | None = None,
             lm.model.to(cfg.device)
         plan = _plan(store, cfg, lm)
         n_chunks = -(-plan.todo // plan.chunk_rows)
-        # chunks as a full extraction would cut them (the same batches, so the same statistics), but a
-        # stats-only chunk keeps ids (~48 bytes a text) and one statistics row per neuron and (split, label)
+        # a stats-only chunk keeps ids (~48 bytes a text) and one statistics row per neuron and (split, label)
         width = sum(plan.widths[b.kind] for b in plan.blocks)
         est = plan.todo * (48 if cfg.stats_only else plan.row_bytes) + (n_chunks * width * STATS_BYTES
                                                                         if cfg.stats_only else 0)
