@@ -131,6 +131,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="only extract ÷ bare (no unsorted, no early-exit runs)")
     ap.add_argument("--device", default="cpu", help="torch device of the model, e.g. cuda")
     ap.add_argument("--torch-dtype", default="float32", help="model compute dtype: float32, bfloat16, float16")
+    ap.add_argument("--pack", action="store_true", help="also time extract --pack (several texts a row)")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="the device's dense peak for --torch-dtype [default: H100/H200 bf16/fp16: 989]")
     args = ap.parse_args()
@@ -159,7 +160,7 @@ def main() -> None:
               f"(medians; runs alternate A/B); device {args.device}, compute {args.torch_dtype}")
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
-            bare, ext, uns, half, stats, i8 = [], [], [], [], [], []
+            bare, ext, uns, half, stats, i8, packed = [], [], [], [], [], [], []
             half_cfg = ExtractConfig(**{**cfg.__dict__, "layers": f"0-{a.n_layers // 2}"})
             size = 0
             for _ in range(args.repeats):
@@ -170,6 +171,8 @@ def main() -> None:
                 stats.append(s)
                 s, i8_size = timed_extract(base, texts_store, dataclasses.replace(cfg, dtype="int8"), lm)
                 i8.append(s)
+                if args.pack:
+                    packed.append(timed_extract(base, texts_store, dataclasses.replace(cfg, pack=True), lm)[0])
                 if args.quick:
                     continue
                 s, _ = timed_extract(base, texts_store, ExtractConfig(**{**cfg.__dict__, "bucket": False}), lm)
@@ -186,6 +189,10 @@ def main() -> None:
                   f"(goal >= 0.95 on a CPU, 0.85 on a GPU); {stats_size / len(texts):,.0f} bytes per text")
             print(f"  extract --dtype int8   {len(texts) / q:8.1f} texts/s   ratio int8/bare = {b / q:.3f}; "
                   f"{i8_size / len(texts):,.0f} bytes per text ({i8_size / max(size, 1):.3f} of float16's)")
+            if packed:
+                pk = statistics.median(packed)
+                print(f"  extract --pack         {len(texts) / pk:8.1f} texts/s   ratio pack/bare = {b / pk:.3f}, "
+                      f"pack / padded extract = {e / pk:.3f}")
             n_tokens = sum(lens)
             flops = 2 * sum(p.numel() for n, p in lm.model.named_parameters() if "embed" not in n and "wte" not in n
                             and "wpe" not in n) * n_tokens / b

@@ -104,11 +104,12 @@ def drop(store, dataset, yes, as_json) -> None:
 @P.GGUF_FILE
 @P.IGNORE_FREE_SPACE
 @P.STATS_ONLY
+@P.PACK
 @P.old_spelling("extract", "--force", "--ignore-free-space", "force_old", flag=True)
 @P.engine("extraction")
 @P.JSON
 def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_size, max_tokens, dtype, torch_dtype,
-            device, threads, chunk_rows, gguf_file, ignore_free_space, stats_only, force_old, ray, as_json) -> None:
+            device, threads, chunk_rows, gguf_file, ignore_free_space, stats_only, pack, force_old, ray, as_json) -> None:
     """Extract pooled hidden states and FFN activations of every text that has none yet (resumable)."""
     from stcstore.features import ExtractConfig
     from stcstore.features import extract as run
@@ -117,7 +118,7 @@ def extract(store, dataset, model, layers, kinds, poolings, max_length, batch_si
                         max_length=max_length, batch_size=batch_size, max_tokens=max_tokens, dtype=dtype,
                         torch_dtype=torch_dtype, device=device, threads=threads, chunk_rows=chunk_rows,
                         gguf_file=gguf_file, ignore_free_space=ignore_free_space or force_old, stats_only=stats_only,
-                        store=store)
+                        pack=pack, store=store)
     emit(run_stage(ray, run, "ray_extract", cfg), as_json)
 
 

@@ -173,6 +173,9 @@ STATS_ONLY = click.option("--stats-only", is_flag=True,
                           help="Record only the neuron statistics the neuron_stats and neuron_label_gaps views read "
                                "(a separate feature set; fit and score need values): for a dump you inspect but "
                                "do not fit on. Bytes per text: about 48 instead of the values'.")
+PACK = click.option("--pack", is_flag=True,
+                    help="Put several texts in a row, with no padding between them (a per-text attention mask and "
+                         "position ids); features equal the padded path's within float16 rounding.")
 SQL_FILE = click.option("--file", "file", default=None, type=click.Path(dir_okay=False), help="Run the SQL in this file.")
 SQL_NAME = click.option("--query", "name", default=None, help="Run a named query (see --list).")
 SQL_PARAMS = click.option("--param", "params", multiple=True, help="NAME=VALUE, bound as $NAME (repeatable).")

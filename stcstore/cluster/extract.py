@@ -59,6 +59,7 @@ class WorkerSpec:
     threads: int
     stats_by_label: bool = True
     values: bool = True  # False: extract --stats-only
+    pack: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class ExtractWorker:
         self.fp = lm.fingerprint_fields()
         self.dtype, self.by_label, self.values = spec.dtype, spec.stats_by_label, spec.values
         self.computer = FeatureComputer(lm, spec.blocks, spec.max_length, spec.dtype, spec.batch_size,
-                                        spec.max_tokens, spec.device)
+                                        spec.max_tokens, spec.device, pack=spec.pack)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def fingerprint(self) -> dict[str, Any]:
@@ -113,7 +114,7 @@ class RayChunkRunner:
         model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model  # a local folder: absolute
         spec = WorkerSpec(model, cfg.gguf_file, cfg.torch_dtype, opts.worker_device(cfg.device),
                           tuple(plan.blocks), plan.max_length, cfg.dtype, cfg.batch_size, cfg.max_tokens,
-                          opts.worker_threads(cfg.threads), plan.stats_by_label, not cfg.stats_only)
+                          opts.worker_threads(cfg.threads), plan.stats_by_label, not cfg.stats_only, cfg.pack)
         actor = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker,
                            max_restarts=opts.max_retries, max_task_retries=opts.max_retries)(ExtractWorker)
         self._model_ref = ray.put(lm) if self.ship_model else None  # kept alive: a restarted actor reads it again

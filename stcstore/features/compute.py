@@ -20,6 +20,7 @@ from ..core.errors import StcError
 from ..core.names import BATCH_SIZE, MAX_TOKENS, STORED_DTYPES, FeatureBlock, check_choice
 from ..models.loading import LoadedModel
 from .hooks import PooledForward
+from .packing import pack_rows, packed_batch
 
 FLOAT16_MAX = 65504.0  # largest finite float16; stored float16 values are clipped to ±this (and counted)
 # the dtype values are cast to on the device (int8 chunks are coded from float16 values when written)
@@ -81,7 +82,7 @@ class FeatureComputer:
     def __init__(self, lm: LoadedModel, blocks: Iterable[FeatureBlock], max_length: int, dtype: str = "float16",
                  batch_size: int = BATCH_SIZE, max_tokens: int = MAX_TOKENS, device: str = "cpu",
                  columns: Mapping[tuple[str, int], Sequence[int]] | None = None, keep_tokens: bool = False,
-                 bucket: bool = True) -> None:
+                 bucket: bool = True, pack: bool = False) -> None:
         self.lm = lm
         self.blocks = sorted(set(blocks))
         if not self.blocks:
@@ -103,6 +104,10 @@ class FeatureComputer:
         self._clipped = 0  # stored values clipped to the float16 range so far (`clipped`)
         self._clipped_on_device: torch.Tensor | None = None  # the same count on a GPU, read when asked for
         self.forward_seconds = 0.0
+        self.pack = pack  # several texts a row, no padding between them (features.packing)
+        if pack and not self.forward.can_pack:
+            raise StcError(f"--pack needs a model whose forward takes position_ids ({lm.adapter.spec.family} does "
+                           f"not) and no per-token values; extract without --pack")
 
     @property
     def clipped(self) -> int:
@@ -172,6 +177,9 @@ class FeatureComputer:
 
     def _device_batches(self, seqs: list[list[int]], host: bool = False) -> Iterator[Batch]:
         """The batches as computed, their `values` copied to the host only when `host` (synchronously)."""
+        if self.pack:
+            yield from self._packed_batches(seqs, host)
+            return
         tok = self.lm.tokenizer
         for rows in self.batches(seqs):
             enc = tok.pad({"input_ids": [seqs[i] for i in rows]}, padding=True, return_tensors="pt",
@@ -187,6 +195,24 @@ class FeatureComputer:
             tokens = ({key: self.stored(x, count=False) for key, x in self.forward.tokens.items()}
                       if self.keep_tokens else None)
             yield Batch(np.asarray(rows), values, mask.bool(), tokens, on_device)
+
+    def _packed_batches(self, seqs: list[list[int]], host: bool) -> Iterator[Batch]:
+        """Packed batches: texts back to back in rows of at most max_length tokens (features.packing); a batch's
+        `rows` are its texts in segment order and `real` is None."""
+        spec, model = self.lm.adapter.spec, self.lm.adapter.model
+        offset = (model.config.pad_token_id + 1) if spec.family == "roberta" else 0  # RoBERTa counts from padding
+        dtype = next(model.parameters()).dtype
+        pad = self.lm.tokenizer.pad_token_id if self.lm.tokenizer.pad_token_id is not None else 0
+        for rows in pack_rows([len(s) for s in seqs], self.max_length, self.max_tokens, self.max_tokens):
+            packed = packed_batch(seqs, rows, pad, not spec.encoder, offset, dtype if dtype.is_floating_point
+                                  else torch.float32)
+            t0 = time.perf_counter()
+            out = self.forward.run_packed(packed.to(self.device))
+            self.forward_seconds += time.perf_counter() - t0
+            on_device = self.stored(torch.cat([out[(b.kind, b.layer)][b.pooling] for b in self.blocks], dim=1),
+                                    host=False)
+            values = on_device.to("cpu") if host else on_device
+            yield Batch(np.asarray(packed.texts), values, None, None, on_device)  # type: ignore[arg-type]
 
     def run(self, texts: list[str]) -> Features:
         """texts [n] -> Features, rows in the given order."""

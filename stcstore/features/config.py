@@ -45,6 +45,7 @@ class ExtractConfig:
     gguf_file: str | None = None
     ignore_free_space: bool = False  # start even when the estimated size exceeds the free disk space
     stats_only: bool = False  # record the neuron statistics only, no feature values (a separate feature set)
+    pack: bool = False  # several texts a row, no padding between them (features.packing; how it ran, as batch_size)
     store: str | None = None  # the store directory (`extract(cfg)`; 0.2 passed it beside the config)
     force: bool = False  # 0.2's name of ignore_free_space (elsewhere `force` replaces an output)
 

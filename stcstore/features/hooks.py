@@ -12,6 +12,7 @@ import torch
 from ..core.errors import StcError
 from ..core.names import blocks_to_run
 from ..models.adapters import Adapter, forward_accepts
+from .packing import Packed, pool_packed
 from .pooling import dense_span, pool, single_index
 
 
@@ -43,11 +44,14 @@ class PooledForward:
 
     # The last capture of a batch raises _Stop, so blocks after it never run.
     def _record(self, kind: str, layer: int, x: torch.Tensor) -> None:
-        mask, idx, n_real, span = self._ctx  # set by run() for the duration of the forward pass
         cols = self.columns.get((kind, layer))
         if cols is not None:
             x = x.index_select(-1, cols.to(x.device))
-        self._out[(kind, layer)] = pool(x, mask, self.poolings, idx, n_real, span)
+        if isinstance(self._ctx, Packed):  # several texts a row (run_packed)
+            self._out[(kind, layer)] = pool_packed(x, self._ctx, self.poolings, self.adapter.spec.encoder)
+        else:
+            mask, idx, n_real, span = self._ctx  # set by run() for the duration of the forward pass
+            self._out[(kind, layer)] = pool(x, mask, self.poolings, idx, n_real, span)
         if self.keep_tokens:
             self.tokens[(kind, layer)] = x.to(torch.float32, copy=True)
         self._remaining -= 1
@@ -92,11 +96,30 @@ class PooledForward:
         idx = single_index(mask, self.adapter.spec.encoder)
         n_real = mask.sum(dim=1, keepdim=True).clamp(min=1).float()
         span = dense_span(host_mask.bool() if host_mask is not None else mask)
-        self._ctx, self._out, self.tokens = (mask, idx, n_real, span), {}, {}
-        self._remaining = len(self.hidden_layers) + len(self.ffn_layers)
         kwargs: dict = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.adapter.spec.positions_from_mask and self._accepts_positions:
             kwargs["position_ids"] = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        return self._forward((mask, idx, n_real, span), kwargs)
+
+    @property
+    def can_pack(self) -> bool:
+        """Whether packed rows can be given (the model takes position ids), and no per-token values are kept."""
+        return self._accepts_positions and not self.keep_tokens
+
+    @torch.inference_mode()
+    def run_packed(self, packed: Packed) -> dict[tuple[str, int], dict[str, torch.Tensor]]:
+        """A packed batch (features.packing; on the model's device) -> {(kind, layer): {pooling: [S, W]}}, one row
+        per text, in `packed.texts` order."""
+        if not self.can_pack:
+            raise StcError(f"packed batches need a model whose forward takes position_ids; "
+                           f"{self.adapter.spec.family} does not (extract without --pack)")
+        kwargs = {"input_ids": packed.input_ids, "attention_mask": packed.attention_mask,
+                  "position_ids": packed.position_ids}
+        return self._forward(packed, kwargs)
+
+    def _forward(self, ctx: "tuple | Packed", kwargs: dict) -> dict[tuple[str, int], dict[str, torch.Tensor]]:
+        self._ctx, self._out, self.tokens = ctx, {}, {}
+        self._remaining = len(self.hidden_layers) + len(self.ffn_layers)
         if self._accepts_cache:
             kwargs["use_cache"] = False
         handles = self._hooks()

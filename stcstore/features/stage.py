@@ -127,7 +127,7 @@ def _open_feature_set(store: Store, cfg: ExtractConfig, fp: dict, widths: dict[s
         "chunk_rows": chunk_rows, "stcstore_version": __version__,
         "stats_by_label": not _labels_are_values(store, cfg.dataset), "model_parameters": params,
         "created_with": {k: v for k, v in asdict(cfg).items() if k in ("batch_size", "max_tokens", "device",
-                                                                       "threads", "layers", "kinds", "poolings")},
+                                                                       "threads", "layers", "kinds", "poolings", "pack")},
         "request": request(cfg), "model_files": model_files(cfg),  # a later no-op skips loading (noop.py)
     }, str(manifest_path))
     manifest.write(manifest_path)
@@ -214,7 +214,7 @@ ChunkRunner = Callable[[Plan, Store, ExtractConfig, LoadedModel], ChunkRun]
 
 def _run_locally(plan: Plan, store: Store, cfg: ExtractConfig, lm: LoadedModel) -> ChunkRun:
     computer = FeatureComputer(lm, plan.blocks, plan.max_length, cfg.dtype, cfg.batch_size, cfg.max_tokens,
-                               cfg.device, bucket=cfg.bucket)
+                               cfg.device, bucket=cfg.bucket, pack=cfg.pack)
     written, truncated = run_chunks(plan, store, computer, cfg)
     return ChunkRun(written, truncated, computer.clipped, computer.forward_seconds)
 
