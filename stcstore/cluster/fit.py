@@ -18,7 +18,8 @@ from ..core.console import eprint
 from ..core.names import FeatureBlock
 from ..core.result import positional, require_store
 from ..fit.parallel import probe_one
-from ..fit.search import Fitter, ProbeState
+from ..fit.records import ProbeState
+from ..fit.search import Fitter
 from ..fit.config import FitConfig, legacy_fit_config
 from ..fit.stage import FitResult, fit
 from .engine import RayOptions, check_resources, ray_session

@@ -23,7 +23,6 @@ aggregate of their neurons (`stage.fit`), both chosen on the same validation spl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -33,35 +32,14 @@ from ..classifier.classifier import FeatureGroup
 from ..classifier.heads import ConsolidationHead
 from ..core.names import FeatureBlock
 from .probe import PathResult, apply_standardization, standardize_, validation_key
-from .search import AggState
+from .records import GroupData, HeadState, ProbeState  # noqa: F401 (HeadState: also importable here)
 from .slp import fit_slp
 from .validation import rescore
 
 if TYPE_CHECKING:
-    from .search import Fitter, GroupData, ProbeState
+    from .search import Fitter
 
 DEPTH_PATIENCE = 4  # deeper L_temp tried after the best one of an η, before that η's walk stops
-
-
-@dataclass
-class HeadState(AggState):
-    """One consolidation head the search tried: an aggregate's groups, standardisation and validation result,
-    with the head (frozen sub-networks + cross-layer network) in place of linear weights."""
-
-    head: ConsolidationHead = field(kw_only=True)
-
-    @property
-    def units(self) -> int:
-        return int(self.head.arrays["coef1"].shape[0])
-
-    def manifest_entry(self) -> dict:
-        return {"type": "consolidation", "hidden_units": [int(h) for h in self.head.hidden_units],
-                "units": self.units}
-
-    def trainable_parameters(self) -> int:
-        """Phase 2's trained weights: the cross-layer network (the frozen sub-networks were trained in phase 1)."""
-        a = self.head.arrays
-        return sum(int(a[n].size) for n in ("coef1", "intercept1", "coef", "intercept"))
 
 
 def _sub_networks(g: "GroupData", probes: dict[FeatureBlock, "ProbeState"], n_keep: dict[FeatureBlock, int]

@@ -23,7 +23,7 @@ from ..classifier.classifier import groups_blocks_run
 from .probe import validation_key
 
 if TYPE_CHECKING:
-    from .search import AggState, ProbeState
+    from .records import AggState, ProbeState
 
 RHO_ETA = 0.1  # the paper's share of features kept by η, for its estimate
 LOWER_SHARES = (0.2, 0.4, 0.6, 0.8, 1.0)

@@ -8,10 +8,10 @@ from typing import Any, Union
 from ..classifier.classifier import Classifier
 from ..core.names import KINDS, METRICS, POOLINGS, REGRESSION_METRICS, FeatureBlock
 from ..store.store import FeatureSet
-from .consolidation import HeadState
 from .metrics import reported
 from .baselines import embedding_block, embedding_report, fit_embedding
-from .search import AggState, Ensemble, Fitter, ProbeState, state_decision
+from .records import AggState, HeadState, ProbeState
+from .search import Ensemble, Fitter, state_decision
 from .selection import best_state, noise_report
 from .splits import Splits
 from .validation import decisions, entry, rescore

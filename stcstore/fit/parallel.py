@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from ..core.names import FeatureBlock
     from .baselines import EmbeddingState
     from .probe import PathResult
-    from .search import AggState, Fitter, ProbeState
+    from .records import AggState, ProbeState
+    from .search import Fitter
 
 T = TypeVar("T")
 

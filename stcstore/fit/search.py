@@ -28,71 +28,18 @@ from .probe import (
     path_scores,
     standardize_,
 )
-from .slp import SLP, fit_slp
+from .slp import fit_slp
 from .sparsify import select_neurons
 from .spill import ChunkedDesign, spill
 from .splits import Splits, stratified_sample
+from .records import AggState, EnsembleResult, GroupData, HeadState, ProbeState  # noqa: F401 (also importable here)
 from .validation import decisions, entry, rescore, state_decision  # noqa: F401 (state_decision: API here too)
 
 if TYPE_CHECKING:
     from .config import FitConfig
-    from .consolidation import HeadState
 
 # runs fn(*task) for every task, results in task order (`fit.parallel.Workers.map`, with a cost per task)
 ChainRunner = Callable[[Callable[..., Any], list[tuple], list[float]], Any]
-
-
-@dataclass
-class ProbeState:
-    """The chosen fitted state of one per-layer probe (standardisation + weights)."""
-
-    block: FeatureBlock
-    mean: np.ndarray
-    scale: np.ndarray
-    result: PathResult
-    slp: SLP | None = None  # `--probe slp`: the network (result.chosen.coef then holds its input importances)
-
-
-@dataclass
-class AggState:
-    kind: str  # "hidden" | "ffn" | "hidden+ffn"
-    pooling: str
-    eta: float
-    l_temp: int
-    groups: list[FeatureGroup]
-    mean: np.ndarray
-    scale: np.ndarray
-    result: PathResult
-    n_rows: int = 0  # train rows it was fitted on (a sample when the memory budget applied)
-
-    @property
-    def n_neurons(self) -> int:
-        return sum(len(g.neurons) for g in self.groups)
-
-
-@dataclass
-class GroupData:
-    """One (kind, pooling)'s standardised kept neurons (at the largest η) in train and validation."""
-
-    layers: list[int]
-    order: list[FeatureBlock]  # blocks by layer
-    kept: dict[FeatureBlock, np.ndarray]  # neurons the largest η keeps, most important first
-    start: dict[FeatureBlock, int]  # first column of each block
-    offsets: np.ndarray
-    ytr: np.ndarray
-    Xtr: np.ndarray
-    Xva: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
-
-    def n_keep(self, probes: dict[FeatureBlock, ProbeState], eta: float) -> dict[FeatureBlock, int]:
-        return {b: len(select_neurons(probes[b].result.chosen.coef, eta)) for b in self.order}
-
-
-@dataclass
-class EnsembleResult:
-    validation: dict[str, float]  # the ensemble's own validation scores
-    train: dict[str, float]
 
 
 @dataclass

@@ -35,13 +35,14 @@ from ..core.pool import default_workers, start_workers
 from ..core.result import require_store
 from ..store.store import Store
 from .config import FitConfig, legacy_fit_config
-from .consolidation import HeadState, consolidate, refit_head
+from .consolidation import consolidate, refit_head
 from .probe import better
 from .efficiency import efficiency
 from .outcome import build_classifier, chosen_entry, test_reports
 from .parallel import Workers, confirm_one
 from .result import FitResult, noise_messages, peak_rss_mb
-from .search import AggState, Ensemble, Fitter, ProbeState
+from .records import AggState, HeadState, ProbeState
+from .search import Ensemble, Fitter
 from .selection import best_state, ranked
 from .splits import Splits, plan_splits
 from .tables import aggregate_rows, probe_rows, write_tables

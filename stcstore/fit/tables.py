@@ -13,8 +13,7 @@ from ..core.atomic import commit_replacing, staging
 from ..store.store import FIT_TABLES_KEY, FIT_TABLES_VERSION, FeatureSet, Store
 
 if TYPE_CHECKING:
-    from .consolidation import HeadState
-    from .search import AggState, ProbeState
+    from .records import AggState, HeadState, ProbeState
 
 
 def probe_rows(fit_id: str, fs: FeatureSet, probes: list["ProbeState"]) -> pa.Table:
