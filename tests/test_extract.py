@@ -402,3 +402,18 @@ def test_int8_codes_decode_within_half_a_step_and_fit_score_and_report_read_them
     stored = clf.predict_proba_features(X)
     live = clf.predict_proba([texts[i] for i in ids])
     assert np.abs(stored - live).max() < 0.05  # codes within half a step of the values scored live
+
+
+def test_int8_codes_cover_the_range_and_refuse_nan():
+    from stcstore.features.chunking import encode_int8
+    from stcstore.store.chunks import decode_int8
+
+    x = np.array([[0.0, 5.0, -3.0], [1.0, 5.0, 65504.0], [0.5, 5.0, -65504.0]], dtype=np.float16)
+    codes, scales = encode_int8(x)
+    assert codes.dtype == np.int8 and codes[:2, 0].tolist() == [-128, 127] and codes[2, 0] in (-1, 0)
+    assert (codes[:, 1] == -128).all()
+    back = decode_int8(codes, scales)
+    assert back[:, 1].tolist() == [5.0, 5.0, 5.0]  # a constant neuron decodes exactly
+    assert np.abs(back - x.astype(np.float32)).max(axis=0).tolist() <= (scales[1] / 2 * 1.0001 + 1e-6).tolist()
+    with pytest.raises(StcError, match="cannot hold NaN.*--dtype float16"):
+        encode_int8(np.array([[1.0, np.nan], [2.0, 3.0]], dtype=np.float16))

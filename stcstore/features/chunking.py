@@ -17,6 +17,7 @@ import torch
 
 from ..core.atomic import commit, fsync_dir, fsync_tree, staging
 from ..core.console import eprint, progress
+from ..core.errors import StcError
 from ..core.names import FeatureBlock
 from ..core.schemas import chunk_schema
 from ..store.chunks import INT8_SCALES, write_int8_scales
@@ -94,6 +95,9 @@ def encode_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     v = torch.from_numpy(np.ascontiguousarray(x)).float()
     if not len(v):
         return np.zeros(x.shape, np.int8), np.zeros((2, x.shape[1]), np.float32)
+    if bool(torch.isnan(v).any()):  # no code stands for NaN: refuse rather than store another value
+        raise StcError(f"the model produced NaN for {int(torch.isnan(v).any(dim=0).sum())} neurons of this chunk; "
+                       f"int8 codes cannot hold NaN: extract with --dtype float16 (it stores NaN as NaN)")
     lo = v.amin(dim=0)
     step = (v.amax(dim=0) - lo) / 255
     q = ((v - lo) / torch.where(step > 0, step, torch.ones_like(step))).round_().clamp_(0, 255).sub_(128)
