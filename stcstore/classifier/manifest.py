@@ -12,6 +12,7 @@ import numpy as np
 from ..core.errors import StcError
 from ..core.names import (IDENTITY_KEYS, KINDS, LEGACY_OPTIONAL, LOCATION_KEYS, MAX_LABEL_NAME, POOLINGS,
                           STORED_DTYPES, TORCH_DTYPES, blocks_to_run)
+from ..core.records import BadField, field_of
 from .heads import HEAD_ARRAYS, HEADS, sub_networks
 
 CLASSIFIER_FORMAT = "stcstore-classifier"
@@ -49,23 +50,10 @@ MODEL_CHECK_KEYS = IDENTITY_KEYS
 MODEL_RECORD_KEYS = (*LOCATION_KEYS, *IDENTITY_KEYS)
 
 
-class _Bad(Exception):
-    pass
-
-
-def _get(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if not isinstance(d, dict) or key not in d:
-        raise _Bad(f"{where}{key} is missing")
-    v = d[key]
-    if isinstance(v, bool) and kind is not bool or not isinstance(v, kind):
-        raise _Bad(f"{where}{key} is {type(v).__name__} {str(v)[:40]!r}, not {getattr(kind, '__name__', kind)}")
-    return v
-
-
 def _int(d: Any, key: str, where: str, lo: int, hi: int | None = None) -> int:
-    v = _get(d, key, int, where)
+    v = field_of(d, key, int, where)
     if v < lo or (hi is not None and v > hi):
-        raise _Bad(f"{where}{key} is {v}, outside {lo}..{'' if hi is None else hi}")
+        raise BadField(f"{where}{key} is {v}, outside {lo}..{'' if hi is None else hi}")
     return v
 
 
@@ -84,79 +72,79 @@ def check_manifest(m: dict[str, Any]) -> None:
     """Every field a Classifier reads, before any use. Raises StcError naming the field."""
     try:
         _check(m)
-    except _Bad as exc:
+    except BadField as exc:
         raise StcError(f"manifest.json: {exc}") from None
 
 
 def _check(m: dict[str, Any]) -> None:
-    model = _get(m, "model", dict, "")
+    model = field_of(m, "model", dict, "")
     for k in MODEL_CHECK_KEYS:
         if k not in model and k not in LEGACY_OPTIONAL:
-            raise _Bad(f"model.{k} is missing")
+            raise BadField(f"model.{k} is missing")
     n_layers = _int(model, "n_layers", "model.", 1, MAX_LAYERS)
     width = {"hidden": _int(model, "hidden_size", "model.", 1, MAX_HIDDEN),
              "ffn": _int(model, "ffn_size", "model.", 1, MAX_FFN)}
-    feats = _get(m, "features", dict, "")
+    feats = field_of(m, "features", dict, "")
     _int(feats, "max_length", "features.", 2)
     if feats.get("dtype") not in STORED_DTYPES or feats.get("torch_dtype") not in TORCH_DTYPES:
-        raise _Bad(f"features.dtype / torch_dtype must be one of {STORED_DTYPES} / {TORCH_DTYPES}")
-    _get(feats, "feature_set", str, "features.")
-    eta = _get(m, "eta", (int, float), "")
+        raise BadField(f"features.dtype / torch_dtype must be one of {STORED_DTYPES} / {TORCH_DTYPES}")
+    field_of(feats, "feature_set", str, "features.")
+    eta = field_of(m, "eta", (int, float), "")
     if not 0 < eta <= 1:
-        raise _Bad(f"eta is {eta}, outside (0, 1]")
+        raise BadField(f"eta is {eta}, outside (0, 1]")
     _int(m, "l_temp", "", 0, n_layers)
-    classes = _get(m, "classes", list, "")
+    classes = field_of(m, "classes", list, "")
     task = m.get("task", "classification")  # absent before 0.3: classification
     if task not in ("classification", "regression"):
-        raise _Bad(f"task is {task!r}, not classification or regression")
+        raise BadField(f"task is {task!r}, not classification or regression")
     if task == "regression" and classes:
-        raise _Bad("a regression classifier has no classes, but classes is not empty")
+        raise BadField("a regression classifier has no classes, but classes is not empty")
     if len(classes) > MAX_CLASSES:
-        raise _Bad(f"classes holds {len(classes)} classes; at most {MAX_CLASSES} are read")
+        raise BadField(f"classes holds {len(classes)} classes; at most {MAX_CLASSES} are read")
     if task == "classification" and (len(classes) < 2 or len({str(c) for c in classes}) != len(classes) or
                                      not all(isinstance(c, str) for c in classes)):
-        raise _Bad(f"classes must be at least two distinct strings, got {str(classes)[:60]}")
+        raise BadField(f"classes must be at least two distinct strings, got {str(classes)[:60]}")
     names = m.get("label_names", {})  # display names (0.3; absent: none)
     if not isinstance(names, dict) or not all(k in classes and isinstance(v, str) and 0 < len(v) <= MAX_LABEL_NAME
                                               for k, v in names.items()):
-        raise _Bad(f"label_names must map classes to names of 1 to {MAX_LABEL_NAME} characters")
-    groups = _get(m, "groups", list, "")
+        raise BadField(f"label_names must map classes to names of 1 to {MAX_LABEL_NAME} characters")
+    groups = field_of(m, "groups", list, "")
     if not groups:
-        raise _Bad("groups is empty: a classifier reads at least one neuron")
+        raise BadField("groups is empty: a classifier reads at least one neuron")
     for i, g in enumerate(groups):
         where = f"groups[{i}]."
-        kind, pooling = _get(g, "kind", str, where), _get(g, "pooling", str, where)
+        kind, pooling = field_of(g, "kind", str, where), field_of(g, "pooling", str, where)
         if kind not in KINDS or pooling not in POOLINGS:
-            raise _Bad(f"{where}kind/pooling {kind!r}/{pooling!r} is not one of {KINDS} / {POOLINGS}")
+            raise BadField(f"{where}kind/pooling {kind!r}/{pooling!r} is not one of {KINDS} / {POOLINGS}")
         layer = _int(g, "layer", where, 0, n_layers if kind == "hidden" else n_layers - 1)
-        neurons = _get(g, "neurons", list, where)
+        neurons = field_of(g, "neurons", list, where)
         if not neurons or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < width[kind]
                                   for n in neurons) or len(set(neurons)) != len(neurons):
-            raise _Bad(f"{where}neurons must be distinct indices in 0..{width[kind] - 1} of {kind} layer {layer}")
+            raise BadField(f"{where}neurons must be distinct indices in 0..{width[kind] - 1} of {kind} layer {layer}")
     run = blocks_to_run([g["layer"] for g in groups if g["kind"] == "hidden"],
                         [g["layer"] for g in groups if g["kind"] == "ffn"])
     if m.get("blocks_run") != run:
-        raise _Bad(f"blocks_run is {m.get('blocks_run')!r}, but its groups need {run}")
+        raise BadField(f"blocks_run is {m.get('blocks_run')!r}, but its groups need {run}")
     for key in ("metrics", "fit"):
         if key in m and not isinstance(m[key], dict):
-            raise _Bad(f"{key} is not an object")
+            raise BadField(f"{key} is not an object")
     _check_head(m, groups, width)
-    specs = _get(m, "arrays", dict, "")
+    specs = field_of(m, "arrays", dict, "")
     for name in array_names(m):
-        spec = _get(specs, name, dict, "arrays.")
-        f = _get(spec, "file", str, f"arrays.{name}.")
+        spec = field_of(specs, name, dict, "arrays.")
+        f = field_of(spec, "file", str, f"arrays.{name}.")
         if f != f"{name}.npy":
-            raise _Bad(f"arrays.{name}.file is {f!r}; it must be {name}.npy in the classifier directory")
-        _get(spec, "sha256", str, f"arrays.{name}.")
-        _get(spec, "shape", list, f"arrays.{name}.")
+            raise BadField(f"arrays.{name}.file is {f!r}; it must be {name}.npy in the classifier directory")
+        field_of(spec, "sha256", str, f"arrays.{name}.")
+        field_of(spec, "shape", list, f"arrays.{name}.")
     shapes = expected_shapes(m)
     for name, shape in shapes.items():
         if m["arrays"][name]["shape"] != list(shape):
-            raise _Bad(f"arrays.{name}.shape is {str(m['arrays'][name]['shape'])[:40]}; the groups, classes and head "
+            raise BadField(f"arrays.{name}.shape is {str(m['arrays'][name]['shape'])[:40]}; the groups, classes and head "
                        f"need {list(shape)}")
     total = 8 * sum(math.prod(shape) for shape in shapes.values())
     if total > MAX_ARRAY_BYTES:
-        raise _Bad(f"the arrays would take {total / 2**30:,.1f} GiB; at most {MAX_ARRAY_BYTES / 2**30:.0f} GiB are read "
+        raise BadField(f"the arrays would take {total / 2**30:,.1f} GiB; at most {MAX_ARRAY_BYTES / 2**30:.0f} GiB are read "
                    f"(stcstore's classifiers keep few neurons: MBs)")
 
 
@@ -177,42 +165,42 @@ def _check_head(m: dict[str, Any], groups: list[Any], width: dict[str, int]) -> 
     for i, member in enumerate(_members(m, groups)):
         blocks = [(g["kind"], g["pooling"], g["layer"]) for g in member]
         if len(set(blocks)) != len(blocks):
-            raise _Bad(f"groups{f' of head.members[{i}]' if 'head' in m else ''} repeat a (kind, pooling, layer) "
+            raise BadField(f"groups{f' of head.members[{i}]' if 'head' in m else ''} repeat a (kind, pooling, layer) "
                        f"block; each block is read once")
 
 
 def _check_head_fields(m: dict[str, Any], groups: list[Any], width: dict[str, int]) -> None:
     n_groups = len(groups)
-    head = _get(m, "head", dict, "")
-    kind = _get(head, "type", str, "head.")
+    head = field_of(m, "head", dict, "")
+    kind = field_of(head, "type", str, "head.")
     if kind not in HEADS:
-        raise _Bad(f"head.type is {kind!r}, not one of {HEADS}")
+        raise BadField(f"head.type is {kind!r}, not one of {HEADS}")
     if kind == "consolidation":
         if m.get("version") != 2:
-            raise _Bad("a consolidation head needs classifier format 2")
-        units = _get(head, "hidden_units", list, "head.")
+            raise BadField("a consolidation head needs classifier format 2")
+        units = field_of(head, "hidden_units", list, "head.")
         if len(units) != n_groups or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units):
-            raise _Bad(f"head.hidden_units must be one positive integer per group ({n_groups})")
+            raise BadField(f"head.hidden_units must be one positive integer per group ({n_groups})")
         for i, (u, g) in enumerate(zip(units, groups)):  # an SLP probe has round(√width) hidden units
             most = _sqrt_units(width[g["kind"]])
             if u > most:
-                raise _Bad(f"head.hidden_units[{i}] is {u}; a probe of a {g['kind']} layer ({width[g['kind']]} "
+                raise BadField(f"head.hidden_units[{i}] is {u}; a probe of a {g['kind']} layer ({width[g['kind']]} "
                            f"neurons) has at most {most}")
         _int(head, "units", "head.", 1, _sqrt_units(sum(units)))
     if kind == "ensemble":
         if m.get("version") != 3:
-            raise _Bad("an ensemble head needs classifier format 3")
-        members = _get(head, "members", list, "head.")
+            raise BadField("an ensemble head needs classifier format 3")
+        members = field_of(head, "members", list, "head.")
         if not members or len(members) > MAX_MEMBERS:
-            raise _Bad(f"head.members holds {len(members)} members; an ensemble has 1 to {MAX_MEMBERS}")
+            raise BadField(f"head.members holds {len(members)} members; an ensemble has 1 to {MAX_MEMBERS}")
         for i, mem in enumerate(members):
             where = f"head.members[{i}]."
             _int(mem, "groups", where, 1)
-            eta = _get(mem, "eta", (int, float), where)
+            eta = field_of(mem, "eta", (int, float), where)
             if not 0 < eta <= 1:
-                raise _Bad(f"{where}eta is {eta}, outside (0, 1]")
+                raise BadField(f"{where}eta is {eta}, outside (0, 1]")
         if sum(mem["groups"] for mem in members) != n_groups:
-            raise _Bad(f"head.members hold {sum(mem['groups'] for mem in members)} groups, but groups has {n_groups}")
+            raise BadField(f"head.members hold {sum(mem['groups'] for mem in members)} groups, but groups has {n_groups}")
 
 
 def _sqrt_units(d: int) -> int:

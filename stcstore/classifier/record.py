@@ -5,12 +5,10 @@ read-only mapping over that JSON, as 0.1/0.2's plain dict was read (`manifest["h
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.names import ModelRecord
+from ..core.records import JsonRecord, ModelRecord
 from .manifest import MODEL_CHECK_KEYS, head_type
 
 
@@ -26,25 +24,10 @@ class FeatureRef:
     torch_dtype: str
 
 
-class ClassifierManifest(Mapping):
+class ClassifierManifest(JsonRecord):
     """A classifier's manifest: typed properties over the JSON (checked by `check_manifest` when read from
     disk), and a read-only mapping over it, as 0.1/0.2's plain dict was read (`manifest["head"]["members"]`).
     stcstore reads it through the properties only (`tests/test_layout.py`)."""
-
-    def __init__(self, raw: Mapping[str, Any]) -> None:
-        self._raw = json.loads(json.dumps(raw))  # a private copy, plain JSON values
-
-    def __getitem__(self, key: str) -> Any:
-        return self._raw[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self._raw))
 
     @property
     def model(self) -> ModelRecord:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import StcError
 
@@ -171,73 +169,3 @@ def labels_look_like_values(distinct: set[str]) -> bool:
 def blocks_to_run(hidden_layers: list[int], ffn_layers: list[int]) -> int:
     """How many transformer blocks a forward pass must run: h{l} needs blocks 0..l-1, a{l} blocks 0..l."""
     return max(list(hidden_layers) + [l + 1 for l in ffn_layers], default=0)
-
-
-class ModelRecord(Mapping):
-    """The model fields recorded with features or a classifier: where the model came from (`LOCATION_KEYS`:
-    recorded only) and what it computes (`IDENTITY_KEYS`: its identity)."""
-
-    def __init__(self, fields: Mapping[str, Any]) -> None:
-        self._raw = dict(fields)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._raw[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-    @property
-    def name(self) -> str:
-        """The model as the user named it (the hub id for the packaged default)."""
-        return str(self._raw.get("model"))
-
-    @property
-    def source(self) -> str | None:
-        """The local folder it was loaded from, where recorded."""
-        return self._raw.get("model_source")
-
-    @property
-    def model_type(self) -> str | None:
-        return self._raw.get("model_type")
-
-    @property
-    def adapter(self) -> str | None:
-        """The adapter family (models.adapters): bert, llama, gpt2, ..."""
-        return self._raw.get("adapter")
-
-    @property
-    def weights_sha256(self) -> str | None:
-        return self._raw.get("weights_sha256")
-
-    @property
-    def n_layers(self) -> int | None:
-        return self._raw.get("n_layers")
-
-    @property
-    def hidden_size(self) -> int | None:
-        return self._raw.get("hidden_size")
-
-    @property
-    def ffn_size(self) -> int | None:
-        return self._raw.get("ffn_size")
-
-    def identity(self) -> dict[str, Any]:
-        return {k: self._raw.get(k) for k in IDENTITY_KEYS}
-
-    def location(self) -> dict[str, Any]:
-        return {k: self._raw[k] for k in LOCATION_KEYS if k in self._raw}
-
-    def identity_differences(self, other: Mapping[str, Any]) -> list[str]:
-        """The identity keys whose values differ from `other`'s (a key this record lacks, as 0.1.0's lack
-        config_sha256, is not compared)."""
-        return [k for k in IDENTITY_KEYS if k in self._raw and self._raw.get(k) != other.get(k)]
-
-    def same_values(self, other: Mapping[str, Any]) -> bool:
-        """Both define the same stored values: equal on every key but the location ones (a key of
-        `LEGACY_OPTIONAL` this record lacks is not compared), and this record holds every other identity key."""
-        keys = (set(self._raw) | set(other)) - set(LOCATION_KEYS) - {k for k in LEGACY_OPTIONAL if k not in self._raw}
-        return all(self._raw.get(k) == other.get(k) for k in keys) and all(
-            k in self._raw for k in IDENTITY_KEYS if k not in LEGACY_OPTIONAL)

@@ -172,8 +172,7 @@ class FeatureComputer:
         if host and self.device.type == "cuda" and not self.keep_tokens:
             yield from _overlapped(self._device_batches(seqs), self.device)
             return
-        for batch in self._device_batches(seqs, host):
-            yield batch
+        yield from self._device_batches(seqs, host)
 
     def _device_batches(self, seqs: list[list[int]], host: bool = False) -> Iterator[Batch]:
         """The batches as computed, their `values` copied to the host only when `host` (synchronously)."""
@@ -188,13 +187,7 @@ class FeatureComputer:
             t0 = time.perf_counter()
             out = self.forward.run(ids.to(self.device), mask.to(self.device), host_mask=mask)
             self.forward_seconds += time.perf_counter() - t0
-            # one [B, total_width] tensor per batch: a single clip, cast and copy for all blocks
-            on_device = self.stored(torch.cat([out[(b.kind, b.layer)][b.pooling] for b in self.blocks], dim=1),
-                                    host=False)
-            values = on_device.to("cpu") if host else on_device  # the one host copy (none on the CPU)
-            tokens = ({key: self.stored(x, count=False) for key, x in self.forward.tokens.items()}
-                      if self.keep_tokens else None)
-            yield Batch(np.asarray(rows), values, mask.bool(), tokens, on_device)
+            yield self._batch(out, rows, mask.bool(), host)
 
     def _packed_batches(self, seqs: list[list[int]], host: bool) -> Iterator[Batch]:
         """Packed batches: texts back to back in rows of at most max_length tokens (features.packing); a batch's
@@ -209,10 +202,18 @@ class FeatureComputer:
             t0 = time.perf_counter()
             out = self.forward.run_packed(packed.to(self.device))
             self.forward_seconds += time.perf_counter() - t0
-            on_device = self.stored(torch.cat([out[(b.kind, b.layer)][b.pooling] for b in self.blocks], dim=1),
-                                    host=False)
-            values = on_device.to("cpu") if host else on_device
-            yield Batch(np.asarray(packed.texts), values, None, None, on_device)  # type: ignore[arg-type]
+            yield self._batch(out, packed.texts, None, host)
+
+    def _batch(self, out: dict[tuple[str, int], dict[str, torch.Tensor]], rows: Sequence[int],
+               real: torch.Tensor | None, host: bool) -> Batch:
+        """One forward pass's pooled outputs as a Batch: one [B, total_width] tensor for all blocks (a single
+        clip, cast and copy), on the host too when `host` (the one host copy; none on the CPU)."""
+        on_device = self.stored(torch.cat([out[(b.kind, b.layer)][b.pooling] for b in self.blocks], dim=1),
+                                host=False)
+        values = on_device.to("cpu") if host else on_device
+        tokens = ({key: self.stored(x, count=False) for key, x in self.forward.tokens.items()}
+                  if self.keep_tokens else None)
+        return Batch(np.asarray(rows), values, real, tokens, on_device)  # type: ignore[arg-type]  (packed: real None)
 
     def run(self, texts: list[str]) -> Features:
         """texts [n] -> Features, rows in the given order."""

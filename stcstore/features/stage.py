@@ -247,10 +247,11 @@ def extract(cfg: ExtractConfig, *legacy: Any, lm: LoadedModel | None = None,
             lm.model.to(cfg.device)
         plan = _plan(store, cfg, lm)
         n_chunks = -(-plan.todo // plan.chunk_rows)
-        # a stats-only chunk keeps ids (~48 bytes a text) and one statistics row per neuron and (split, label)
         width = sum(plan.widths[b.kind] for b in plan.blocks)
-        est = plan.todo * (48 if cfg.stats_only else plan.row_bytes) + (n_chunks * width * STATS_BYTES
-                                                                        if cfg.stats_only else 0)
+        if cfg.stats_only:  # ids (~48 bytes a text) and one statistics row per neuron and (split, label) a chunk
+            est = plan.todo * 48 + n_chunks * width * STATS_BYTES
+        else:
+            est = plan.todo * plan.row_bytes
         if not plan.todo:
             messages = [f"nothing to do: all {plan.total} texts of {cfg.dataset!r} already have features "
                         f"in feature set {plan.fs.id[:12]}"]

@@ -14,72 +14,60 @@ versions meant.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core.atomic import write_json_atomic
 from ..core.errors import StcError
-from ..core.names import KINDS, POOLINGS, FeatureBlock, ModelRecord
+from ..core.names import KINDS, POOLINGS, FeatureBlock
+from ..core.records import BadField, JsonRecord, ModelRecord, field_of
 
 FEATURE_FORMAT_VERSION = 1  # of a feature set's stored values; bump when they would change for the same inputs
 MANIFEST_NAME = "featureset.json"
 
 
-class _Bad(Exception):
-    pass
-
-
-def _field(raw: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
-    if key not in raw:
-        raise _Bad(f"{where}{key} is missing")
-    value = raw[key]
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-        raise _Bad(f"{where}{key} is {type(value).__name__} {str(value)[:40]!r}")
-    return value
-
-
-class FeatureSetManifest(Mapping):
+class FeatureSetManifest(JsonRecord):
     """The manifest of one feature set: typed properties over the validated JSON (a read-only mapping)."""
 
     def __init__(self, raw: Mapping[str, Any], source: str = MANIFEST_NAME) -> None:
         try:
             self._check(raw)
-        except _Bad as exc:
+        except BadField as exc:
             raise StcError(f"{source}: {exc}; the feature set's manifest is damaged or was edited by hand "
                            f"(move that feature set's folder away and extract again)") from None
         version = raw["fingerprint"]["feature_format"]
         if version > FEATURE_FORMAT_VERSION:
             raise StcError(f"{source} has feature format {version!r}; this stcstore reads format "
                            f"{FEATURE_FORMAT_VERSION} and older: upgrade stcstore")
-        self._raw = json.loads(json.dumps(raw))  # a private copy: the manifest does not change under its readers
+        super().__init__(raw)  # a private copy: the manifest does not change under its readers
 
     @staticmethod
     def _check(raw: Any) -> None:
         if not isinstance(raw, Mapping):
-            raise _Bad("it is not a JSON object")
-        _field(raw, "id", str)
-        _field(raw, "dataset", str)
-        fp = _field(raw, "fingerprint", dict)
-        _field(fp, "feature_format", int, "fingerprint.")
-        _field(fp, "model", str, "fingerprint.")
-        _field(fp, "max_length", int, "fingerprint.")
-        columns = _field(raw, "columns", list)
+            raise BadField("it is not a JSON object")
+        field_of(raw, "id", str)
+        field_of(raw, "dataset", str)
+        fp = field_of(raw, "fingerprint", dict)
+        field_of(fp, "feature_format", int, "fingerprint.")
+        field_of(fp, "model", str, "fingerprint.")
+        field_of(fp, "max_length", int, "fingerprint.")
+        columns = field_of(raw, "columns", list)
         for c in columns:
             if not isinstance(c, str):
-                raise _Bad(f"columns holds {c!r}, not a block name")
+                raise BadField(f"columns holds {c!r}, not a block name")
             try:
                 block = FeatureBlock.parse(c)
             except ValueError:
                 block = None
             if block is None or block.kind not in KINDS or block.pooling not in POOLINGS or block.layer < 0:
-                raise _Bad(f"columns holds {c!r}, not a block name kind.pooling.layer")
-        widths = _field(raw, "widths", dict)
+                raise BadField(f"columns holds {c!r}, not a block name kind.pooling.layer")
+        widths = field_of(raw, "widths", dict)
         for b in {FeatureBlock.parse(c).kind for c in columns}:
-            _field(widths, b, int, "widths.")
+            field_of(widths, b, int, "widths.")
         if "chunk_rows" in raw:  # synthetic stores before 0.3 lack it
-            _field(raw, "chunk_rows", int)
+            field_of(raw, "chunk_rows", int)
 
     @classmethod
     def read(cls, path: Path) -> "FeatureSetManifest":
@@ -95,19 +83,6 @@ class FeatureSetManifest(Mapping):
     def updated(self, **fields: Any) -> "FeatureSetManifest":
         """A copy with these top-level fields set (validated again)."""
         return FeatureSetManifest({**self._raw, **fields})
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self._raw))
-
-    # the mapping, as 0.1/0.2's plain dict read
-    def __getitem__(self, key: str) -> Any:
-        return self._raw[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
-
-    def __len__(self) -> int:
-        return len(self._raw)
 
     # ------------------------------------------------------------------ typed fields
     @property
