@@ -417,3 +417,17 @@ def test_int8_codes_cover_the_range_and_refuse_nan():
     assert np.abs(back - x.astype(np.float32)).max(axis=0).tolist() <= (scales[1] / 2 * 1.0001 + 1e-6).tolist()
     with pytest.raises(StcError, match="cannot hold NaN.*--dtype float16"):
         encode_int8(np.array([[1.0, np.nan], [2.0, 3.0]], dtype=np.float16))
+    # the chunk's statistics give each neuron's range (what the writer passes): the same codes and scales
+    import torch
+
+    from stcstore.core.names import FeatureBlock
+    from stcstore.features.neuron_stats import NeuronStats
+
+    stats = NeuronStats([FeatureBlock("hidden", "mean", 0)], [3], [("train", "0"), ("train", "1")])
+    stats.add(torch.from_numpy(x).float(), torch.tensor([0, 1, 1]))
+    lo, hi = stats.ranges()["hidden.mean.0"]
+    known = encode_int8(x, lo, hi)
+    assert np.array_equal(known[0], codes) and np.array_equal(known[1], scales)
+    stats.add(torch.tensor([[0.0, float("nan"), 0.0]]), torch.tensor([0]))
+    with pytest.raises(StcError, match="NaN for 1 neurons"):
+        encode_int8(np.vstack([x, [[0, np.nan, 0]]]).astype(np.float16), *stats.ranges()["hidden.mean.0"])

@@ -83,3 +83,29 @@ def test_dense_span_fast_path_equals_full_masking(side):
     holes = torch.tensor([[True, False, True]])
     assert dense_span(holes) is None  # not one contiguous span: the general path is used
     assert dense_span(torch.tensor([[True, False], [False, True]])) is None
+
+
+@pytest.mark.parametrize("garbage", [float("nan"), float("inf"), float("-inf"), 1e30])
+def test_ragged_edge_never_leaks_padding_and_a_finite_batch_takes_the_fast_path(garbage, monkeypatch):
+    """Right padding with a ragged edge (rows of 7, 5, 7, 3 tokens): whatever a model leaves at padded positions,
+    max and mean read real tokens only; rows whose edge is all padding (-inf on the edge's max) are expected,
+    not a reason for the slow, copying path."""
+    torch.manual_seed(1)
+    mask = torch.zeros(4, 7, dtype=torch.bool)
+    for i, n in enumerate([7, 5, 7, 3]):
+        mask[i, :n] = True
+    x = torch.randn(4, 7, 6)
+    expected = {"max": torch.stack([x[i, :n].amax(0) for i, n in enumerate([7, 5, 7, 3])]),
+                "mean": torch.stack([x[i, :n].mean(0) for i, n in enumerate([7, 5, 7, 3])])}
+    args = (single_index(mask, encoder=True), mask.sum(1, keepdim=True).float(), dense_span(mask))
+    calls = []
+    real_masked_fill = torch.Tensor.masked_fill
+    monkeypatch.setattr(torch.Tensor, "masked_fill", lambda self, *a: calls.append(1) or real_masked_fill(self, *a))
+    out = pool(x, mask, ("mean", "max"), args[0], args[1], args[2])
+    assert not calls  # finite values: the fast path only
+    for p in expected:
+        torch.testing.assert_close(out[p], expected[p])
+    x[~mask] = garbage
+    out = pool(x, mask, ("mean", "max"), args[0], args[1], args[2])
+    for p in expected:
+        torch.testing.assert_close(out[p], expected[p])

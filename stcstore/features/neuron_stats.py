@@ -53,6 +53,13 @@ class NeuronStats:
             self.npos[gi] += torch.relu(rows).sign_().sum(dim=0)
         self.n += counts.cpu().numpy()
 
+    def ranges(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{block column: (minimum, maximum) [width] float32 on the CPU} of each neuron over every row added
+        (NaN where a NaN was added; +inf, -inf before any row)."""
+        lo, hi = self.min.amin(dim=0).cpu(), self.max.amax(dim=0).cpu()
+        bounds = np.cumsum([0, *self.widths])
+        return {b.column: (lo[s0:s1], hi[s0:s1]) for b, s0, s1 in zip(self.blocks, bounds[:-1], bounds[1:])}
+
     def table(self) -> pa.Table:
         """Long table (NEURON_STATS): one row per block, neuron and non-empty group (rows by block, group, neuron).
 

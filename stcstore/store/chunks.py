@@ -24,15 +24,16 @@ def chunk_rows(chunk: Path) -> int:
 
 
 def read_chunk_columns(chunk: Path, names: Sequence[str]) -> pa.Table:
-    """The named columns of one chunk. Only they are read (and, in a compressed int8 chunk, decompressed)."""
-    schema = open_chunk(chunk).schema
+    """The named columns of one chunk. Only they are read (and, in a compressed int8 chunk, decompressed): the
+    footer once for the schema, then the file again (one memory map) with only those fields."""
+    mapped = pa.memory_map(str(chunk / "features.arrow"), "r")
+    schema = ipc.open_file(mapped).schema
     idx = [schema.get_field_index(n) for n in names]
     missing = [n for n, i in zip(names, idx) if i < 0]
     if missing:
         raise StcError(f"{chunk / 'features.arrow'} has no column {missing[0]!r}; the chunk is damaged or of "
                        f"another feature set")
-    reader = ipc.open_file(pa.memory_map(str(chunk / "features.arrow"), "r"),
-                           options=ipc.IpcReadOptions(included_fields=sorted(set(idx))))
+    reader = ipc.open_file(mapped, options=ipc.IpcReadOptions(included_fields=sorted(set(idx))))
     table = reader.read_all()
     return table.select([schema.field(i).name for i in idx])
 
