@@ -88,13 +88,14 @@ def compute_chunk(computer: FeatureComputer, chunk: pa.Table, bar: Any = None, b
     return meta, bufs, stats, trunc
 
 
-def encode_int8(x: np.ndarray, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def encode_int8(x: np.ndarray, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None,
+                work: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """[n, w] float values of one chunk -> (codes [n, w] int8, [2, w] float32 (lo, step)): q = round((x - lo) /
     step) - 128 with lo, step = each neuron's minimum and (maximum - minimum) / 255 in the chunk (step 0: a
     constant neuron, every code -128). lo, hi: [w] the chunk's minimum and maximum per neuron when known (its
-    statistics hold them: two passes fewer). In torch, on every intra-op thread (numpy took twice as long): one
-    fused multiply-add, a rounding and a clamp in place, the int8 cast."""
+    statistics hold them: two passes fewer). work: a float32 buffer of >= n * w values to compute in, reused
+    from block to block (a fresh 4-byte-a-value tensor per block cost page faults: bench/sink.py, 2-3x slower).
+    In torch, in place, on every intra-op thread (numpy took twice as long)."""
     v = torch.from_numpy(np.ascontiguousarray(x))
     if not len(v):
         return np.zeros(x.shape, np.int8), np.zeros((2, x.shape[1]), np.float32)
@@ -107,9 +108,10 @@ def encode_int8(x: np.ndarray, lo: torch.Tensor | None = None, hi: torch.Tensor 
                        f"NaN: extract with --dtype float16 (it stores NaN as NaN)")
     step = (hi - lo) / 255
     inv = torch.where(step > 0, 1 / torch.where(step > 0, step, torch.ones_like(step)), torch.zeros_like(step))
+    q = (work if work is not None and work.numel() >= v.numel() else torch.empty(v.numel()))[:v.numel()].view(v.shape)
     # (x - lo) / step - 128 as x * inv + (-lo * inv - 128): the rounding can differ from the quotient's by one code
     # at a half step (within the decoding's step / 2 + float32 rounding), never beyond the range: clamped
-    q = torch.addcmul(-lo * inv - 128, v, inv).round_().clamp_(-128, 127)
+    q.copy_(v).mul_(inv).add_(-lo * inv - 128).round_().clamp_(-128, 127)
     return q.to(torch.int8).numpy(), torch.stack([lo, step]).numpy()
 
 
@@ -134,11 +136,13 @@ def stage_chunk(final: Path, meta: pa.Table, bufs: dict[str, np.ndarray], blocks
     schema = chunk_schema([(b.column, bufs[b.column].shape[1]) for b in blocks], value_type)
     arrays = [meta.column(c).combine_chunks() for c in ("id", "split", "label")]
     steps = {}
-    ranges = stats.ranges() if dtype == "int8" else {}  # each neuron's minimum and maximum in this chunk
+    if dtype == "int8":
+        ranges = stats.ranges()  # each neuron's minimum and maximum in this chunk
+        work = torch.empty(max((bufs[b.column].size for b in blocks), default=0))
     for b in blocks:
         buf = bufs[b.column]
         if dtype == "int8":
-            buf, steps[b.column] = encode_int8(buf, *ranges.get(b.column, (None, None)))
+            buf, steps[b.column] = encode_int8(buf, *ranges.get(b.column, (None, None)), work=work)
         arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(buf.reshape(-1), type=value_type), buf.shape[1]))
     table = pa.Table.from_arrays(arrays, schema=schema)
     with staging(final, directory=True) as tmp, ThreadPoolExecutor(1, thread_name_prefix="stcstore-stats") as aside:
