@@ -8,6 +8,7 @@ same folder. Runs alternate (plain, writer, plain, writer, ...); medians.
 
     python bench/sink.py                          # 3 chunks of 256 texts, all GPT2-XL blocks (1.8 GB a run)
     python bench/sink.py --rows 128 --chunks 2 --dtype int8 --repeats 2
+    python bench/sink.py --dtype float16,int8      # both, one after the other (texts/s comparable)
     python bench/sink.py --dir /mnt/fast          # another disk
 
 Prints bytes written, seconds and MB/s of each, and writer ÷ plain (goal >= 0.8).
@@ -36,7 +37,8 @@ GPT2_XL = {"hidden": (1600, 49), "ffn": (6400, 48)}  # width, layers (h0..h48; a
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--rows", type=int, default=256, help="texts per chunk (extract's minimum at GPT2-XL widths)")
 ap.add_argument("--chunks", type=int, default=3, help="chunks per writer run")
-ap.add_argument("--dtype", default="float16", choices=("float16", "float32", "int8"))
+ap.add_argument("--dtype", default="float16", help="float16, float32, int8, or several: float16,int8 (each against "
+                "a plain write of its own bytes, in the same run)")
 ap.add_argument("--layers", type=int, default=None, help="fewer layers per kind (a smaller, faster run)")
 ap.add_argument("--repeats", type=int, default=3)
 ap.add_argument("--dir", default=None, help="folder on the disk to measure [default: $TMPDIR]")
@@ -93,35 +95,44 @@ def plain_write(path: Path, nbytes: int, block: bytes) -> float:
 
 def main() -> None:
     args = ap.parse_args()
+    dtypes = args.dtype.split(",")
+    bad = [d for d in dtypes if d not in ("float16", "float32", "int8")]
+    if bad:
+        ap.error(f"--dtype {bad[0]!r}: float16, float32 or int8")
     blocks, widths = blocks_of(args.layers)
     base = Path(tempfile.mkdtemp(prefix="stcstore-sink-", dir=args.dir))
     try:
         chunks = [batches(blocks, widths, args.rows, s) for s in range(args.chunks)]
         block = np.random.default_rng(1).bytes(64 << 20)  # incompressible, as float16 features are
-        plain, writer, sizes = [], [], []
-        for r in range(args.repeats):
-            root = base / f"run{r}"
-            fs = feature_set(root, blocks, widths, args.dtype, args.rows)
-            t0 = time.perf_counter()
-            for i, (meta, bufs, stats) in enumerate(chunks):
-                write_chunk(fs, i, meta, bufs, blocks, args.dtype, stats)
-            writer.append(time.perf_counter() - t0)
-            size = sum(p.stat().st_size for c in fs.chunks() for p in c.iterdir())
-            sizes.append(size)
-            shutil.rmtree(root)
-            plain.append(plain_write(base / "plain.bin", size, block))
-        size = statistics.median(sizes)
-        p, w = statistics.median(plain), statistics.median(writer)
-        width = sum(widths[b.kind] for b in blocks)
-        print(f"{len(blocks)} blocks, {width:,} values a text ({args.dtype}); {args.chunks} chunks of {args.rows} texts "
-              f"a run, {size / 2**20:,.0f} MiB written; folder {base.parent}; medians of {args.repeats}")
-        print(f"  plain write + fsync   {p:7.2f} s  {size / p / 2**20:8.1f} MiB/s")
-        print(f"  chunk writer          {w:7.2f} s  {size / w / 2**20:8.1f} MiB/s   "
-              f"{args.chunks * args.rows / w:8.1f} texts/s")
-        print(f"  writer / plain        {p / w:.3f}   (goal >= 0.8)")
+        for dtype in dtypes:
+            measure(args, dtype, blocks, widths, chunks, base, block)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
+
+def measure(args: argparse.Namespace, dtype: str, blocks: list[FeatureBlock], widths: dict[str, int],
+            chunks: list, base: Path, block: bytes) -> None:
+    plain, writer, sizes = [], [], []
+    for r in range(args.repeats):
+        root = base / f"run-{dtype}-{r}"
+        fs = feature_set(root, blocks, widths, dtype, args.rows)
+        t0 = time.perf_counter()
+        for i, (meta, bufs, stats) in enumerate(chunks):
+            write_chunk(fs, i, meta, bufs, blocks, dtype, stats)
+        writer.append(time.perf_counter() - t0)
+        size = sum(p.stat().st_size for c in fs.chunks() for p in c.iterdir())
+        sizes.append(size)
+        shutil.rmtree(root)
+        plain.append(plain_write(base / "plain.bin", size, block))
+    size = statistics.median(sizes)
+    p, w = statistics.median(plain), statistics.median(writer)
+    width = sum(widths[b.kind] for b in blocks)
+    print(f"{len(blocks)} blocks, {width:,} values a text ({dtype}); {args.chunks} chunks of {args.rows} texts "
+          f"a run, {size / 2**20:,.0f} MiB written; folder {base.parent}; medians of {args.repeats}")
+    print(f"  plain write + fsync   {p:7.2f} s  {size / p / 2**20:8.1f} MiB/s")
+    print(f"  chunk writer          {w:7.2f} s  {size / w / 2**20:8.1f} MiB/s   "
+          f"{args.chunks * args.rows / w:8.1f} texts/s")
+    print(f"  writer / plain        {p / w:.3f}   (goal >= 0.8)", flush=True)
 
 if __name__ == "__main__":
     main()
