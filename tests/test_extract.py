@@ -97,11 +97,12 @@ def _snapshot(fs_dir: Path) -> dict[str, bytes]:
             and p.name != "featureset.json"}
 
 
-@pytest.mark.parametrize("stats_only", [False, True], ids=["values", "stats-only"])
-def test_sigkill_at_any_moment_then_resume_equals_uninterrupted(tmp_path, tiny_gpt2_dir, stats_only):
+@pytest.mark.parametrize("mode", ["values", "stats-only", "int8"])
+def test_sigkill_at_any_moment_then_resume_equals_uninterrupted(tmp_path, tiny_gpt2_dir, mode):
     src = _corpus(tmp_path / "c.jsonl", 400, seed=3)
+    stats_only = mode == "stats-only"
     args = ["--dataset", "d", "--model", str(tiny_gpt2_dir), "--chunk-rows", "10", "--threads", "1",
-            "--batch-size", "4"] + (["--stats-only"] if stats_only else [])
+            "--batch-size", "4"] + {"values": [], "stats-only": ["--stats-only"], "int8": ["--dtype", "int8"]}[mode]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     for st in (ref, killed):
         ingest(st, [src], IngestConfig("d", split_field="split"))
@@ -124,7 +125,8 @@ def test_sigkill_at_any_moment_then_resume_equals_uninterrupted(tmp_path, tiny_g
     # the killed store never shows half a chunk: every visible chunk directory is complete
     if fs_dir is not None:
         for chunk in fs_dir.glob("chunk-*"):
-            assert sorted(x.name for x in chunk.iterdir()) == ["features.arrow", "stats.parquet"]
+            assert sorted(x.name for x in chunk.iterdir()) == sorted(["features.arrow", "stats.parquet"] + (
+                ["int8.arrow"] if mode == "int8" else []))
     p = _run_cli(["extract", "--store", str(killed), *args, "--json"])
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err.decode()
@@ -136,7 +138,7 @@ def test_sigkill_at_any_moment_then_resume_equals_uninterrupted(tmp_path, tiny_g
     assert not list(fs_dir.glob(".tmp-*"))
     a, b = _snapshot(ref_fs), _snapshot(fs_dir)
     assert sorted(a) == sorted(b)  # same chunks, no holes, no extras
-    assert all(a[k] == b[k] for k in a if k.endswith("features.arrow"))  # byte-identical features
+    assert all(a[k] == b[k] for k in a if k.endswith(("features.arrow", "int8.arrow")))  # byte-identical features
     if stats_only:  # the ids it resumed from, and the same statistics as the uninterrupted run
         ids = np.concatenate([Store(killed).chunk_meta(s)[i].column("id").to_numpy(zero_copy_only=False)
                               for s in Store(killed).feature_sets("d") for i in range(40)])
