@@ -11,7 +11,9 @@ same folder. Runs alternate (plain, writer, plain, writer, ...); medians.
     python bench/sink.py --dtype float16,int8      # both, one after the other (texts/s comparable)
     python bench/sink.py --dir /mnt/fast          # another disk
 
-Prints bytes written, seconds and MB/s of each, and writer ÷ plain (goal >= 0.8).
+Prints bytes written, seconds and MB/s of each, and writer ÷ plain (goal >= 0.8). Then the step before the
+writer: scattering a chunk's length-sorted batches into its per-column host buffers, into fresh buffers (as
+extract did until 0.3) and into the two sets extract now allocates once and reuses in turn.
 """
 
 from __future__ import annotations
@@ -78,6 +80,40 @@ def batches(blocks: list[FeatureBlock], widths: dict[str, int], rows: int, seed:
     return meta, bufs, stats
 
 
+def scatter(chunks: list, blocks: list[FeatureBlock], rows: int, repeats: int, batch: int = 64) -> None:
+    """Seconds to scatter one chunk's batches (rows in a shuffled order, as length buckets come) into
+    per-column buffers: fresh ones each chunk against two sets reused in turn (`features.chunking.run_chunks`)."""
+    bufs = chunks[0][1]
+    host = np.concatenate([bufs[b.column] for b in blocks], axis=1)  # [rows, total width]: batches side by side
+    offsets = np.cumsum([0] + [bufs[b.column].shape[1] for b in blocks])
+    order = np.random.default_rng(2).permutation(rows)
+    parts = [(order[i:i + batch], host[i:i + batch]) for i in range(0, rows, batch)]
+
+    def fill(into: list[np.ndarray]) -> float:
+        t0 = time.perf_counter()
+        for idx, values in parts:
+            for k, out in enumerate(into):
+                out[idx] = values[:, offsets[k]:offsets[k + 1]]
+        return time.perf_counter() - t0
+
+    def fresh() -> list[np.ndarray]:
+        return [np.empty((rows, bufs[b.column].shape[1]), np.float16) for b in blocks]
+
+    kept: list = []
+    fresh_s = []
+    for _ in range(repeats + 1):
+        into = fresh()
+        fresh_s.append(fill(into))
+        kept = [into, *kept][:2]  # two chunks alive (one computing, one writing), as in extract
+    sets = [fresh(), fresh()]
+    for s in sets:
+        fill(s)  # their first touch, once per extract
+    reused_s = [fill(sets[i % 2]) for i in range(repeats + 1)]
+    f, r = statistics.median(fresh_s[1:]), statistics.median(reused_s[1:])
+    print(f"scatter of one chunk's batches into its buffers ({rows} texts, {host.nbytes / 2**20:,.0f} MiB): fresh "
+          f"buffers {f:.3f} s, reused {r:.3f} s ({f / r:.1f}x)", flush=True)
+
+
 def plain_write(path: Path, nbytes: int, block: bytes) -> float:
     """Seconds for a sequential write of nbytes + fsync (the disk's bandwidth, as a program sees it)."""
     t0 = time.perf_counter()
@@ -106,6 +142,7 @@ def main() -> None:
         block = np.random.default_rng(1).bytes(64 << 20)  # incompressible, as float16 features are
         for dtype in dtypes:
             measure(args, dtype, blocks, widths, chunks, base, block)
+        scatter(chunks, blocks, args.rows, args.repeats)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -52,17 +52,27 @@ def chunks_to_do(store: Store, dataset: str, done: set[str], size: int) -> Itera
         yield pa.concat_tables(pending)
 
 
+def chunk_buffers(computer: FeatureComputer, rows: int) -> dict[str, np.ndarray]:
+    """Empty {column: [rows, width]} host buffers of the stored dtype for one chunk's features."""
+    return {b.column: np.empty((rows, w), dtype=computer.host_dtype) for b, w in zip(computer.blocks, computer.widths)}
+
+
 def chunk_features(computer: FeatureComputer, texts: list[str], keys: list[tuple[str, str | None]],
-                    stats: NeuronStats, bar: Any, values: bool = True) -> tuple[dict[str, np.ndarray], int]:
+                   stats: NeuronStats, bar: Any, values: bool = True, into: dict[str, np.ndarray] | None = None
+                   ) -> tuple[dict[str, np.ndarray], int]:
     """Features of one chunk: {column: [n, width]} in the stored dtype, rows in the given order, and the
     number of truncated texts. keys: [n] (split, label) of each row, the groups of `stats`. values=False: the
-    statistics only ({} for the features: nothing is copied off the device or kept)."""
+    statistics only ({} for the features: nothing is copied off the device or kept). into: `chunk_buffers` of
+    at least n rows to fill (the features are then views of their first n rows), else new ones."""
     seqs, truncated = computer.tokenize(texts)
     group_of = {key: i for i, key in enumerate(stats.groups)}
     group_t = torch.tensor([group_of[k] for k in keys], dtype=torch.long)
-    np_dtype = computer.host_dtype
-    bufs = {b.column: np.empty((len(seqs), w), dtype=np_dtype)
-            for b, w in zip(computer.blocks, computer.widths)} if values else {}
+    if not values:
+        bufs = {}
+    elif into is not None and all(len(into[b.column]) >= len(seqs) for b in computer.blocks):
+        bufs = {b.column: into[b.column][:len(seqs)] for b in computer.blocks}
+    else:
+        bufs = chunk_buffers(computer, len(seqs))
     for batch in computer.iter_batches(seqs, host=values):
         stats.add(batch.device_values.float(), group_t[batch.rows])  # of the values as stored, on the device
         if values:
@@ -75,7 +85,8 @@ def chunk_features(computer: FeatureComputer, texts: list[str], keys: list[tuple
 
 
 def compute_chunk(computer: FeatureComputer, chunk: pa.Table, bar: Any = None, by_label: bool = True,
-                  values: bool = True) -> tuple[pa.Table, dict[str, np.ndarray], NeuronStats, int]:
+                  values: bool = True, into: dict[str, np.ndarray] | None = None
+                  ) -> tuple[pa.Table, dict[str, np.ndarray], NeuronStats, int]:
     """One chunk of texts (id, text, split, label) -> (its id/split/label, features, neuron statistics,
     truncated texts): what `stage_chunk` writes. Statistics are per (split, label), or per split only
     (label null) when `by_label` is off: labels that are values (a regression target) would make a group
@@ -84,7 +95,7 @@ def compute_chunk(computer: FeatureComputer, chunk: pa.Table, bar: Any = None, b
     labels = meta.column("label").to_pylist() if by_label else [None] * meta.num_rows
     keys = list(zip(meta.column("split").to_pylist(), labels))
     stats = NeuronStats(computer.blocks, computer.widths, list(dict.fromkeys(keys)), computer.device)
-    bufs, trunc = chunk_features(computer, chunk.column("text").to_pylist(), keys, stats, bar, values)
+    bufs, trunc = chunk_features(computer, chunk.column("text").to_pylist(), keys, stats, bar, values, into)
     return meta, bufs, stats, trunc
 
 
@@ -173,7 +184,8 @@ def run_chunks(plan: "Plan", store: Store, computer: FeatureComputer, cfg: "Extr
 
     One background writer: chunk k is written (stats, Arrow, fsync, rename) while chunk k+1 runs through
     the model. At most one write is pending, so memory holds at most two chunks, and chunks still become
-    visible strictly in order (resume relies on that)."""
+    visible strictly in order (resume relies on that). The two chunks' host buffers are allocated once and
+    reused in turn: a chunk's fresh buffers (565 MB at GPT2-XL widths) cost a page fault every 4 KB."""
     todo, size = plan.todo, plan.chunk_rows
     first = len(plan.fs.chunks())
     n_chunks = -(-todo // size)
@@ -182,8 +194,12 @@ def run_chunks(plan: "Plan", store: Store, computer: FeatureComputer, cfg: "Extr
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stcstore-writer") as writer, \
             progress(todo, f"extract {cfg.dataset}", "text") as bar:
         pending: Future | None = None
+        sets = [chunk_buffers(computer, min(size, todo)) for _ in range(min(2, n_chunks))] if not cfg.stats_only \
+            else [None, None]
         for k, chunk in enumerate(chunks_to_do(store, cfg.dataset, plan.done, size)):
-            meta, bufs, stats, trunc = compute_chunk(computer, chunk, bar, plan.stats_by_label, not cfg.stats_only)
+            # chunk k fills set k % 2: the set of chunk k - 2, whose write has returned
+            meta, bufs, stats, trunc = compute_chunk(computer, chunk, bar, plan.stats_by_label, not cfg.stats_only,
+                                                     into=sets[k % len(sets)] if sets else None)
             truncated += trunc
             if pending is not None:
                 pending.result()  # re-raises a failed write here, before anything else is written
