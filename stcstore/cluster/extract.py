@@ -34,7 +34,7 @@ from ..core.console import eprint, progress
 from ..core.errors import StcError
 from ..core.names import LOCATION_KEYS, FeatureBlock
 from ..core.result import positional, require_store, stage_config
-from ..features.chunking import chunk_path, chunks_to_do, compute_chunk, stage_chunk
+from ..features.chunking import chunk_buffers, chunk_path, chunks_to_do, compute_chunk, stage_chunk
 from ..features.compute import FeatureComputer
 from ..features.config import ExtractConfig, ExtractResult
 from ..features.stage import ChunkRun, Plan, extract
@@ -86,6 +86,7 @@ class ExtractWorker:
         self.computer = FeatureComputer(lm, spec.blocks, spec.max_length, spec.dtype, spec.batch_size,
                                         spec.max_tokens, spec.device, pack=spec.pack)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._bufs: dict | None = None  # one chunk's host buffers, reused chunk after chunk (no fresh pages each)
 
     def fingerprint(self) -> dict[str, Any]:
         return self.fp
@@ -93,7 +94,10 @@ class ExtractWorker:
     def chunk(self, final: str, index: int, table: pa.Table) -> ChunkDone:
         """Compute one chunk and leave it, complete, in a temp beside `final` (the driver commits it)."""
         c0, f0 = self.computer.clipped, self.computer.forward_seconds
-        meta, bufs, stats, truncated = compute_chunk(self.computer, table, by_label=self.by_label, values=self.values)
+        if self.values and (self._bufs is None or any(len(b) < table.num_rows for b in self._bufs.values())):
+            self._bufs = chunk_buffers(self.computer, table.num_rows)
+        meta, bufs, stats, truncated = compute_chunk(self.computer, table, by_label=self.by_label, values=self.values,
+                                                     into=self._bufs)  # staged before the next chunk: reusable
         tmp = stage_chunk(Path(final), meta, bufs, self.computer.blocks, self.dtype, stats)
         return ChunkDone(index, str(tmp), table.num_rows, truncated, self.computer.clipped - c0,
                          self.computer.forward_seconds - f0, self.name)
