@@ -39,7 +39,7 @@ class NeuronStats:
         group = group.cpu()  # counted on the host: reading them from a GPU would wait for it
         counts = torch.bincount(group, minlength=len(self.groups))
         if int((counts > 0).sum()) > 1:
-            x = x[torch.argsort(group, stable=True).to(x.device)]
+            x = x.index_select(0, torch.argsort(group, stable=True).to(x.device))  # faster than x[order]
         r0 = 0
         for gi, c in enumerate(counts.tolist()):
             if not c:
