@@ -111,14 +111,14 @@ def encode_int8(x: np.ndarray, lo: torch.Tensor | None = None, hi: torch.Tensor 
     if not len(v):
         return np.zeros(x.shape, np.int8), np.zeros((2, x.shape[1]), np.float32)
     if lo is None or hi is None:
-        lo, hi = v.amin(dim=0).float(), v.amax(dim=0).float()  # both NaN where a NaN is
+        lo, hi = v.amin(dim=0), v.amax(dim=0)  # both NaN where a NaN is
     lo, hi = lo.float().cpu(), hi.float().cpu()
     nan = torch.isnan(lo) | torch.isnan(hi)
     if bool(nan.any()):  # no code stands for NaN: refuse rather than store another value
         raise StcError(f"the model produced NaN for {int(nan.sum())} neurons of this chunk; int8 codes cannot hold "
                        f"NaN: extract with --dtype float16 (it stores NaN as NaN)")
     step = (hi - lo) / 255
-    inv = torch.where(step > 0, 1 / torch.where(step > 0, step, torch.ones_like(step)), torch.zeros_like(step))
+    inv = torch.where(step > 0, 1 / step, torch.zeros_like(step))  # 1 / 0 is inf, never picked
     q = (work if work is not None and work.numel() >= v.numel() else torch.empty(v.numel()))[:v.numel()].view(v.shape)
     # (x - lo) / step - 128 as x * inv + (-lo * inv - 128): the rounding can differ from the quotient's by one code
     # at a half step (within the decoding's step / 2 + float32 rounding), never beyond the range: clamped
@@ -194,8 +194,7 @@ def run_chunks(plan: "Plan", store: Store, computer: FeatureComputer, cfg: "Extr
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stcstore-writer") as writer, \
             progress(todo, f"extract {cfg.dataset}", "text") as bar:
         pending: Future | None = None
-        sets = [chunk_buffers(computer, min(size, todo)) for _ in range(min(2, n_chunks))] if not cfg.stats_only \
-            else [None, None]
+        sets = [] if cfg.stats_only else [chunk_buffers(computer, min(size, todo)) for _ in range(min(2, n_chunks))]
         for k, chunk in enumerate(chunks_to_do(store, cfg.dataset, plan.done, size)):
             # chunk k fills set k % 2: the set of chunk k - 2, whose write has returned
             meta, bufs, stats, trunc = compute_chunk(computer, chunk, bar, plan.stats_by_label, not cfg.stats_only,

@@ -51,7 +51,7 @@ class NeuronStats:
             torch.minimum(self.min[gi], rows.amin(dim=0), out=self.min[gi])
             torch.maximum(self.max[gi], rows.amax(dim=0), out=self.max[gi])
             self.npos[gi] += torch.relu(rows).sign_().sum(dim=0)
-        self.n += counts.cpu().numpy()
+        self.n += counts.numpy()
 
     def ranges(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """{block column: (minimum, maximum) [width] float32 on the CPU} of each neuron over every row added

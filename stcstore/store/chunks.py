@@ -41,8 +41,9 @@ def read_chunk_columns(chunk: Path, names: Sequence[str]) -> pa.Table:
 # --------------------------------------------------------------------------------------------- int8 codes
 # `extract --dtype int8`: each neuron's float16 values in one chunk, coded as q = round((x - lo) / step) - 128
 # with lo = its minimum and step = (its maximum - lo) / 255 in that chunk (step 0 for a constant neuron), so
-# x = (q + 128) * step + lo within step / 2 (coded by features.chunking.encode_int8). The (lo, step) pairs of a chunk's columns lie beside it in
-# int8.arrow (one FixedSizeList<float32>[width] column per block: row 0 lo, row 1 step).
+# x = (q + 128) * step + lo within step / 2 (coded by features.chunking.encode_int8). The (lo, step) pairs of a
+# chunk's columns lie beside it in int8.arrow (one FixedSizeList<float32>[width] column per block: row 0 lo, row 1
+# step).
 INT8_SCALES = "int8.arrow"
 
 
